@@ -1,0 +1,3 @@
+"""Wire models and the typed HTTP client shared by apiserver, nodemanager and nodectl."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,286 @@
+"""Typed HTTP client for the apiserver, in a blocking and an asyncio flavour.
+
+Each API operation is described once, as a `Call` (method, path, query, body,
+response type); `Client` and `AsyncClient` only differ in how they send it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from nodeapi import models as m
+from nodeapi.errors import RequestTimeout, TransportError, error_for_status
+
+T = TypeVar("T")
+
+DEFAULT_SERVER = "http://localhost:8080"
+API = "/api/v1"
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    response: type[T]
+    params: dict[str, Any] = field(default_factory=dict)
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+
+
+class _NoContent:
+    """Marker response type for 204 answers."""
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _selector_param(selector: dict[str, str] | list[str] | str | None) -> str | None:
+    if selector is None:
+        return None
+    if isinstance(selector, str):
+        return selector or None
+    if isinstance(selector, dict):
+        return ",".join(f"{k}={v}" for k, v in selector.items()) or None
+    return ",".join(selector) or None
+
+
+class Calls:
+    """Builders for every API operation. Returned `Call`s are sent by a client."""
+
+    # nodes -----------------------------------------------------------------
+    @staticmethod
+    def heartbeat(req: m.HeartbeatRequest) -> Call[m.HeartbeatResponse]:
+        return Call("POST", f"{API}/nodes/heartbeat", m.HeartbeatResponse, body=req)
+
+    @staticmethod
+    def list_nodes(
+        status: str | None = None,
+        selector: dict[str, str] | list[str] | str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> Call[m.NodeList]:
+        params: dict[str, Any] = {"status": status, "selector": _selector_param(selector), "offset": offset}
+        if limit is not None:
+            params["limit"] = limit
+        return Call("GET", f"{API}/nodes", m.NodeList, params=params)
+
+    @staticmethod
+    def get_node(node_id: str) -> Call[m.Node]:
+        return Call("GET", f"{API}/nodes/{_seg(node_id)}", m.Node)
+
+    @staticmethod
+    def patch_node(node_id: str, patch: m.NodePatch) -> Call[m.Node]:
+        return Call("PATCH", f"{API}/nodes/{_seg(node_id)}", m.Node, body=patch)
+
+    @staticmethod
+    def delete_node(node_id: str) -> Call[_NoContent]:
+        return Call("DELETE", f"{API}/nodes/{_seg(node_id)}", _NoContent)
+
+    @staticmethod
+    def node_runs(node_id: str, status: str | None = None, limit: int | None = None) -> Call[m.RunList]:
+        params: dict[str, Any] = {"status": status}
+        if limit is not None:
+            params["limit"] = limit
+        return Call("GET", f"{API}/nodes/{_seg(node_id)}/runs", m.RunList, params=params)
+
+    @staticmethod
+    def get_env_config(node_id: str) -> Call[m.EnvConfig]:
+        return Call("GET", f"{API}/nodes/{_seg(node_id)}/env-config", m.EnvConfig)
+
+    @staticmethod
+    def put_env_config(node_id: str, config: m.EnvConfig) -> Call[m.EnvConfig]:
+        return Call("PUT", f"{API}/nodes/{_seg(node_id)}/env-config", m.EnvConfig, body=config)
+
+    @staticmethod
+    def test_proxy(node_id: str, req: m.ProxyTestRequest | None = None, wait: float | None = None) -> Call[
+        m.ProxyTestResult
+    ]:
+        params: dict[str, Any] = {}
+        if wait is not None:
+            params["wait"] = wait
+        return Call(
+            "POST",
+            f"{API}/nodes/{_seg(node_id)}/env-config/test-proxy",
+            m.ProxyTestResult,
+            params=params,
+            body=req,
+            timeout=(wait or 30.0) + 10.0,
+        )
+
+    # node work channel (nodemanager) ---------------------------------------
+    @staticmethod
+    def poll_work(node_id: str, wait: float = 20.0) -> Call[m.WorkResponse]:
+        return Call(
+            "GET",
+            f"{API}/nodes/{_seg(node_id)}/work",
+            m.WorkResponse,
+            params={"wait": wait},
+            timeout=wait + 10.0,
+        )
+
+    @staticmethod
+    def post_run_events(run_id: str, batch: m.NodeEventBatch) -> Call[m.NodeEventAck]:
+        return Call("POST", f"{API}/runs/{_seg(run_id)}/node-events", m.NodeEventAck, body=batch)
+
+    @staticmethod
+    def post_command_result(node_id: str, command_id: str, result: m.CommandResult) -> Call[_NoContent]:
+        return Call(
+            "POST",
+            f"{API}/nodes/{_seg(node_id)}/commands/{_seg(command_id)}/result",
+            _NoContent,
+            body=result,
+        )
+
+    # runs ------------------------------------------------------------------
+    @staticmethod
+    def create_run(req: m.RunCreate) -> Call[m.Run]:
+        return Call("POST", f"{API}/runs", m.Run, body=req)
+
+    @staticmethod
+    def list_runs(
+        status: str | None = None, node_id: str | None = None, limit: int | None = None, offset: int = 0
+    ) -> Call[m.RunList]:
+        params: dict[str, Any] = {"status": status, "node_id": node_id, "offset": offset}
+        if limit is not None:
+            params["limit"] = limit
+        return Call("GET", f"{API}/runs", m.RunList, params=params)
+
+    @staticmethod
+    def get_run(run_id: str) -> Call[m.Run]:
+        return Call("GET", f"{API}/runs/{_seg(run_id)}", m.Run)
+
+    @staticmethod
+    def cancel_run(run_id: str) -> Call[m.Run]:
+        return Call("POST", f"{API}/runs/{_seg(run_id)}/cancel", m.Run)
+
+    @staticmethod
+    def run_events(
+        run_id: str, after: int = 0, type: str | None = None, wait: float | None = None
+    ) -> Call[m.RunEventList]:
+        params: dict[str, Any] = {"after": after, "type": type}
+        if wait is not None:
+            params["wait"] = wait
+        return Call(
+            "GET",
+            f"{API}/runs/{_seg(run_id)}/events",
+            m.RunEventList,
+            params=params,
+            timeout=(wait + 10.0) if wait else None,
+        )
+
+    # misc ------------------------------------------------------------------
+    @staticmethod
+    def audit(limit: int | None = None, offset: int = 0, target_id: str | None = None) -> Call[m.AuditList]:
+        params: dict[str, Any] = {"offset": offset, "target_id": target_id}
+        if limit is not None:
+            params["limit"] = limit
+        return Call("GET", f"{API}/audit", m.AuditList, params=params)
+
+
+def _clean_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": "agent-nodes-client"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _decode(call: Call[T], response: httpx.Response) -> T:
+    if response.status_code >= 400:
+        detail = response.reason_phrase or "error"
+        extra: Any = None
+        try:
+            body = msgspec.json.decode(response.content)
+            if isinstance(body, dict):
+                detail = str(body.get("detail") or detail)
+                extra = body.get("extra")
+        except msgspec.DecodeError:
+            if response.text:
+                detail = response.text[:500]
+        raise error_for_status(response.status_code, detail, extra)
+    if call.response is _NoContent:
+        return _NoContent()  # type: ignore[return-value]
+    return msgspec.json.decode(response.content, type=call.response)
+
+
+def _request(call: Call[Any]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"params": _clean_params(call.params)}
+    if call.body is not None:
+        kwargs["content"] = msgspec.json.encode(call.body)
+        kwargs["headers"] = {"Content-Type": "application/json", **call.headers}
+    elif call.headers:
+        kwargs["headers"] = dict(call.headers)
+    if call.timeout is not None:
+        kwargs["timeout"] = call.timeout
+    return kwargs
+
+
+def _transport_error(base_url: str, exc: httpx.TransportError) -> TransportError:
+    if isinstance(exc, httpx.TimeoutException):
+        return RequestTimeout(base_url, "timed out")
+    reason = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError) and "refused" in reason.lower():
+        reason = "connection refused"
+    return TransportError(base_url, reason)
+
+
+class Client:
+    """Blocking client (nodectl)."""
+
+    def __init__(self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
+        )
+
+    def send(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, **_request(call))
+        except httpx.TransportError as exc:
+            raise _transport_error(self.base_url, exc) from exc
+        return _decode(call, response)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """asyncio client (nodemanager)."""
+
+    def __init__(self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
+        )
+
+    async def send(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.request(call.method, call.path, **_request(call))
+        except httpx.TransportError as exc:
+            raise _transport_error(self.base_url, exc) from exc
+        return _decode(call, response)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,81 @@
+"""Exceptions raised by the typed client.
+
+    ApiError
+    ├── TransportError          the server could not be reached or did not answer
+    │   └── RequestTimeout      no answer within the client timeout
+    └── HTTPStatusError         the server answered 4xx/5xx; `.status_code`, `.detail`
+        ├── BadRequest          400, 413, 422
+        ├── Unauthorized        401, 403
+        ├── NotFound            404
+        ├── Conflict            409
+        ├── GatewayTimeout      504 (e.g. a node did not answer a proxy test in time)
+        └── ServerError         other 5xx
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApiError(Exception):
+    """Base of every client error."""
+
+
+class TransportError(ApiError):
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(f"cannot reach {url}: {reason}")
+        self.url = url
+        self.reason = reason
+
+
+class RequestTimeout(TransportError):
+    pass
+
+
+class HTTPStatusError(ApiError):
+    def __init__(self, status_code: int, detail: str, extra: Any = None) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
+        self.extra = extra
+
+
+class BadRequest(HTTPStatusError):
+    pass
+
+
+class Unauthorized(HTTPStatusError):
+    pass
+
+
+class NotFound(HTTPStatusError):
+    pass
+
+
+class Conflict(HTTPStatusError):
+    pass
+
+
+class GatewayTimeout(HTTPStatusError):
+    pass
+
+
+class ServerError(HTTPStatusError):
+    pass
+
+
+def error_for_status(status_code: int, detail: str, extra: Any = None) -> HTTPStatusError:
+    cls: type[HTTPStatusError]
+    if status_code in (401, 403):
+        cls = Unauthorized
+    elif status_code == 404:
+        cls = NotFound
+    elif status_code == 409:
+        cls = Conflict
+    elif status_code == 504:
+        cls = GatewayTimeout
+    elif status_code >= 500:
+        cls = ServerError
+    else:
+        cls = BadRequest
+    return cls(status_code, detail, extra)

@@ -1,0 +1,88 @@
+"""How a node executes runs: one interface, DockerRuntime and ProcessRuntime.
+
+A runtime knows nothing about the apiserver. The agent loop hands it a `RunSpec`,
+and reads back `Handle`s, output and exit codes. Every implementation passes the
+same test suite (tests/test_runtime.py).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class RuntimeError_(Exception):
+    """Base of runtime errors (named with a trailing underscore to not shadow the builtin)."""
+
+
+class ImageNotFound(RuntimeError_):
+    """The image is not present and the pull policy forbids (or failed) pulling it."""
+
+
+class RuntimeUnavailable(RuntimeError_):
+    """The engine (Docker daemon) cannot be reached."""
+
+
+class StartFailed(RuntimeError_):
+    """The run could not be started (bad command, bad image config, ...)."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_id: str
+    image: str
+    command: list[str]
+    env: dict[str, str]  # final environment: node env config + proxy vars + the run's own env
+    workspace: Path  # host directory, mounted at /workspace in a container (the cwd for processes)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Handle:
+    run_id: str
+    ref: str  # container id, or pid for processes
+    running: bool
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class LogLine:
+    stream: str  # "stdout" | "stderr"
+    text: str
+    ts: str | None = None  # RFC 3339 timestamp from the runtime, used to resume after a restart
+
+
+class Runtime(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    async def start(self, spec: RunSpec) -> Handle:
+        """Create and start the run. Starting a run id that already exists raises StartFailed."""
+
+    @abc.abstractmethod
+    async def list(self) -> list[Handle]:
+        """Every run of this node known to the runtime, running or exited and not yet removed."""
+
+    @abc.abstractmethod
+    async def wait(self, run_id: str) -> int:
+        """Wait for the run to exit; its exit code."""
+
+    @abc.abstractmethod
+    def logs(self, run_id: str, since: str | None = None) -> AsyncIterator[LogLine]:
+        """Output lines as they happen, until the run exits; `since` skips lines at or before that ts."""
+
+    @abc.abstractmethod
+    async def stop(self, run_id: str, grace: float) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds."""
+
+    @abc.abstractmethod
+    async def remove(self, run_id: str) -> None:
+        """Forget an exited run (remove the container)."""
+
+    @abc.abstractmethod
+    async def version(self) -> str: ...
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        return None

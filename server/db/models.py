@@ -1,0 +1,120 @@
+"""ORM rows (SQLModel tables). Never sent on the wire: services map them to nodeapi.models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _json(**kw: Any) -> Any:
+    return Field(default_factory=dict, sa_column=Column(JSON, nullable=False, **kw))
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=nullable, index=index))
+
+
+class NodeRow(SQLModel, table=True):
+    __tablename__ = "nodes"
+
+    id: str = Field(primary_key=True, max_length=253)
+    # what the node last reported, what the admin overrode (value None = removed), and the merge of both
+    reported_labels: dict[str, str] = _json()
+    label_overrides: dict[str, str | None] = _json()
+    labels: dict[str, str] = _json()
+    max_concurrent: int = Field(default=1)
+    # counter of runs scheduled or running here; changed only by conditional UPDATEs
+    running: int = Field(default=0)
+    draining: bool = Field(default=False, index=True)
+    info: dict[str, Any] = _json()
+    last_heartbeat_at: datetime | None = _ts(index=True)
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime | None = _ts()
+    resource_version: int = Field(default=1)
+    last_proxy_test: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class EnvConfigRow(SQLModel, table=True):
+    __tablename__ = "env_configs"
+
+    node_id: str = Field(primary_key=True, max_length=253)
+    proxy: dict[str, str | None] = _json()
+    env: dict[str, str] = _json()
+    resource_version: int = Field(default=1)
+    updated_at: datetime | None = _ts()
+
+
+class RunRow(SQLModel, table=True):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_node_status", "node_id", "status"),)
+
+    id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(index=True, max_length=16)
+    image: str = Field(max_length=512)
+    command: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    env: dict[str, str] = _json()
+    node_selector: dict[str, str] = _json()
+    selector_expressions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    node_id: str | None = Field(default=None, max_length=253)
+    exit_code: int | None = None
+    created_at: datetime = _ts(nullable=False, index=True)
+    updated_at: datetime | None = _ts()
+    scheduled_at: datetime | None = _ts()
+    claimed_at: datetime | None = _ts()
+    started_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts()
+    attempts: int = Field(default=0)
+    cancel_requested: bool = Field(default=False)
+    container_id: str | None = Field(default=None, max_length=128)
+    message: str | None = Field(default=None, max_length=2000)
+    # next per-run event seq is last_event_seq + 1 (bumped with a conditional UPDATE)
+    last_event_seq: int = Field(default=0)
+    last_node_seq: int = Field(default=0)
+    # outbox: False until the run id is known to be on the queue
+    enqueued: bool = Field(default=False, index=True)
+
+
+class RunEventRow(SQLModel, table=True):
+    __tablename__ = "run_events"
+    __table_args__ = (UniqueConstraint("run_id", "seq", name="uq_run_events_run_seq"),)
+
+    # BIGINT on PostgreSQL; plain INTEGER on SQLite, where only that autoincrements
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    )
+    run_id: str = Field(max_length=64, index=True)
+    seq: int
+    type: str = Field(max_length=32)
+    at: datetime = _ts(nullable=False)
+    data: dict[str, Any] = _json()
+
+
+class NodeCommandRow(SQLModel, table=True):
+    __tablename__ = "node_commands"
+
+    id: str = Field(primary_key=True, max_length=64)
+    node_id: str = Field(max_length=253, index=True)
+    type: str = Field(max_length=32)
+    payload: dict[str, Any] = _json()
+    # pending -> delivered -> done | expired
+    state: str = Field(default="pending", max_length=16, index=True)
+    result: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    created_at: datetime = _ts(nullable=False)
+    delivered_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+
+
+class AuditRow(SQLModel, table=True):
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = _ts(nullable=False, index=True)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64)
+    target_type: str = Field(max_length=32)
+    target_id: str = Field(max_length=253, index=True)
+    details: dict[str, Any] = _json()
