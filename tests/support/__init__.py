@@ -1,0 +1,1 @@
+"""Helpers that start real throwaway services for the tests (no mocks)."""
