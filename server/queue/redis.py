@@ -1,0 +1,177 @@
+"""Run queue on one Redis stream read by one consumer group ("schedulers").
+
+Every scheduler replica is a consumer with a unique name. A message stays in the
+group's pending entries list until acked; acked entries are also deleted so the
+stream only holds work not yet done. Redis errors surface as `QueueUnavailable`;
+the client reconnects on its own, and a group that vanished (Redis restarted
+without persistence) is recreated on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from server.queue.base import Message, QueueUnavailable, RunQueue
+
+DEFAULT_STREAM_KEY = "agentnodes:runs"
+GROUP = "schedulers"
+RUN_ID_FIELD = "run_id"
+MAX_BLOCK_SECONDS = 10.0
+
+T = TypeVar("T")
+
+
+def unique_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class RedisStreamsQueue(RunQueue):
+    def __init__(self, url: str, stream_key: str = DEFAULT_STREAM_KEY, consumer: str | None = None) -> None:
+        self.url = url
+        self.stream_key = stream_key
+        self.consumer = consumer or unique_consumer_name()
+        self._redis: Redis | None = None
+
+    @property
+    def _client(self) -> Redis:
+        if self._redis is None:
+            # a couple of quick retries make a reconnect after a Redis restart invisible to callers,
+            # while a Redis that stays down is reported within a fraction of a second
+            self._redis = Redis.from_url(
+                self.url,
+                decode_responses=True,
+                socket_connect_timeout=2.0,
+                socket_timeout=MAX_BLOCK_SECONDS + 5.0,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+            )
+        return self._redis
+
+    async def start(self) -> None:
+        await self._guard(self._create_group)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            try:
+                await redis.aclose()
+            except (RedisError, OSError) as exc:
+                raise QueueUnavailable(f"closing the Redis connection failed: {exc}") from exc
+
+    async def publish(self, run_ids: list[str]) -> None:
+        if not run_ids:
+            return
+
+        async def add_all() -> None:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for run_id in run_ids:
+                    pipe.xadd(self.stream_key, {RUN_ID_FIELD: run_id})
+                await pipe.execute()
+
+        await self._guard(add_all)
+
+    async def consume(self, count: int, block: float) -> list[Message]:
+        block_ms = max(1, int(min(block, MAX_BLOCK_SECONDS) * 1000)) if block > 0 else None
+
+        async def read() -> Any:
+            return await self._client.xreadgroup(
+                GROUP, self.consumer, {self.stream_key: ">"}, count=count, block=block_ms
+            )
+
+        reply = await self._guard(read, group_needed=True)
+        if not reply:
+            return []
+        # RESP2: [[stream, entries]]; RESP3: {stream: [entries]}
+        entries = next(iter(reply.values()))[0] if isinstance(reply, dict) else reply[0][1]
+        return [_message(message_id, fields) for message_id, fields in entries if fields]
+
+    async def ack(self, message_ids: list[str]) -> None:
+        if not message_ids:
+            return
+
+        async def ack_and_delete() -> None:
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.xack(self.stream_key, GROUP, *message_ids)
+                pipe.xdel(self.stream_key, *message_ids)
+                await pipe.execute()
+
+        await self._guard(ack_and_delete)
+
+    async def reclaim(self, min_idle: float, count: int) -> list[Message]:
+        async def claim() -> Any:
+            return await self._client.xautoclaim(
+                self.stream_key, GROUP, self.consumer, int(min_idle * 1000), start_id="0-0", count=count
+            )
+
+        reply = await self._guard(claim, group_needed=True)
+        claimed = [(message_id, fields) for message_id, fields in reply[1] if fields]
+        if not claimed:
+            return []
+        deliveries = await self._delivery_counts([message_id for message_id, _ in claimed])
+        return [_message(mid, fields, deliveries.get(mid, 2)) for mid, fields in claimed]
+
+    async def _delivery_counts(self, message_ids: list[str]) -> dict[str, int]:
+        async def pending_range() -> Any:
+            return await self._client.xpending_range(
+                self.stream_key,
+                GROUP,
+                min=message_ids[0],
+                max=message_ids[-1],
+                count=len(message_ids),
+                consumername=self.consumer,
+            )
+
+        rows = await self._guard(pending_range, group_needed=True)
+        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._client.ping())
+        except (RedisError, OSError):
+            return False
+
+    async def pending_count(self) -> int:
+        async def summary() -> Any:
+            return await self._client.xpending(self.stream_key, GROUP)
+
+        reply = await self._guard(summary, group_needed=True)
+        return int(reply["pending"])
+
+    async def _create_group(self) -> None:
+        try:
+            await self._client.xgroup_create(self.stream_key, GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _guard(self, call: Callable[[], Awaitable[T]], group_needed: bool = False) -> T:
+        """Run `call`, recreating a vanished group once; every Redis error becomes QueueUnavailable."""
+        try:
+            try:
+                return await call()
+            except ResponseError as exc:
+                if not (group_needed and str(exc).startswith("NOGROUP")):
+                    raise
+            await self._create_group()
+            return await call()
+        except (RedisError, OSError) as exc:
+            raise QueueUnavailable(f"Redis at {_redacted(self.url)} is unavailable: {exc}") from exc
+
+
+def _message(message_id: str, fields: dict[str, str], deliveries: int = 1) -> Message:
+    return Message(id=message_id, run_id=fields[RUN_ID_FIELD], deliveries=deliveries)
+
+
+def _redacted(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
