@@ -1,0 +1,152 @@
+"""Delivery of run events to the apiserver: ordered, batched, retried until acknowledged.
+
+Each run has one `RunReporter`. Events get a per-run `node_seq` that strictly increases; the
+server stores only events above the run's `last_node_seq`, so resending a batch whose answer was
+lost never duplicates anything. Pending events stay in memory, in order, until acknowledged.
+A log producer that outruns the server is slowed down (`log` waits while too much is pending)
+rather than the daemon's memory growing without bound: the runtime keeps the output meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from nodeapi import models as m
+from nodeapi.client import AsyncClient, Calls
+from nodeapi.errors import HTTPStatusError
+from nodemanager.loops import TRANSIENT_ERRORS, Backoff
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 200
+LINGER = 0.2  # seconds a batch waits for more log lines before it is sent
+MAX_PENDING = 20_000  # log lines buffered per run before the reader is paused
+FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
+
+
+class EventsRejected(Exception):
+    """The server refused the run's events for good (run unknown, assigned elsewhere, invalid)."""
+
+
+class RunReporter:
+    """Ordered, retried event stream of one run."""
+
+    def __init__(self, client: AsyncClient, node_id: str, run_id: str, last_node_seq: int) -> None:
+        self.run_id = run_id
+        self._client = client
+        self._node_id = node_id
+        self._next_seq = last_node_seq + 1
+        self._pending: list[m.NodeEventIn] = []
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._acked = asyncio.Condition()
+        self._acked_seq = last_node_seq
+        self._final_seq: int | None = None
+        self._rejected: EventsRejected | None = None
+        self.cancel_requested = False  # the server said so in an ack
+        self._task = asyncio.create_task(self._send_loop(), name=f"reporter:{run_id}")
+
+    # producers -------------------------------------------------------------
+    def emit(self, type_: str, data: dict[str, Any] | None = None) -> int:
+        """Queue an event; its node_seq."""
+        if self._final_seq is not None:
+            raise RuntimeError(f"run {self.run_id}: event {type_!r} after the final event")
+        seq = self._next_seq
+        self._next_seq += 1
+        self._pending.append(m.NodeEventIn(node_seq=seq, type=type_, data=data or {}, at=datetime.now(UTC)))
+        if type_ in FINAL_EVENTS:
+            self._final_seq = seq
+        if len(self._pending) >= MAX_PENDING:
+            self._room.clear()
+        self._wakeup.set()
+        return seq
+
+    async def log(self, stream: str, text: str, ts: str | None) -> None:
+        await self._room.wait()
+        self.emit("log", {"stream": stream, "text": text, "ts": ts})
+
+    # waiting for acknowledgement -----------------------------------------------
+    async def wait_acked(self, seq: int) -> None:
+        """Until the event with `seq` is stored by the server; raises EventsRejected if it never will be."""
+        async with self._acked:
+            await self._acked.wait_for(lambda: self._acked_seq >= seq or self._rejected is not None)
+        if self._acked_seq < seq and self._rejected is not None:
+            raise self._rejected
+
+    async def finished(self) -> None:
+        """Until the final event is acknowledged (or rejected: then EventsRejected)."""
+        if self._final_seq is None:
+            raise RuntimeError(f"run {self.run_id}: no final event emitted")
+        await self.wait_acked(self._final_seq)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def done(self) -> bool:
+        if self._rejected is not None:
+            return True
+        return self._final_seq is not None and self._acked_seq >= self._final_seq
+
+    async def flush(self, deadline: float) -> bool:
+        """Give pending events up to `deadline` seconds to be acknowledged; whether all were."""
+        target = self._next_seq - 1
+        try:
+            await asyncio.wait_for(self.wait_acked(target), deadline)
+        except (TimeoutError, EventsRejected):
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Stop sending; whatever is still pending is dropped (the caller flushed first)."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    # sending -------------------------------------------------------------------
+    async def _send_loop(self) -> None:
+        backoff = Backoff(base=0.2, ceiling=30.0)
+        while self._rejected is None:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self._final_seq is None and len(self._pending) < MAX_BATCH and self._pending[-1].type == "log":
+                await asyncio.sleep(LINGER)
+            batch = self._pending[:MAX_BATCH]
+            try:
+                ack = await self._client.send(
+                    Calls.post_run_events(self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch))
+                )
+            except TRANSIENT_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("run %s: sending events failed: %s; retry in %.1fs", self.run_id, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            except HTTPStatusError as exc:
+                log.error("run %s: the server refused its events: %s", self.run_id, exc)
+                await self._set_rejected(EventsRejected(f"run {self.run_id}: {exc.detail}"))
+                return
+            backoff.reset()
+            del self._pending[: len(batch)]
+            if len(self._pending) < MAX_PENDING // 2:
+                self._room.set()
+            self.cancel_requested = self.cancel_requested or ack.cancel_requested
+            await self._set_acked(batch[-1].node_seq)
+
+    async def _set_acked(self, seq: int) -> None:
+        async with self._acked:
+            self._acked_seq = max(self._acked_seq, seq)
+            self._acked.notify_all()
+
+    async def _set_rejected(self, exc: EventsRejected) -> None:
+        self._pending.clear()
+        self._room.set()
+        async with self._acked:
+            self._rejected = exc
+            self._acked.notify_all()
