@@ -1,0 +1,159 @@
+"""Pure placement: which run goes to which node, or why it fits nowhere. No I/O.
+
+Rules: a run goes only to an `online` node whose labels satisfy its selector and whose
+`running` is below `max_concurrent`; among those the least loaded wins, by lowest
+running/max_concurrent, then lower running, then node id.
+
+Cost: nodes are grouped by identical label sets, a selector is matched once per group,
+and each distinct selector keeps a heap of its candidate nodes (stale entries are
+skipped lazily), so a batch costs O(nodes + runs·log nodes) rather than O(runs·nodes).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from server.scheduler.selectors import Selector, Signature
+
+NodeState = Literal["online", "draining", "offline"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSnapshot:
+    id: str
+    labels: Mapping[str, str]
+    running: int
+    max_concurrent: int
+    state: NodeState = "online"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRun:
+    id: str
+    selector: Selector
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    run_id: str
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unschedulable:
+    run_id: str
+    reason: str
+
+
+Decision = Assign | Unschedulable
+
+
+def place(runs: Sequence[PendingRun], nodes: Sequence[NodeSnapshot]) -> list[Decision]:
+    """One decision per run, in order; assignments made earlier in the batch count as load."""
+    cluster = _Cluster(nodes)
+    decisions: list[Decision] = []
+    for run in runs:
+        pool = cluster.pool(run.selector)
+        index = pool.take()
+        if index is None:
+            decisions.append(Unschedulable(run.id, pool.reason()))
+        else:
+            decisions.append(Assign(run.id, cluster.nodes[index].id))
+    return decisions
+
+
+@dataclass
+class _Group:
+    labels: Mapping[str, str]
+    members: list[int] = field(default_factory=list)
+
+
+class _Cluster:
+    def __init__(self, nodes: Sequence[NodeSnapshot]) -> None:
+        self.nodes = nodes
+        self.running = [node.running for node in nodes]
+        groups: dict[frozenset[tuple[str, str]], _Group] = {}
+        for index, node in enumerate(nodes):
+            key = frozenset(node.labels.items())
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(node.labels)
+            group.members.append(index)
+        self.groups = list(groups.values())
+        self._pools: dict[Signature, _Pool] = {}
+
+    def pool(self, selector: Selector) -> _Pool:
+        pool = self._pools.get(selector.signature)
+        if pool is None:
+            matching = [group for group in self.groups if selector.matches(group.labels)]
+            pool = self._pools[selector.signature] = _Pool(self, selector, matching)
+        return pool
+
+    def entry(self, index: int) -> tuple[float, int, str, int]:
+        running = self.running[index]
+        return (running / max(self.nodes[index].max_concurrent, 1), running, self.nodes[index].id, index)
+
+    def has_room(self, index: int) -> bool:
+        node = self.nodes[index]
+        return node.state == "online" and self.running[index] < node.max_concurrent
+
+
+class _Pool:
+    """Candidate nodes of one selector, least loaded first."""
+
+    def __init__(self, cluster: _Cluster, selector: Selector, matching: list[_Group]) -> None:
+        self.cluster = cluster
+        self.selector = selector
+        self.matching = matching
+        self.heap = [cluster.entry(i) for group in matching for i in group.members if cluster.has_room(i)]
+        heapq.heapify(self.heap)
+        self._reason: str | None = None
+
+    def take(self) -> int | None:
+        cluster, heap = self.cluster, self.heap
+        while heap:
+            _, running, _, index = heapq.heappop(heap)
+            if running != cluster.running[index]:
+                # assigned through another selector's pool since this entry was pushed
+                if cluster.has_room(index):
+                    heapq.heappush(heap, cluster.entry(index))
+                continue
+            cluster.running[index] += 1
+            if cluster.has_room(index):
+                heapq.heappush(heap, cluster.entry(index))
+            return index
+        return None
+
+    def reason(self) -> str:
+        """Why nothing fits, per node group; stable once the pool ran dry (loads only grow in a batch)."""
+        if self._reason is None:
+            self._reason = self._explain()
+        return self._reason
+
+    def _explain(self) -> str:
+        cluster = self.cluster
+        total = len(cluster.nodes)
+        matching_count = sum(len(group.members) for group in self.matching)
+        states: Counter[str] = Counter()
+        full: set[tuple[int, int]] = set()
+        for group in self.matching:
+            for index in group.members:
+                node = cluster.nodes[index]
+                states[node.state] += 1
+                if node.state == "online":
+                    full.add((cluster.running[index], node.max_concurrent))
+        parts = []
+        if total - matching_count:
+            parts.append(f"{total - matching_count} do not match {self.selector.describe()}")
+        if states["online"]:
+            figure = f" ({next(iter(full))[0]}/{next(iter(full))[1]})" if len(full) == 1 else ""
+            parts.append(f"{states['online']} at capacity{figure}")
+        if states["draining"]:
+            parts.append(f"{states['draining']} draining")
+        if states["offline"]:
+            parts.append(f"{states['offline']} offline")
+        return f"0/{total} nodes available: " + (", ".join(parts) if parts else "no nodes are registered")
