@@ -1,0 +1,181 @@
+"""Validation rules shared by the apiserver and nodectl (pure Python, no server dependencies).
+
+Each check raises ValueError with a message that names the bad field and the rule.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+MAX_CAPACITY = 10_000
+MAX_LABELS = 64
+MAX_ENV_VARS = 256
+MAX_ENV_VALUE_LENGTH = 32 * 1024
+MAX_NO_PROXY_LENGTH = 4096
+PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_NAME_RE = re.compile(rf"^{_NAME}$")
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def validate_node_id(node_id: str, field: str = "node_id") -> str:
+    """1-253 characters, starting with a letter or digit, then letters, digits, '.', '_' or '-'."""
+    if not 1 <= len(node_id) <= 253 or not _NODE_ID_RE.match(node_id):
+        raise ValueError(
+            f"{field} {_shown(node_id)} is invalid: use 1-253 characters, starting with a letter or digit, "
+            "then letters, digits, '.', '_' or '-'"
+        )
+    return node_id
+
+
+def validate_label_key(key: str, field: str = "labels") -> str:
+    """Kubernetes label key: optional DNS-subdomain prefix (<=253) and '/', then a name (<=63)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+        raise ValueError(
+            f"{field}: key {_shown(key)} has an invalid prefix: it must be a lower-case DNS subdomain "
+            "of at most 253 characters (e.g. example.com/gpu)"
+        )
+    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+        raise ValueError(
+            f"{field}: key {_shown(key)} is invalid: the name must be 1-63 characters of letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit"
+        )
+    return key
+
+
+def validate_label_value(key: str, value: str, field: str = "labels") -> str:
+    if value and (len(value) > 63 or not _LABEL_NAME_RE.match(value)):
+        raise ValueError(
+            f"{field}: value {_shown(value)} of {key!r} is invalid: it must be empty or 1-63 characters "
+            "of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def validate_labels(labels: Mapping[str, str | None], field: str = "labels") -> None:
+    """Keys and values; a None value (merge-patch removal) is allowed and not checked."""
+    if len(labels) > MAX_LABELS:
+        raise ValueError(f"{field}: at most {MAX_LABELS} labels are allowed, got {len(labels)}")
+    for key, value in labels.items():
+        validate_label_key(key, field)
+        if value is not None:
+            validate_label_value(key, value, field)
+
+
+def parse_selector(text: str, field: str = "selector") -> dict[str, str]:
+    """`k=v,k2=v2` (also `k==v`) into a dict; raises ValueError naming the bad term."""
+    selector: dict[str, str] = {}
+    for term in (t.strip() for t in text.split(",")):
+        if not term:
+            continue
+        key, eq, value = term.partition("=")
+        value = value[1:] if value.startswith("=") else value
+        if not eq:
+            raise ValueError(f"{field}: term {_shown(term)} must look like key=value")
+        key, value = key.strip(), value.strip()
+        validate_label_key(key, field)
+        validate_label_value(key, value, field)
+        selector[key] = value
+    return selector
+
+
+def validate_env_name(name: str, field: str = "env") -> str:
+    if not _ENV_NAME_RE.match(name) or len(name) > 256:
+        raise ValueError(
+            f"{field}: variable name {_shown(name)} is invalid: it must match [A-Za-z_][A-Za-z0-9_]* "
+            "(at most 256 characters)"
+        )
+    return name
+
+
+def validate_env(env: Mapping[str, str], field: str = "env") -> None:
+    if len(env) > MAX_ENV_VARS:
+        raise ValueError(f"{field}: at most {MAX_ENV_VARS} variables are allowed, got {len(env)}")
+    for name, value in env.items():
+        validate_env_name(name, field)
+        if "\x00" in value:
+            raise ValueError(f"{field}: the value of {name} contains a NUL character")
+        if len(value) > MAX_ENV_VALUE_LENGTH:
+            raise ValueError(f"{field}: the value of {name} is longer than {MAX_ENV_VALUE_LENGTH} characters")
+
+
+def validate_proxy_url(url: str, field: str = "proxy") -> str:
+    """http, https, socks5 or socks5h URL with a host, optional user:password and a valid port."""
+    if any(ch.isspace() or ch == "\x00" for ch in url) or len(url) > 2048:
+        raise ValueError(f"{field}: proxy URL must not contain whitespace and be at most 2048 characters")
+    parts = _split(url, field)
+    if parts.scheme.lower() not in PROXY_SCHEMES:
+        raise ValueError(
+            f"{field}: proxy URL {mask_url_password(url)!r} must use one of the schemes "
+            f"{', '.join(PROXY_SCHEMES)} (e.g. http://proxy.example:3128)"
+        )
+    host = parts.hostname or ""
+    if not host or not (_HOST_RE.match(host) or _is_ip_literal(parts)):
+        raise ValueError(f"{field}: proxy URL {mask_url_password(url)!r} needs a valid host name")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(
+            f"{field}: proxy URL {mask_url_password(url)!r} has a port outside 1-65535"
+        ) from None
+    if port == 0:
+        raise ValueError(f"{field}: proxy URL {mask_url_password(url)!r} has a port outside 1-65535")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{field}: proxy URL {mask_url_password(url)!r} must not have a path or query")
+    return url
+
+
+def validate_no_proxy(value: str, field: str = "no_proxy") -> str:
+    if len(value) > MAX_NO_PROXY_LENGTH or any(ch in value for ch in "\x00\n\r\t"):
+        raise ValueError(
+            f"{field}: must be a comma-separated list of hosts/domains/CIDRs, at most "
+            f"{MAX_NO_PROXY_LENGTH} characters and without control characters"
+        )
+    return value
+
+
+def validate_capacity(max_concurrent: int, field: str = "capacity.max_concurrent") -> int:
+    if isinstance(max_concurrent, bool) or not 1 <= max_concurrent <= MAX_CAPACITY:
+        raise ValueError(f"{field} must be an integer between 1 and {MAX_CAPACITY}, got {max_concurrent!r}")
+    return max_concurrent
+
+
+def mask_url_password(url: str) -> str:
+    """The URL with its password replaced by '***' (for logs, audit entries and answers)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>" if "@" in url else url
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
+
+
+def _split(url: str, field: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:
+        raise ValueError(f"{field}: {mask_url_password(url)!r} is not a valid URL") from None
+
+
+def _is_ip_literal(parts: SplitResult) -> bool:
+    try:
+        ipaddress.ip_address(parts.hostname or "")
+    except ValueError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 80 else value[:77] + "...")

@@ -1,0 +1,32 @@
+"""/api/v1/audit: who changed what (admin token)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get
+from litestar.datastructures import State
+from litestar.params import Parameter
+
+from nodeapi import models as m
+from server.auth import admin_guard
+from server.controllers.params import MAX_OFFSET
+from server.services.audit import list_entries
+
+
+class AuditController(Controller):
+    path = "/api/v1/audit"
+    tags = ["audit"]
+    guards = [admin_guard]
+
+    @get("/")
+    async def list_audit(
+        self,
+        state: State,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET)] = 0,
+        target_id: Annotated[str | None, Parameter(max_length=1024)] = None,
+        action: Annotated[str | None, Parameter(max_length=64)] = None,
+    ) -> m.AuditList:
+        """Newest first."""
+        return await list_entries(state.sessionmaker, limit, offset, target_id, action)

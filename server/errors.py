@@ -1,0 +1,144 @@
+"""Domain errors and the ONE place that turns any exception into a JSON error answer.
+
+Services raise domain errors; they never build HTTP responses:
+
+    DomainError                500  base; carries `detail` (human message) and optional `extra`
+    ├── InvalidInput           400  a value breaks a rule (names the field and the rule)
+    ├── Unauthorized           401  no or a wrong token
+    ├── Forbidden              403  a valid token that may not do this
+    ├── NotFound               404  the addressed object does not exist
+    ├── Conflict               409  the object's state forbids the change (active runs, stale version)
+    ├── PayloadTooLarge        413
+    ├── Unavailable            503  a backend (database, queue) cannot be reached; retry later
+    └── GatewayTimeout         504  a node did not answer in time
+
+Every answer has the body of `nodeapi.models.ErrorBody`: {"status_code", "detail", "extra"}.
+Litestar's own errors (validation, unknown route, method, body size) and database
+errors are mapped here too; anything else is logged and answered with a generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from nodeapi.models import ErrorBody
+
+log = logging.getLogger("server.errors")
+
+
+class DomainError(Exception):
+    status_code: ClassVar[int] = 500
+
+    def __init__(self, detail: str, extra: dict[str, Any] | list[Any] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    status_code = 400
+
+
+class Unauthorized(DomainError):
+    status_code = 401
+
+
+class Forbidden(DomainError):
+    status_code = 403
+
+
+class NotFound(DomainError):
+    status_code = 404
+
+
+class Conflict(DomainError):
+    status_code = 409
+
+
+class PayloadTooLarge(DomainError):
+    status_code = 413
+
+
+class Unavailable(DomainError):
+    status_code = 503
+
+
+class GatewayTimeout(DomainError):
+    status_code = 504
+
+
+def error_response(
+    status_code: int, detail: str, extra: Any = None, headers: dict[str, str] | None = None
+) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(status_code=status_code, detail=detail, extra=extra),
+        status_code=status_code,
+        media_type=MediaType.JSON,
+        headers=headers,
+    )
+
+
+def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[ErrorBody]:
+    headers = {"WWW-Authenticate": 'Bearer realm="apiserver"'} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, Unavailable):
+        headers = {"Retry-After": "1"}
+    return error_response(exc.status_code, exc.detail, exc.extra, headers)
+
+
+def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:
+    status = exc.status_code
+    detail = exc.detail or "error"
+    extra = exc.extra if isinstance(exc.extra, dict | list) else None
+    if status == 400 and extra:
+        detail = _validation_summary(detail, extra)
+    if status >= 500:
+        log.error("HTTP %s: %s", status, detail)
+    headers = dict(exc.headers or {})
+    if isinstance(exc, NotAuthorizedException):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="apiserver"')
+    return error_response(status, detail, extra, headers or None)
+
+
+def _validation_summary(detail: str, extra: dict[str, Any] | list[Any]) -> str:
+    """Fold Litestar's per-field messages into the human `detail`."""
+    items = extra if isinstance(extra, list) else [extra]
+    parts = []
+    for item in items[:5]:
+        if isinstance(item, dict) and item.get("message"):
+            key = item.get("key")
+            parts.append(f"{key}: {item['message']}" if key else str(item["message"]))
+    return f"{detail}: {'; '.join(parts)}" if parts else detail
+
+
+def _database_error(_: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[ErrorBody]:
+    if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _is_busy(exc):
+        log.warning("database unavailable: %s", exc)
+        return error_response(503, "database unavailable, retry later", headers={"Retry-After": "1"})
+    log.exception("database error", exc_info=exc)
+    return error_response(500, "internal database error")
+
+
+def _is_busy(exc: SQLAlchemyError) -> bool:
+    text = str(exc).lower()
+    markers = ("database is locked", "connection refused", "could not connect", "too many connections")
+    return any(marker in text for marker in markers) or "connection" in type(exc.__cause__).__name__.lower()
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal server error")
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    DomainError: _domain_error,
+    PermissionDeniedException: _http_exception,
+    HTTPException: _http_exception,
+    SQLAlchemyError: _database_error,
+    Exception: _unexpected,
+}

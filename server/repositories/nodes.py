@@ -1,0 +1,188 @@
+"""SQL for the `nodes` table. Statements only: transactions belong to the caller (services)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ColumnElement, Row, and_, cast, delete, false, func, or_, select, true, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db.models import NodeRow, RunRow
+
+col = NodeRow.__table__.c  # type: ignore[attr-defined]
+# every column the wire Node needs, fetched as plain Core rows (no ORM identity-map cost)
+NODE_COLUMNS: tuple[Any, ...] = tuple(
+    col[name]
+    for name in (
+        "id",
+        "labels",
+        "max_concurrent",
+        "running",
+        "draining",
+        "info",
+        "last_heartbeat_at",
+        "created_at",
+        "updated_at",
+        "resource_version",
+        "last_proxy_test",
+    )
+)
+ACTIVE_RUN_STATUSES = ("scheduled", "running")
+
+
+def status_condition(status: str, offline_before: datetime) -> ColumnElement[bool]:
+    """SQL twin of services.mappers.node_status."""
+    fresh = col.last_heartbeat_at >= offline_before
+    if status == "offline":
+        return or_(col.last_heartbeat_at.is_(None), col.last_heartbeat_at < offline_before)
+    if status == "draining":
+        return and_(fresh, col.draining.is_(true()))
+    return and_(fresh, col.draining.is_(false()))
+
+
+def selector_condition(selector: dict[str, str]) -> list[ColumnElement[bool]]:
+    return [col.labels[key].as_string() == value for key, value in selector.items()]
+
+
+async def list_nodes(
+    session: AsyncSession,
+    conditions: Sequence[ColumnElement[bool]],
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Any], int]:
+    where = and_(true(), *conditions)
+    total = (await session.execute(select(func.count()).select_from(NodeRow).where(where))).scalar_one()
+    if total <= offset:
+        return [], total
+    query = select(*NODE_COLUMNS).where(where).order_by(col.id).limit(limit).offset(offset)
+    rows = (await session.execute(query)).all()
+    return rows, total
+
+
+async def get_node(session: AsyncSession, node_id: str) -> Row[Any] | None:
+    return (await session.execute(select(*NODE_COLUMNS).where(col.id == node_id))).first()
+
+
+async def get_for_update(session: AsyncSession, node_id: str) -> Row[Any] | None:
+    query = select(col.label_overrides, col.reported_labels, col.resource_version).where(col.id == node_id)
+    return (await session.execute(query)).first()
+
+
+async def upsert_heartbeat(
+    session: AsyncSession,
+    node_id: str,
+    reported_labels: dict[str, str],
+    max_concurrent: int,
+    info: dict[str, Any],
+    now: datetime,
+) -> Row[Any]:
+    """Insert on first sight, else replace the reported part; draining and overrides are kept.
+
+    The effective labels are recomputed in the same statement from the stored overrides
+    (SQLite json_patch and PostgreSQL `||` + jsonb_strip_nulls are both JSON merge patch on a
+    flat object), so a concurrent PATCH can never be lost.
+    """
+    values = {
+        "id": node_id,
+        "reported_labels": reported_labels,
+        "label_overrides": {},
+        "labels": reported_labels,
+        "max_concurrent": max_concurrent,
+        "running": 0,
+        "draining": False,
+        "info": info,
+        "last_heartbeat_at": now,
+        "created_at": now,
+        "updated_at": now,
+        "resource_version": 1,
+    }
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(NodeRow).values(values)
+        merged: Any = cast(
+            func.jsonb_strip_nulls(
+                cast(stmt.excluded.reported_labels, postgresql.JSONB).op("||")(
+                    cast(col.label_overrides, postgresql.JSONB)
+                )
+            ),
+            JSON,
+        )
+    else:
+        stmt = sqlite.insert(NodeRow).values(values)
+        merged = func.json_patch(stmt.excluded.reported_labels, col.label_overrides)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[col.id],
+        set_={
+            "reported_labels": stmt.excluded.reported_labels,
+            "labels": merged,
+            "max_concurrent": stmt.excluded.max_concurrent,
+            "info": stmt.excluded.info,
+            "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
+        },
+    ).returning(col.id, col.draining, col.last_heartbeat_at, col.created_at, col.running)
+    return (await session.execute(stmt)).one()
+
+
+async def update_admin_fields(
+    session: AsyncSession, node_id: str, expected_version: int, values: dict[str, Any]
+) -> bool:
+    """Apply an admin change if nobody changed the node meanwhile; bumps resource_version."""
+    stmt = (
+        update(NodeRow)
+        .where(col.id == node_id, col.resource_version == expected_version)
+        .values(**values, resource_version=col.resource_version + 1)
+    )
+    result: Any = await session.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def bump_version(session: AsyncSession, node_id: str, now: datetime) -> bool:
+    stmt = (
+        update(NodeRow)
+        .where(col.id == node_id)
+        .values(resource_version=col.resource_version + 1, updated_at=now)
+    )
+    result: Any = await session.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def delete_node(session: AsyncSession, node_id: str) -> bool:
+    result: Any = await session.execute(delete(NodeRow).where(col.id == node_id))
+    return bool(result.rowcount)
+
+
+async def exists(session: AsyncSession, node_id: str) -> bool:
+    return (await session.execute(select(col.id).where(col.id == node_id))).first() is not None
+
+
+async def active_run_ids(session: AsyncSession, node_id: str, limit: int = 20) -> list[str]:
+    runs = RunRow.__table__.c  # type: ignore[attr-defined]
+    query = (
+        select(runs.id)
+        .where(runs.node_id == node_id, runs.status.in_(ACTIVE_RUN_STATUSES))
+        .order_by(runs.created_at)
+        .limit(limit)
+    )
+    return list((await session.execute(query)).scalars())
+
+
+async def runs_of_node(
+    session: AsyncSession, node_id: str, status: str | None, limit: int, offset: int
+) -> tuple[Sequence[RunRow], int]:
+    runs = RunRow.__table__.c  # type: ignore[attr-defined]
+    conditions = [runs.node_id == node_id]
+    if status is not None:
+        conditions.append(runs.status == status)
+    total = (await session.execute(select(func.count()).select_from(RunRow).where(*conditions))).scalar_one()
+    query = (
+        select(RunRow)
+        .where(*conditions)
+        .order_by(runs.created_at.desc(), runs.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await session.execute(query)).scalars().all(), total

@@ -1,0 +1,92 @@
+"""Row -> wire mappers for nodes, runs and env configs (shared by every service).
+
+Rows may come as ORM objects or as Core `Row`s with the same column names.
+SQLite hands back naive datetimes: everything stored is UTC, so they get tzinfo=UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from nodeapi import models as m
+
+
+def utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def node_status(last_heartbeat_at: datetime | None, draining: bool, offline_before: datetime) -> m.NodeStatus:
+    """Derived at read time: offline beats draining beats online (docs/architecture.md)."""
+    heartbeat = utc(last_heartbeat_at)
+    if heartbeat is None or heartbeat < offline_before:
+        return "offline"
+    return "draining" if draining else "online"
+
+
+def node_to_wire(row: Any, offline_before: datetime) -> m.Node:
+    info = row.info or {}
+    proxy_test = row.last_proxy_test
+    return m.Node(
+        id=row.id,
+        status=node_status(row.last_heartbeat_at, row.draining, offline_before),
+        draining=bool(row.draining),
+        labels=row.labels or {},
+        capacity=m.Capacity(max_concurrent=row.max_concurrent),
+        running=row.running,
+        last_heartbeat_at=utc(row.last_heartbeat_at),
+        created_at=utc(row.created_at),  # type: ignore[arg-type]
+        updated_at=utc(row.updated_at),
+        info=msgspec.convert(info, m.NodeInfo) if info else m.NodeInfo(),
+        resource_version=row.resource_version,
+        last_proxy_test=msgspec.convert(proxy_test, m.ProxyTestResult) if proxy_test else None,
+    )
+
+
+def run_to_wire(row: Any) -> m.Run:
+    return m.Run(
+        id=row.id,
+        status=row.status,
+        image=row.image,
+        command=list(row.command or []),
+        env=dict(row.env or {}),
+        node_selector=dict(row.node_selector or {}),
+        node_id=row.node_id,
+        exit_code=row.exit_code,
+        created_at=utc(row.created_at),  # type: ignore[arg-type]
+        selector_expressions=list(row.selector_expressions or []),
+        updated_at=utc(row.updated_at),
+        scheduled_at=utc(row.scheduled_at),
+        started_at=utc(row.started_at),
+        finished_at=utc(row.finished_at),
+        attempts=row.attempts,
+        cancel_requested=bool(row.cancel_requested),
+        container_id=row.container_id,
+        message=row.message,
+        last_node_seq=row.last_node_seq,
+    )
+
+
+def env_config_to_wire(row: Any | None) -> m.EnvConfig:
+    """The empty config for a node that has none yet."""
+    if row is None:
+        return m.EnvConfig()
+    proxy = row.proxy or {}
+    return m.EnvConfig(
+        proxy=m.ProxyConfig(
+            http_proxy=proxy.get("http_proxy"),
+            https_proxy=proxy.get("https_proxy"),
+            no_proxy=proxy.get("no_proxy"),
+        ),
+        env=dict(row.env or {}),
+        resource_version=row.resource_version,
+        updated_at=utc(row.updated_at),
+    )
