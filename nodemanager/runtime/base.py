@@ -29,6 +29,10 @@ class StartFailed(RuntimeError_):
     """The run could not be started (bad command, bad image config, ...)."""
 
 
+class RunNotFound(RuntimeError_):
+    """The runtime knows no run with that id (never started here, or removed)."""
+
+
 @dataclass(frozen=True)
 class RunSpec:
     run_id: str
@@ -84,5 +88,5 @@ class Runtime(abc.ABC):
     @abc.abstractmethod
     async def version(self) -> str: ...
 
-    async def close(self) -> None:  # noqa: B027 - optional hook
+    async def close(self) -> None:
         return None
