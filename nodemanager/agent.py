@@ -1,0 +1,320 @@
+"""The node daemon: heartbeats, the work long-poll, one supervisor per run, cleanup.
+
+Start-up adopts what the runtime already runs for this node before any new work is taken,
+so a restarted daemon never starts a run twice. Stopping the daemon leaves containers
+running (the next daemon adopts them) and gives pending events a short deadline to reach
+the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict, deque
+from collections.abc import Coroutine
+from typing import Any
+
+from nodeapi import models as m
+from nodeapi.client import AsyncClient, Calls
+from nodeapi.errors import ApiError, NotFound
+from nodemanager.commands import run_command
+from nodemanager.config import NodeConfig
+from nodemanager.loops import Backoff, service_loop
+from nodemanager.nodeinfo import node_info, node_labels
+from nodemanager.reporter import RunReporter
+from nodemanager.runtime.base import Handle, RunSpec, Runtime, RuntimeError_
+from nodemanager.supervisor import Adoption, RunSupervisor, container_env
+from nodemanager.workspace import Workspaces
+
+log = logging.getLogger(__name__)
+
+WORK_WAIT = 20.0
+DEFAULT_HEARTBEAT_INTERVAL = 30.0
+CLEANUP_INTERVAL = 300.0
+SHUTDOWN_FLUSH_DEADLINE = 3.0
+FORGOTTEN_RUNS_KEPT = 10_000  # ids of finished runs remembered, so a re-sent assignment is ignored
+
+
+class Agent:
+    def __init__(self, config: NodeConfig, runtime: Runtime, client: AsyncClient) -> None:
+        self.config = config
+        self.runtime = runtime
+        self.client = client
+        self.workspaces = Workspaces(config.workspace_dir)
+        self.supervisors: dict[str, RunSupervisor] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._backlog: deque[m.Assignment] = deque()  # assigned beyond MAX_CONCURRENT (server raced us)
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+        self._info: m.NodeInfo | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.draining = False
+
+    # lifecycle -------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Adopt, then serve until `stop` is set; containers are left running on the way out."""
+        self._info = await node_info(self.runtime)
+        await self._until_done(self._adopt_existing, "adopting existing runs", stop)
+        if stop.is_set():
+            return
+        log.info(
+            "node %s ready: %d runs adopted, capacity %d",
+            self.config.node_id,
+            len(self.supervisors),
+            self.config.max_concurrent,
+        )
+        loops = [
+            asyncio.create_task(service_loop("heartbeat", self._heartbeat, stop=stop), name="heartbeat"),
+            asyncio.create_task(service_loop("work", self._poll_work, stop=stop), name="work"),
+            asyncio.create_task(service_loop("cleanup", self._cleanup, stop=stop), name="cleanup"),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in loops:
+                task.cancel()
+            await asyncio.gather(*loops, return_exceptions=True)
+            await self._shutdown()
+
+    async def _until_done(self, step: Any, what: str, stop: asyncio.Event) -> None:
+        backoff = Backoff(ceiling=30.0)
+        while not stop.is_set():
+            try:
+                await step()
+                return
+            except (ApiError, RuntimeError_) as exc:
+                delay = backoff.next_delay()
+                log.warning("%s failed: %s; retrying in %.1fs", what, exc, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+    async def _shutdown(self) -> None:
+        """Leave containers running; give pending events a short deadline."""
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        reporters = [s.reporter for s in self.supervisors.values()]
+        flushed = await asyncio.gather(*(r.flush(SHUTDOWN_FLUSH_DEADLINE) for r in reporters))
+        unsent = sum(r.pending for r, ok in zip(reporters, flushed, strict=True) if not ok)
+        for reporter in reporters:
+            await reporter.close()
+        if unsent:
+            log.warning("stopping with %d events unsent; the next start re-reads them", unsent)
+        log.info("stopped; %d runs keep running and will be adopted on restart", len(self.supervisors))
+
+    # heartbeat -------------------------------------------------------------------
+    async def _heartbeat(self) -> float:
+        request = m.HeartbeatRequest(
+            node_id=self.config.node_id,
+            labels={**node_labels(), **self.config.node_labels},
+            capacity=m.Capacity(max_concurrent=self.config.max_concurrent),
+            info=self._info or m.NodeInfo(),
+            active_runs=sorted(self.supervisors),
+        )
+        reply = await self.client.send(Calls.heartbeat(request))
+        self._heartbeat_interval = max(1.0, reply.heartbeat_interval)
+        self.draining = reply.status == "draining"
+        for run_id in reply.stop_runs:
+            await self._abandon(run_id, "the server no longer expects it here")
+        return self._heartbeat_interval
+
+    async def _abandon(self, run_id: str, why: str) -> None:
+        """Stop and remove a run's container without reporting anything for it."""
+        supervisor = self.supervisors.pop(run_id, None)
+        task = self._tasks.pop(run_id, None)
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if supervisor is not None:
+            await supervisor.reporter.close()
+        log.warning("run %s: stopping its container: %s", run_id, why)
+        try:
+            await self.runtime.stop(run_id, self.config.stop_grace)
+            await self.runtime.remove(run_id)
+        except RuntimeError_ as exc:
+            log.warning("run %s: could not remove its container: %s", run_id, exc)
+        self._remember_finished(run_id)
+        self._start_from_backlog()
+
+    # work channel ----------------------------------------------------------------
+    async def _poll_work(self) -> float:
+        work = await self.client.send(Calls.poll_work(self.config.node_id, wait=WORK_WAIT))
+        self.draining = work.draining
+        for assignment in work.assignments:
+            self._accept(assignment)
+        for run_id in work.cancel_runs:
+            await self._cancel(run_id)
+        for command in work.commands:
+            self._background(self._answer(command), f"command:{command.id}")
+        return 0.0
+
+    def _known(self, run_id: str) -> bool:
+        return (
+            run_id in self.supervisors
+            or run_id in self._finished
+            or any(a.run.id == run_id for a in self._backlog)
+        )
+
+    def _accept(self, assignment: m.Assignment) -> None:
+        if self._known(assignment.run.id):
+            return
+        if len(self.supervisors) >= self.config.max_concurrent:
+            log.info("run %s: all slots busy; queued locally", assignment.run.id)
+            self._backlog.append(assignment)
+            return
+        self._launch(assignment)
+
+    def _launch(self, assignment: m.Assignment) -> None:
+        run = assignment.run
+        supervisor = self._supervisor(run.id, run.last_node_seq)
+        if run.cancel_requested:
+            supervisor.request_cancel()
+        spec = RunSpec(
+            run_id=run.id,
+            image=run.image,
+            command=list(run.command),
+            env=container_env(assignment.env_config, run.env),
+            workspace=self.workspaces.path(run.id),
+            labels=dict(self.config.container_labels),
+        )
+        self._spawn(run.id, self._execute(supervisor, spec))
+
+    async def _execute(self, supervisor: RunSupervisor, spec: RunSpec) -> None:
+        await asyncio.to_thread(self.workspaces.create, spec.run_id)
+        await supervisor.execute(spec)
+
+    def _supervisor(self, run_id: str, last_node_seq: int) -> RunSupervisor:
+        reporter = RunReporter(self.client, self.config.node_id, run_id, last_node_seq)
+        supervisor = RunSupervisor(run_id, self.runtime, reporter, self.workspaces, self.config.stop_grace)
+        self.supervisors[run_id] = supervisor
+        return supervisor
+
+    def _spawn(self, run_id: str, body: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(body, name=f"run:{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda t: self._on_run_done(run_id, t))
+
+    def _on_run_done(self, run_id: str, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return  # shutdown or abandoned: the caller cleans up
+        if (exc := task.exception()) is not None:
+            log.error("run %s: supervisor crashed", run_id, exc_info=exc)
+        if self._tasks.get(run_id) is task:
+            del self._tasks[run_id]
+            supervisor = self.supervisors.pop(run_id, None)
+            if supervisor is not None:
+                self._background(supervisor.reporter.close(), f"close:{run_id}")
+        self._remember_finished(run_id)
+        self._start_from_backlog()
+
+    def _background(self, body: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(body, name=name)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    def _start_from_backlog(self) -> None:
+        while self._backlog and len(self.supervisors) < self.config.max_concurrent:
+            self._launch(self._backlog.popleft())
+
+    def _remember_finished(self, run_id: str) -> None:
+        self._finished[run_id] = None
+        while len(self._finished) > FORGOTTEN_RUNS_KEPT:
+            self._finished.popitem(last=False)
+
+    async def _cancel(self, run_id: str) -> None:
+        if (supervisor := self.supervisors.get(run_id)) is not None:
+            supervisor.request_cancel()
+            return
+        for assignment in list(self._backlog):
+            if assignment.run.id == run_id:
+                self._backlog.remove(assignment)
+                self._report_end(run_id, assignment.run.last_node_seq, "cancelled", {})
+                return
+        if run_id in self._finished:
+            return
+        try:
+            run = await self.client.send(Calls.get_run(run_id))
+        except NotFound:
+            return
+        if run.node_id == self.config.node_id and run.status in m.ACTIVE_RUN_STATUSES:
+            self._report_end(run_id, run.last_node_seq, "cancelled", {})
+
+    def _report_end(self, run_id: str, last_node_seq: int, type_: str, data: dict[str, object]) -> None:
+        supervisor = self._supervisor(run_id, last_node_seq)
+        self._spawn(run_id, supervisor.finish_without_start(type_, data))
+
+    async def _answer(self, command: m.NodeCommand) -> None:
+        result = await run_command(command, self.config, self.runtime)
+        backoff = Backoff(base=0.5, ceiling=5.0)
+        for _ in range(5):
+            try:
+                await self.client.send(Calls.post_command_result(self.config.node_id, command.id, result))
+                return
+            except ApiError as exc:
+                log.warning("command %s: posting the result failed: %s", command.id, exc)
+                await asyncio.sleep(backoff.next_delay())
+
+    # adoption --------------------------------------------------------------------
+    async def _adopt_existing(self) -> None:
+        handles = await self.runtime.list()
+        for handle in handles:
+            if handle.run_id not in self.supervisors:
+                await self._adopt(handle)
+        present = {h.run_id for h in handles}
+        assigned = await self.client.send(Calls.node_runs(self.config.node_id, status="scheduled,running"))
+        env_config: m.EnvConfig | None = None
+        for run in assigned.items:
+            if run.id in present or self._known(run.id) or run.node_id != self.config.node_id:
+                continue
+            if run.status == "scheduled" and run.started_at is None:
+                if env_config is None:
+                    env_config = await self.client.send(Calls.get_env_config(self.config.node_id))
+                log.info("run %s: assigned here but never started; starting it", run.id)
+                self._accept(m.Assignment(run=run, env_config=env_config))
+            else:
+                log.warning("run %s: its container is gone (removed while the daemon was down?)", run.id)
+                reason = "the run's container disappeared from the node while the nodemanager was down"
+                self._report_end(run.id, run.last_node_seq, "failed", {"reason": reason})
+
+    async def _adopt(self, handle: Handle) -> None:
+        try:
+            run: m.Run | None = await self.client.send(Calls.get_run(handle.run_id))
+        except NotFound:
+            run = None
+        if run is None or run.node_id != self.config.node_id or run.status not in m.ACTIVE_RUN_STATUSES:
+            await self._abandon(handle.run_id, "its run is finished, unknown or assigned elsewhere")
+            return
+        since = await self._last_log_ts(run.id)
+        log.info(
+            "run %s: adopting %s container %s (logs after %s)",
+            run.id,
+            "running" if handle.running else "exited",
+            handle.ref,
+            since,
+        )
+        supervisor = self._supervisor(run.id, run.last_node_seq)
+        if run.cancel_requested:
+            supervisor.request_cancel()
+        adoption = Adoption(status=run.status, container_ref=handle.ref, resume_logs_after=since)
+        self._spawn(run.id, supervisor.adopt(adoption))
+
+    async def _last_log_ts(self, run_id: str) -> str | None:
+        last: str | None = None
+        after = 0
+        for _ in range(10_000):  # pages; bounded so a misbehaving server cannot spin us forever
+            page = await self.client.send(Calls.run_events(run_id, after=after, type="log"))
+            if not page.items:
+                break
+            for event in page.items:
+                ts = event.data.get("ts")
+                if isinstance(ts, str):
+                    last = ts
+            after = page.items[-1].seq
+        return last
+
+    # housekeeping ----------------------------------------------------------------
+    async def _cleanup(self) -> float:
+        active = set(self.supervisors)
+        await asyncio.to_thread(self.workspaces.cleanup_finished, self.config.workspace_retention, active)
+        return min(CLEANUP_INTERVAL, max(1.0, self.config.workspace_retention / 4))

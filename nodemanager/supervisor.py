@@ -1,0 +1,207 @@
+"""One asyncio task per run: start (or adopt) it, stream its output, wait for it, report the end.
+
+The supervisor only finishes once the server has acknowledged the run's final event; then the
+container is removed and the workspace marked finished (kept for the retention period).
+Cancelling the supervisor's task (daemon shutdown) leaves the container running on purpose:
+the next daemon adopts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nodeapi import models as m
+from nodemanager.reporter import EventsRejected, RunReporter
+from nodemanager.runtime.base import (
+    ImageNotFound,
+    RunSpec,
+    Runtime,
+    RuntimeError_,
+    RuntimeUnavailable,
+    StartFailed,
+)
+from nodemanager.workspace import Workspaces
+
+log = logging.getLogger(__name__)
+
+LOG_DRAIN_TIMEOUT = 5.0  # seconds the output stream may lag behind the exit
+WAIT_ATTEMPTS = 6
+PROXY_VARIABLES = (("http_proxy", "HTTP_PROXY"), ("https_proxy", "HTTPS_PROXY"), ("no_proxy", "NO_PROXY"))
+
+
+def container_env(env_config: m.EnvConfig, run_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a run: node env config, then its proxy settings, then the run's own env.
+
+    Later layers win: the proxy fields are the explicit setting, so they beat a same-named
+    variable in the node's env; the run's env is the most specific, so it beats both (a run may
+    set its own NO_PROXY). Proxy values are injected in both cases, since some tools (busybox
+    wget, curl) read only the lower-case names.
+    """
+    env = dict(env_config.env)
+    for attribute, upper in PROXY_VARIABLES:
+        value = getattr(env_config.proxy, attribute)
+        if value:
+            env[upper] = value
+            env[attribute] = value
+    env.update(run_env)
+    return env
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What the daemon learnt about a run that was already in the runtime when it started."""
+
+    status: str  # the run's status on the server
+    container_ref: str
+    resume_logs_after: str | None  # ts of the last stored log line
+
+
+class RunSupervisor:
+    def __init__(
+        self,
+        run_id: str,
+        runtime: Runtime,
+        reporter: RunReporter,
+        workspaces: Workspaces,
+        stop_grace: float,
+    ) -> None:
+        self.run_id = run_id
+        self.reporter = reporter
+        self._runtime = runtime
+        self._workspaces = workspaces
+        self._stop_grace = stop_grace
+        self._cancel_requested = False
+        self._started = False
+        self._stop_task: asyncio.Task[None] | None = None
+        self._last_log_ts: str | None = None
+
+    # control ---------------------------------------------------------------------
+    def request_cancel(self) -> None:
+        """Stop the run (SIGTERM, SIGKILL after the grace period); it ends as `cancelled`."""
+        if self._cancel_requested:
+            return
+        self._cancel_requested = True
+        log.info("run %s: cancel requested", self.run_id)
+        if self._started:
+            self._stop_task = asyncio.create_task(self._stop(), name=f"stop:{self.run_id}")
+
+    # entry points -------------------------------------------------------------
+    async def execute(self, spec: RunSpec) -> None:
+        """A fresh assignment: claim it, start it, follow it to the end."""
+        claimed = self.reporter.emit("claimed", {})
+        try:
+            await self.reporter.wait_acked(claimed)
+        except EventsRejected as exc:
+            log.warning("run %s: not claimed: %s", self.run_id, exc)
+            return
+        if self._cancel_requested or self.reporter.cancel_requested:
+            await self._finish("cancelled", {})
+            return
+        try:
+            handle = await self._runtime.start(spec)
+        except (ImageNotFound, StartFailed, RuntimeUnavailable) as exc:
+            if isinstance(exc, StartFailed) and await self._exists():
+                log.warning("run %s: already in the runtime, following it instead: %s", self.run_id, exc)
+                await self._follow(None)
+                return
+            log.warning("run %s: cannot start: %s", self.run_id, exc)
+            await self._finish("failed", {"reason": str(exc)})
+            return
+        self._started = True
+        self.reporter.emit("started", {"container_id": handle.ref})
+        await self._follow(None)
+
+    async def adopt(self, adoption: Adoption) -> None:
+        """A run found in the runtime at start-up: report what the server missed, then follow it."""
+        self._started = True
+        if adoption.status == "scheduled":
+            self.reporter.emit("started", {"container_id": adoption.container_ref})
+        await self._follow(adoption.resume_logs_after)
+
+    async def finish_without_start(self, type_: str, data: dict[str, object]) -> None:
+        """Report a run's end although nothing runs (cancelled before start, container gone)."""
+        await self._finish(type_, data)
+
+    # following a started run ------------------------------------------------------
+    async def _follow(self, since: str | None) -> None:
+        self._started = True
+        if self._cancel_requested and self._stop_task is None:
+            self._stop_task = asyncio.create_task(self._stop(), name=f"stop:{self.run_id}")
+        self._last_log_ts = since
+        pump = asyncio.create_task(self._pump_logs(), name=f"logs:{self.run_id}")
+        try:
+            exit_code = await self._wait()
+            try:
+                await asyncio.wait_for(asyncio.shield(pump), LOG_DRAIN_TIMEOUT)
+            except TimeoutError:
+                log.warning("run %s: output still streaming after exit; cut off", self.run_id)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        if exit_code is None:
+            await self._finish("failed", {"reason": "the runtime lost track of the run's container"})
+        elif self._cancel_requested:
+            await self._finish("cancelled", {"exit_code": exit_code})
+        else:
+            await self._finish("exited", {"exit_code": exit_code})
+
+    async def _wait(self) -> int | None:
+        delay = 0.5
+        for attempt in range(1, WAIT_ATTEMPTS + 1):
+            try:
+                return await self._runtime.wait(self.run_id)
+            except RuntimeError_ as exc:
+                if attempt == WAIT_ATTEMPTS or not await self._exists():
+                    log.error("run %s: cannot wait for the container: %s", self.run_id, exc)
+                    return None
+                log.warning("run %s: waiting failed (%s); retrying in %.1fs", self.run_id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return None
+
+    async def _pump_logs(self) -> None:
+        # The log stream may break (engine restart); reopen it after the last line seen.
+        for _ in range(WAIT_ATTEMPTS):
+            try:
+                async for line in self._runtime.logs(self.run_id, since=self._last_log_ts):
+                    await self.reporter.log(line.stream, line.text, line.ts)
+                    if line.ts is not None:
+                        self._last_log_ts = line.ts
+                return
+            except RuntimeError_ as exc:
+                log.warning("run %s: output stream broke: %s", self.run_id, exc)
+                await asyncio.sleep(0.5)
+
+    async def _stop(self) -> None:
+        try:
+            await self._runtime.stop(self.run_id, self._stop_grace)
+        except RuntimeError_ as exc:
+            log.error("run %s: stopping failed: %s", self.run_id, exc)
+
+    async def _exists(self) -> bool:
+        try:
+            handles = await self._runtime.list()
+        except RuntimeError_:
+            return True  # unknown: assume it does, never start twice
+        return any(h.run_id == self.run_id for h in handles)
+
+    async def _finish(self, type_: str, data: dict[str, object]) -> None:
+        self.reporter.emit(type_, dict(data))
+        try:
+            await self.reporter.finished()
+        except EventsRejected as exc:
+            log.warning("run %s: final event %s refused: %s", self.run_id, type_, exc)
+        log.info("run %s: %s %s", self.run_id, type_, data)
+        if self._stop_task is not None:
+            await self._stop_task
+        if self._started:
+            try:
+                await self._runtime.remove(self.run_id)
+            except RuntimeError_ as exc:
+                log.warning("run %s: removing the container failed: %s", self.run_id, exc)
+        await asyncio.to_thread(self._workspaces.mark_finished, self.run_id)
