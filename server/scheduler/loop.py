@@ -1,0 +1,292 @@
+"""The scheduler service: queue -> place -> apply -> commit -> ack, plus its safety nets.
+
+Tasks (all supervised: errors are logged and retried with backoff and jitter):
+- consume: up to `batch_size` messages (blocking ~1 s), placed and applied in one transaction,
+  acked only after the commit;
+- parked: runs that fit nowhere wait in memory and are placed again on `wake()` or every
+  `recheck_interval` (skipped while the node snapshot is unchanged); every `rescan_interval`
+  (and at start) all queued runs are loaded from the database, so runs parked by a replica
+  that died, or whose message was lost, are never forgotten;
+- outbox: runs committed while the queue was down (`enqueued = false`) are published;
+- reclaim: messages left pending by a dead consumer for `reclaim_min_idle` are taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from server.queue.base import Message, RunQueue
+from server.repositories.events import RUNS
+from server.scheduler.apply import NODES, apply_decisions
+from server.scheduler.placement import NodeSnapshot, NodeState, PendingRun, Unschedulable, place
+from server.scheduler.selectors import compile_selector
+
+log = logging.getLogger("server.scheduler")
+
+OnAssigned = Callable[[list[tuple[str, str]]], Awaitable[None] | None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class SchedulerStats:
+    passes: int = 0
+    assigned: int = 0
+    unschedulable: int = 0
+    retried: int = 0
+    published: int = 0
+    reclaimed: int = 0
+    errors: int = 0
+
+
+class Scheduler:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession] | AsyncEngine,
+        queue: RunQueue,
+        *,
+        offline_after: float = 90.0,
+        batch_size: int = 256,
+        block: float = 1.0,
+        recheck_interval: float = 5.0,
+        rescan_interval: float = 30.0,
+        outbox_interval: float = 2.0,
+        outbox_grace: float = 1.0,
+        reclaim_interval: float = 10.0,
+        reclaim_min_idle: float = 30.0,
+        on_assigned: OnAssigned | None = None,
+    ) -> None:
+        self.sessionmaker = (
+            async_sessionmaker(db, expire_on_commit=False) if isinstance(db, AsyncEngine) else db
+        )
+        self.queue = queue
+        self.offline_after = offline_after
+        self.batch_size = batch_size
+        self.block = block
+        self.recheck_interval = recheck_interval
+        self.rescan_interval = rescan_interval
+        self.outbox_interval = outbox_interval
+        self.outbox_grace = outbox_grace
+        self.reclaim_interval = reclaim_interval
+        self.reclaim_min_idle = reclaim_min_idle
+        self.on_assigned = on_assigned
+        self.stats = SchedulerStats()
+        self.parked: dict[str, None] = {}  # run ids, oldest first
+        self._woken = asyncio.Event()
+        self._pass_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_fingerprint: int | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self._tasks = [
+            asyncio.create_task(self._supervise("consume", self._consume_once, 0.0)),
+            asyncio.create_task(self._supervise("parked", self._parked_once, 0.0)),
+            asyncio.create_task(self._supervise("rescan", self._rescan_once, self.rescan_interval)),
+            asyncio.create_task(self._supervise("outbox", self._outbox_once, self.outbox_interval)),
+            asyncio.create_task(self._supervise("reclaim", self._reclaim_once, self.reclaim_interval)),
+        ]
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        """Capacity may have appeared: place the parked runs again now. Call from the event loop."""
+        self._last_fingerprint = None
+        self._woken.set()
+
+    async def _supervise(self, name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
+        failures = 0
+        while True:
+            try:
+                await step()
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never die silently: log, back off, go on
+                failures += 1
+                self.stats.errors += 1
+                delay = min(10.0, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "scheduler %s step failed (%s); retrying in %.1fs", name, exc, delay, exc_info=True
+                )
+                await asyncio.sleep(delay)
+                continue
+            if every:
+                await asyncio.sleep(every * random.uniform(0.9, 1.1))
+
+    # ------------------------------------------------------------------ steps
+
+    async def _consume_once(self) -> None:
+        messages = await self.queue.consume(self.batch_size, self.block)
+        if messages:
+            await self._settle_messages(messages)
+
+    async def _reclaim_once(self) -> None:
+        messages = await self.queue.reclaim(self.reclaim_min_idle, self.batch_size)
+        if messages:
+            self.stats.reclaimed += len(messages)
+            log.info("reclaimed %d message(s) from idle consumers", len(messages))
+            await self._settle_messages(messages)
+
+    async def _settle_messages(self, messages: Sequence[Message]) -> None:
+        await self.schedule(list(dict.fromkeys(m.run_id for m in messages)))
+        await self.queue.ack([m.id for m in messages])
+
+    async def _parked_once(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._woken.wait(), self.recheck_interval)
+        woken = self._woken.is_set()
+        self._woken.clear()
+        if not self.parked:
+            return
+        if not woken and self._last_fingerprint == await self._fingerprint():
+            return  # nothing changed on the nodes since the last look: same decisions
+        parked = list(self.parked)
+        for start in range(0, len(parked), self.batch_size):
+            await self.schedule(parked[start : start + self.batch_size])
+        self._last_fingerprint = await self._fingerprint()
+
+    async def _rescan_once(self) -> None:
+        async with self.sessionmaker() as session:
+            rows = await session.execute(
+                select(RUNS.c.id)
+                .where(RUNS.c.status == "queued")
+                .order_by(RUNS.c.created_at, RUNS.c.id)
+                .limit(50_000)
+            )
+            queued = list(rows.scalars())
+        fresh = [run_id for run_id in queued if run_id not in self.parked]
+        if fresh:
+            self.parked.update(dict.fromkeys(fresh))
+            self.wake()
+
+    async def _outbox_once(self) -> None:
+        grace = utcnow() - timedelta(seconds=self.outbox_grace)
+        async with self.sessionmaker() as session:
+            rows = await session.execute(
+                select(RUNS.c.id)
+                .where(RUNS.c.enqueued.is_(False), RUNS.c.status == "queued", RUNS.c.created_at <= grace)
+                .order_by(RUNS.c.created_at, RUNS.c.id)
+                .limit(1000)
+            )
+            run_ids = list(rows.scalars())
+        if not run_ids:
+            return
+        await self.queue.publish(run_ids)
+        async with self.sessionmaker() as session:
+            await session.execute(update(RUNS).where(RUNS.c.id.in_(run_ids)).values(enqueued=True))
+            await session.commit()
+        self.stats.published += len(run_ids)
+        log.info("outbox published %d run(s) committed while the queue was unavailable", len(run_ids))
+
+    # ------------------------------------------------------------------ one pass
+
+    async def schedule(self, run_ids: Sequence[str]) -> None:
+        """Place the given runs (those still queued) and commit the result in one transaction."""
+        async with self._pass_lock:
+            now = utcnow()
+            async with self.sessionmaker() as session:
+                pending, invalid = await self._load_runs(session, run_ids)
+                nodes = await self._snapshot(session, now) if pending else []
+                decisions = [*place(pending, nodes), *invalid]
+                result = await apply_decisions(session, decisions, now=now, offline_after=self.offline_after)
+                await session.commit()
+            self.stats.passes += 1
+            self.stats.assigned += len(result.assigned)
+            self.stats.unschedulable += len(result.unschedulable)
+            self.stats.retried += len(result.retry)
+            loaded = {run.id for run in pending} | {d.run_id for d in invalid}
+            for run_id in run_ids:
+                if run_id not in loaded:
+                    self.parked.pop(run_id, None)
+            for run_id, _ in result.assigned:
+                self.parked.pop(run_id, None)
+            for run_id in result.gone:
+                self.parked.pop(run_id, None)
+            for run_id in (*result.unschedulable, *result.retry):
+                self.parked.setdefault(run_id, None)
+            if result.retry:
+                self._woken.set()
+        if result.assigned and self.on_assigned is not None:
+            await self._notify(result.assigned)
+
+    async def _notify(self, assigned: list[tuple[str, str]]) -> None:
+        assert self.on_assigned is not None
+        try:
+            outcome = self.on_assigned(assigned)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:
+            log.exception("on_assigned callback failed for %d assignment(s)", len(assigned))
+
+    async def _load_runs(
+        self, session: AsyncSession, run_ids: Sequence[str]
+    ) -> tuple[list[PendingRun], list[Unschedulable]]:
+        rows = await session.execute(
+            select(RUNS.c.id, RUNS.c.node_selector, RUNS.c.selector_expressions)
+            .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == "queued")
+            .order_by(RUNS.c.created_at, RUNS.c.id)
+        )
+        pending: list[PendingRun] = []
+        invalid: list[Unschedulable] = []
+        for run_id, selector, expressions in rows.all():
+            try:
+                pending.append(PendingRun(run_id, compile_selector(selector or {}, expressions or ())))
+            except ValueError as exc:
+                invalid.append(Unschedulable(run_id, f"invalid node selector: {exc}"))
+        return pending, invalid
+
+    async def _snapshot(self, session: AsyncSession, now: datetime) -> list[NodeSnapshot]:
+        cutoff = now - timedelta(seconds=self.offline_after)
+        rows = await session.execute(
+            select(
+                NODES.c.id,
+                NODES.c.labels,
+                NODES.c.running,
+                NODES.c.max_concurrent,
+                NODES.c.draining,
+                NODES.c.last_heartbeat_at,
+            )
+        )
+        return [
+            NodeSnapshot(node_id, labels or {}, running, max_concurrent, _state(draining, seen, cutoff))
+            for node_id, labels, running, max_concurrent, draining, seen in rows.all()
+        ]
+
+    async def _fingerprint(self) -> int:
+        async with self.sessionmaker() as session:
+            nodes = await self._snapshot(session, utcnow())
+        return hash(
+            tuple(
+                (n.id, tuple(sorted(n.labels.items())), n.running, n.max_concurrent, n.state) for n in nodes
+            )
+        )
+
+
+def _state(draining: bool, last_heartbeat_at: datetime | None, cutoff: datetime) -> NodeState:
+    if last_heartbeat_at is None:
+        return "offline"
+    if last_heartbeat_at.tzinfo is None:  # SQLite keeps no offset; everything is stored in UTC
+        last_heartbeat_at = last_heartbeat_at.replace(tzinfo=UTC)
+    if last_heartbeat_at <= cutoff:
+        return "offline"
+    return "draining" if draining else "online"
