@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.config import Settings
 from server.controllers.audit import AuditController
+from server.controllers.console import console_router
 from server.controllers.health import HealthController
 from server.controllers.nodes import NodeController
 from server.db.engine import create_engine, create_sessionmaker
@@ -41,7 +42,7 @@ class BackgroundService(Protocol):
     async def stop(self) -> None: ...
 
 
-ROUTE_HANDLERS: list[ControllerRouterHandler] = [HealthController, NodeController, AuditController]
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [HealthController, NodeController, AuditController, console_router]
 EXTENSIONS: list[Callable[[State], None]] = []
 
 
