@@ -1,0 +1,329 @@
+"""End to end: a real apiserver, real `python -m nodemanager` processes and the real Docker engine.
+
+Nothing is mocked. Containers are labelled `agentnodes.test=1` and removed by label.
+The process-runtime variants run the same scenarios without Docker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.nodemanager import NodeManagerProcess
+from tests.support.server import ServerProcess
+
+pytest_plugins = ["tests.support.docker"]
+
+TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
+RUN_TIMEOUT = 40.0
+
+
+class Api:
+    def __init__(self, server: ServerProcess) -> None:
+        self.http: httpx.Client = server.client()
+
+    def submit(self, image: str, command: list[str], env: dict[str, str] | None = None) -> str:
+        response = self.http.post("/api/v1/runs", json={"image": image, "command": command, "env": env or {}})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/v1/runs/{run_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_status(self, run_id: str, statuses: set[str], timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        run = self.run(run_id)
+        while run["status"] not in statuses and time.monotonic() < deadline:
+            time.sleep(0.1)
+            run = self.run(run_id)
+        assert run["status"] in statuses, f"run {run_id} is {run['status']}, expected {statuses}: {run}"
+        return run
+
+    def events(self, run_id: str) -> list[dict[str, Any]]:
+        response = self.http.get(f"/api/v1/runs/{run_id}/events")
+        assert response.status_code == 200, response.text
+        return list(response.json()["items"])
+
+    def log_texts(self, run_id: str) -> list[str]:
+        return [e["data"]["text"] for e in self.events(run_id) if e["type"] == "log"]
+
+    def wait_log(self, run_id: str, text: str, timeout: float = RUN_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_texts(run_id):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} never logged by {run_id}: {self.log_texts(run_id)}")
+
+    def wait_node(self, node_id: str, timeout: float = 20.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            response = self.http.get(f"/api/v1/nodes/{node_id}")
+            if response.status_code == 200 and response.json()["status"] == "online":
+                return dict(response.json())
+            time.sleep(0.1)
+        raise AssertionError(f"node {node_id} never came online")
+
+
+NodeFactory = Callable[..., NodeManagerProcess]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(
+        env={"NODE_HEARTBEAT_INTERVAL": "1", "NODE_OFFLINE_AFTER": "30"}, data_dir=tmp_path
+    ) as srv:
+        yield srv
+
+
+@pytest.fixture
+def api(server: ServerProcess) -> Iterator[Api]:
+    client = Api(server)
+    yield client
+    client.http.close()
+
+
+def _node_factory(
+    request: pytest.FixtureRequest, server: ServerProcess, api: Api, tmp_path: Path, runtime: str
+) -> Iterator[NodeFactory]:
+    started: list[NodeManagerProcess] = []
+
+    def start(node_id: str = "node-a", **env: str) -> NodeManagerProcess:
+        node = NodeManagerProcess(server.base_url, tmp_path, node_id, {"RUNTIME": runtime, **env})
+        started.append(node.start())
+        api.wait_node(node_id)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+    for node in {n.log_path: n for n in started}.values():
+        request.node.add_report_section("teardown", f"nodemanager {node.node_id} log", node.log())
+
+
+@pytest.fixture
+def docker_node(
+    request: pytest.FixtureRequest, server: ServerProcess, api: Api, tmp_path: Path, docker_client: Any
+) -> Iterator[NodeFactory]:
+    yield from _node_factory(request, server, api, tmp_path, "docker")
+
+
+@pytest.fixture
+def process_node(
+    request: pytest.FixtureRequest, server: ServerProcess, api: Api, tmp_path: Path
+) -> Iterator[NodeFactory]:
+    yield from _node_factory(request, server, api, tmp_path, "process")
+
+
+def _containers(docker_client: Any, node_id: str, **filters: str) -> list[Any]:
+    labels = ["agentnodes.test=1", f"agentnodes.node_id={node_id}"]
+    return list(docker_client.containers.list(all=True, filters={"label": labels, **filters}))
+
+
+# ------------------------------------------------------------------ docker
+
+
+@pytest.mark.docker
+def test_output_becomes_log_events_and_exit_code_decides_status(
+    docker_node: NodeFactory, api: Api, test_image: str
+) -> None:
+    docker_node()
+    ok = api.submit(test_image, ["sh", "-c", "echo hello; echo oops >&2; echo bye"])
+    bad = api.submit(test_image, ["sh", "-c", "echo failing; exit 3"])
+
+    ok_run = api.wait_status(ok, TERMINAL)
+    bad_run = api.wait_status(bad, TERMINAL)
+
+    assert (ok_run["status"], ok_run["exit_code"]) == ("succeeded", 0)
+    assert (bad_run["status"], bad_run["exit_code"]) == ("failed", 3)
+    logs = [(e["data"]["stream"], e["data"]["text"]) for e in api.events(ok) if e["type"] == "log"]
+    assert [text for stream, text in logs if stream == "stdout"] == ["hello", "bye"]
+    assert [text for stream, text in logs if stream == "stderr"] == ["oops"]
+    assert all(e["data"]["ts"] for e in api.events(ok) if e["type"] == "log")
+    assert api.log_texts(bad) == ["failing"]
+    assert ok_run["container_id"]
+
+
+@pytest.mark.docker
+def test_env_config_and_proxy_reach_the_container(
+    docker_node: NodeFactory, api: Api, test_image: str
+) -> None:
+    docker_node()
+    config = {
+        "proxy": {
+            "http_proxy": "http://127.0.0.1:3128",
+            "https_proxy": "http://127.0.0.1:3129",
+            "no_proxy": "",
+        },
+        "env": {"CUSTOM_VAR": "from-node", "OVERRIDDEN": "node"},
+    }
+    response = api.http.put("/api/v1/nodes/node-a/env-config", json=config)
+    assert response.status_code == 200, response.text
+
+    run_id = api.submit(test_image, ["env"], env={"OVERRIDDEN": "run"})
+    run = api.wait_status(run_id, TERMINAL)
+
+    assert run["status"] == "succeeded"
+    env_lines = set(api.log_texts(run_id))
+    assert {
+        "CUSTOM_VAR=from-node",
+        "OVERRIDDEN=run",
+        "HTTP_PROXY=http://127.0.0.1:3128",
+        "http_proxy=http://127.0.0.1:3128",
+        "HTTPS_PROXY=http://127.0.0.1:3129",
+        "https_proxy=http://127.0.0.1:3129",
+    } <= env_lines
+    assert not any(line.lower().startswith("no_proxy=") for line in env_lines)  # unset: not injected
+
+
+@pytest.mark.docker
+def test_cancel_stops_a_sleeping_container(
+    docker_node: NodeFactory, api: Api, test_image: str, docker_client: Any
+) -> None:
+    docker_node()
+    run_id = api.submit(test_image, ["sh", "-c", "echo sleeping; sleep 300"])
+    api.wait_log(run_id, "sleeping")
+
+    response = api.http.post(f"/api/v1/runs/{run_id}/cancel")
+    assert response.status_code in (200, 202), response.text
+    run = api.wait_status(run_id, TERMINAL, timeout=20)
+
+    assert run["status"] == "cancelled"
+    _wait_until(lambda: not _containers(docker_client, "node-a"), "the cancelled container is removed")
+
+
+@pytest.mark.docker
+def test_killed_nodemanager_readopts_its_running_container(
+    docker_node: NodeFactory, api: Api, test_image: str, docker_client: Any
+) -> None:
+    node = docker_node()
+    script = "for i in $(seq 1 30); do echo line $i; sleep 0.2; done"
+    run_id = api.submit(test_image, ["sh", "-c", script])
+    api.wait_log(run_id, "line 3")
+
+    node.kill()
+    assert [c.status for c in _containers(docker_client, "node-a")] == ["running"]
+    time.sleep(1.0)  # the container keeps printing while nobody listens
+    docker_node()
+    run = api.wait_status(run_id, TERMINAL)
+
+    assert (run["status"], run["exit_code"]) == ("succeeded", 0)
+    assert api.log_texts(run_id) == [f"line {i}" for i in range(1, 31)]
+    types = [e["type"] for e in api.events(run_id)]
+    assert types.count("exited") == 1
+    assert types.count("started") == 1
+    _wait_until(lambda: not _containers(docker_client, "node-a"), "the finished container is removed")
+
+
+@pytest.mark.docker
+def test_max_concurrent_is_never_exceeded(
+    docker_node: NodeFactory, api: Api, test_image: str, docker_client: Any
+) -> None:
+    docker_node(MAX_CONCURRENT="2")
+    run_ids = [api.submit(test_image, ["sleep", "1"]) for _ in range(5)]
+
+    most = 0
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while time.monotonic() < deadline:
+        most = max(most, len(_containers(docker_client, "node-a", status="running")))
+        if all(api.run(r)["status"] in TERMINAL for r in run_ids):
+            break
+        time.sleep(0.05)
+
+    assert [api.run(r)["status"] for r in run_ids] == ["succeeded"] * 5
+    assert 1 <= most <= 2
+
+
+@pytest.mark.docker
+def test_missing_image_fails_the_run_with_a_clear_message(docker_node: NodeFactory, api: Api) -> None:
+    docker_node()
+    run_id = api.submit("agentnodes-test/not-there:1.0", ["true"])
+    run = api.wait_status(run_id, TERMINAL)
+
+    assert run["status"] == "failed"
+    failed = [e for e in api.events(run_id) if e["type"] == "failed"]
+    assert len(failed) == 1
+    assert "agentnodes-test/not-there:1.0" in failed[0]["data"]["reason"]
+    assert "not present" in failed[0]["data"]["reason"]
+
+
+@pytest.mark.docker
+def test_draining_node_finishes_its_runs_and_takes_no_new_ones(
+    docker_node: NodeFactory, api: Api, test_image: str
+) -> None:
+    docker_node()
+    first = api.submit(test_image, ["sh", "-c", "echo started; sleep 2"])
+    api.wait_log(first, "started")
+    response = api.http.patch("/api/v1/nodes/node-a", json={"status": "draining"})
+    assert response.status_code == 200, response.text
+
+    second = api.submit(test_image, ["true"])
+    assert api.wait_status(first, TERMINAL)["status"] == "succeeded"
+    time.sleep(1.5)
+    assert api.run(second)["status"] == "queued"
+
+    response = api.http.patch("/api/v1/nodes/node-a", json={"status": "online"})
+    assert response.status_code == 200, response.text
+    assert api.wait_status(second, TERMINAL)["status"] == "succeeded"
+
+
+@pytest.mark.docker
+def test_sigterm_leaves_the_container_running(
+    docker_node: NodeFactory, api: Api, test_image: str, docker_client: Any
+) -> None:
+    node = docker_node()
+    run_id = api.submit(test_image, ["sh", "-c", "echo up; sleep 300"])
+    api.wait_log(run_id, "up")
+
+    assert node.terminate() == 0
+    time.sleep(0.5)
+    assert [c.status for c in _containers(docker_client, "node-a")] == ["running"]
+    assert api.run(run_id)["status"] == "running"
+
+    docker_node()  # re-adopts it; cancelling proves the new daemon owns it
+    assert api.http.post(f"/api/v1/runs/{run_id}/cancel").status_code in (200, 202)
+    assert api.wait_status(run_id, TERMINAL, timeout=20)["status"] == "cancelled"
+    assert api.log_texts(run_id) == ["up"]
+
+
+# ------------------------------------------------------------------ process runtime (no Docker)
+
+
+def test_process_runtime_runs_report_output_and_exit_codes(process_node: NodeFactory, api: Api) -> None:
+    process_node()
+    ok = api.submit("ignored", ["sh", "-c", "echo hello; echo world"])
+    bad = api.submit("ignored", ["sh", "-c", "exit 3"])
+
+    assert api.wait_status(ok, TERMINAL)["status"] == "succeeded"
+    assert (api.wait_status(bad, TERMINAL)["status"], api.run(bad)["exit_code"]) == ("failed", 3)
+    assert api.log_texts(ok) == ["hello", "world"]
+
+
+def test_process_runtime_gets_env_config_and_can_be_cancelled(process_node: NodeFactory, api: Api) -> None:
+    process_node()
+    config = {"proxy": {"http_proxy": "http://127.0.0.1:3128"}, "env": {"CUSTOM_VAR": "custom"}}
+    assert api.http.put("/api/v1/nodes/node-a/env-config", json=config).status_code == 200
+    echo = api.submit("ignored", ["sh", "-c", 'echo "$CUSTOM_VAR $http_proxy $HTTP_PROXY"'])
+    sleeper = api.submit("ignored", ["sh", "-c", "echo sleeping; sleep 300"])
+
+    assert api.wait_status(echo, TERMINAL)["status"] == "succeeded"
+    assert api.log_texts(echo) == ["custom http://127.0.0.1:3128 http://127.0.0.1:3128"]
+    api.wait_log(sleeper, "sleeping")
+    assert api.http.post(f"/api/v1/runs/{sleeper}/cancel").status_code in (200, 202)
+    assert api.wait_status(sleeper, TERMINAL, timeout=20)["status"] == "cancelled"
+
+
+def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting until {what}")
