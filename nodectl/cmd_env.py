@@ -1,0 +1,224 @@
+"""`nodectl env ...`: the proxy and environment variables a node injects into every agent container."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from nodectl import edit as editing
+from nodectl import output, views
+from nodectl.args import check_proxy_url, parse_env_pairs
+from nodectl.errors import EXIT_FAILED, CliError, UsageError
+from nodectl.options import NodeIdArg, OutputOpt, session
+from nodectl.output import Format
+
+if TYPE_CHECKING:
+    from nodeapi import models as m
+    from nodectl.session import Session
+
+app = typer.Typer(help="Per-node proxy and environment variables for agent containers.", no_args_is_help=True)
+
+
+@app.command("get")
+def get_env(
+    ctx: typer.Context,
+    node_id: NodeIdArg,
+    fmt: OutputOpt = Format.table,
+    show_secrets: Annotated[
+        bool, typer.Option("--show-secrets", help="Show proxy passwords and env values instead of ***.")
+    ] = False,
+) -> None:
+    """Show a node's env config; secrets are masked unless --show-secrets."""
+    from nodeapi.client import Calls
+
+    config = session(ctx).send(Calls.get_env_config(node_id))
+    data: dict[str, Any] = output.to_data(config) if show_secrets else views.masked_env_config(config)
+    if not output.print_data(data, fmt):
+        output.print_fields(views.env_fields(data))
+
+
+def _put(sess: Session, node_id: str, config: m.EnvConfig, kind: str) -> m.EnvConfig:
+    from nodeapi.client import Calls
+    from nodeapi.errors import Conflict
+
+    try:
+        return sess.send(Calls.put_env_config(node_id, config))
+    except Conflict as exc:
+        if kind == "edit":
+            raise editing.stale_edit("env config", node_id, exc.detail) from exc
+        raise
+
+
+@app.command("set")
+def set_env(
+    ctx: typer.Context,
+    node_id: NodeIdArg,
+    http_proxy: Annotated[
+        str | None, typer.Option("--http-proxy", help="Proxy URL for HTTP; '' clears.")
+    ] = None,
+    https_proxy: Annotated[
+        str | None, typer.Option("--https-proxy", help="Proxy URL for HTTPS; '' clears.")
+    ] = None,
+    no_proxy: Annotated[
+        str | None, typer.Option("--no-proxy", help="Comma-separated hosts that bypass the proxy; '' clears.")
+    ] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="NAME=value to set; repeatable.")
+    ] = None,
+    unset_env: Annotated[
+        list[str] | None, typer.Option("--unset-env", help="NAME to remove; repeatable.")
+    ] = None,
+) -> None:
+    """Change parts of a node's env config; everything not named stays as it is."""
+    from nodeapi.client import Calls
+    from nodeapi.validation import validate_env, validate_no_proxy
+
+    to_set = parse_env_pairs(env or [])
+    to_unset = list(unset_env or [])
+    if http_proxy is None and https_proxy is None and no_proxy is None and not to_set and not to_unset:
+        raise UsageError(
+            "nothing to change: give --http-proxy, --https-proxy, --no-proxy, --env or --unset-env"
+        )
+    both = set(to_set) & set(to_unset)
+    if both:
+        raise UsageError(f"{sorted(both)[0]} is both set and unset")
+    sess = session(ctx)
+    config = sess.send(Calls.get_env_config(node_id))
+    if http_proxy is not None:
+        config.proxy.http_proxy = check_proxy_url(http_proxy, "--http-proxy")
+    if https_proxy is not None:
+        config.proxy.https_proxy = check_proxy_url(https_proxy, "--https-proxy")
+    if no_proxy is not None:
+        try:
+            config.proxy.no_proxy = validate_no_proxy(no_proxy, "--no-proxy") or None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    for name in to_unset:
+        if config.env.pop(name, None) is None:
+            output.warn(f"{name} is not set on node/{node_id}")
+    config.env.update(to_set)
+    try:
+        validate_env(config.env)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    # the resource_version read above rides along: a concurrent change answers 409 instead of being lost
+    _put(sess, node_id, config, "set")
+    output.info(f"env config of node/{node_id} updated; containers started from now on get it")
+
+
+ENV_EDIT_HELP = """Env config of node {id}: proxy for agent containers and extra environment variables.
+Lines starting with '#' are ignored. An empty proxy value clears it.
+Save and quit to apply; quit without saving (or empty the file) to cancel."""
+
+
+@app.command("edit")
+def edit_env(ctx: typer.Context, node_id: NodeIdArg) -> None:
+    """Edit a node's env config in $VISUAL / $EDITOR (YAML, secrets shown)."""
+    from nodeapi import models as m
+    from nodeapi.client import Calls
+
+    sess = session(ctx)
+    config = sess.send(Calls.get_env_config(node_id))
+    document = {
+        "proxy": {
+            "http_proxy": config.proxy.http_proxy or "",
+            "https_proxy": config.proxy.https_proxy or "",
+            "no_proxy": config.proxy.no_proxy or "",
+        },
+        "env": dict(sorted(config.env.items())),
+    }
+    original = editing.dump(document, ENV_EDIT_HELP.format(id=node_id))
+    try:
+        edited = editing.load_document(editing.run_editor(original, node_id), original)
+    except editing.Unchanged:
+        output.info(editing.CANCELLED)
+        return
+    proxy, env = _parse_env_document(edited)
+    if proxy == config.proxy and env == config.env:
+        output.info(editing.CANCELLED)
+        return
+    _put(sess, node_id, m.EnvConfig(proxy=proxy, env=env, resource_version=config.resource_version), "edit")
+    output.info(f"env config of node/{node_id} edited")
+
+
+def _parse_env_document(edited: dict[str, Any]) -> tuple[m.ProxyConfig, dict[str, str]]:
+    from nodeapi import models as m
+    from nodeapi.validation import validate_env, validate_no_proxy
+
+    unknown = set(edited) - {"proxy", "env"}
+    if unknown:
+        raise UsageError(f"unknown top-level key(s): {', '.join(sorted(unknown))} (only proxy and env)")
+    proxy_map = editing.string_map(edited.get("proxy"), "proxy")
+    unknown = set(proxy_map) - {"http_proxy", "https_proxy", "no_proxy"}
+    if unknown:
+        raise UsageError(f"unknown proxy key(s): {', '.join(sorted(unknown))}")
+    env = editing.string_map(edited.get("env"), "env")
+    try:
+        validate_env(env)
+        no_proxy = validate_no_proxy(proxy_map.get("no_proxy", ""), "proxy.no_proxy") or None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    proxy = m.ProxyConfig(
+        http_proxy=check_proxy_url(proxy_map.get("http_proxy", ""), "proxy.http_proxy"),
+        https_proxy=check_proxy_url(proxy_map.get("https_proxy", ""), "proxy.https_proxy"),
+        no_proxy=no_proxy,
+    )
+    return proxy, env
+
+
+@app.command("test-proxy")
+def run_proxy_test(
+    ctx: typer.Context,
+    node_id: NodeIdArg,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Plain HTTP target to fetch through the proxy.")
+    ] = None,
+    https_url: Annotated[
+        str | None,
+        typer.Option("--https-url", help="HTTPS target (CONNECT + TLS) to fetch through the proxy."),
+    ] = None,
+    proxy: Annotated[
+        str | None,
+        typer.Option("--proxy", help="Test this proxy URL instead of the saved one (for both schemes)."),
+    ] = None,
+    timeout: Annotated[float | None, typer.Option("--timeout", min=0.1, help="Seconds per step.")] = None,
+    in_container: Annotated[
+        bool, typer.Option("--in-container", help="Run the check inside a container on the node.")
+    ] = False,
+    fmt: OutputOpt = Format.table,
+) -> None:
+    """Test the node's proxy from the node itself; exit 0 when it works, 1 when it does not."""
+    from nodeapi import models as m
+    from nodeapi.client import Calls
+
+    proxy_config = None
+    if proxy is not None:
+        checked = check_proxy_url(proxy, "--proxy")
+        proxy_config = m.ProxyConfig(http_proxy=checked, https_proxy=checked)
+    request = m.ProxyTestRequest(
+        proxy=proxy_config, url=url, https_url=https_url, timeout=timeout, in_container=in_container
+    )
+    wait = None if timeout is None else max(30.0, timeout * 3 + 10.0)
+    result = session(ctx).send(Calls.test_proxy(node_id, request, wait=wait))
+    if not output.print_data(result, fmt):
+        _print_proxy_report(result)
+    if not result.ok:
+        raise CliError(f"proxy test failed: {result.reason}: {result.message}", EXIT_FAILED)
+
+
+def _print_proxy_report(result: m.ProxyTestResult) -> None:
+    pairs: list[tuple[str, output.Cell]] = [
+        ("Node", result.node_id or "-"),
+        ("Proxy", result.proxy or "(none)"),
+        ("Where", "in a container" if result.in_container else "on the node"),
+    ]
+    for step in result.steps:
+        latency = "" if step.latency_ms is None else f" {step.latency_ms:.0f} ms"
+        status = "" if step.status_code is None else f" HTTP {step.status_code}"
+        detail = f" - {step.detail}" if step.detail else ""
+        mark, style = ("ok", "green") if step.ok else ("FAILED", "red")
+        pairs.append((f"Step {step.name}", (f"{mark}{status}{latency}{detail}", style)))
+    verdict = ("ok", "bold green") if result.ok else (f"failed ({result.reason})", "bold red")
+    pairs += [("Result", verdict), ("Message", result.message)]
+    output.print_fields(pairs)

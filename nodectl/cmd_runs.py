@@ -1,0 +1,191 @@
+"""`nodectl runs ...`: submit runs, list and inspect them, read their events and logs, cancel them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from nodectl import output, views
+from nodectl.args import parse_env_pairs, parse_selector_pairs
+from nodectl.errors import EXIT_FAILED, CliError, UsageError
+from nodectl.options import NoHeadersOpt, OutputOpt, QuietOpt, RunIdArg, session
+from nodectl.output import Format
+
+if TYPE_CHECKING:
+    from nodeapi import models as m
+
+app = typer.Typer(help="Runs: one execution of an agent container.", no_args_is_help=True)
+
+RUN_STATUSES = ("queued", "scheduled", "running", "succeeded", "failed", "cancelled", "lost")
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", min=0, help="Give up waiting after S seconds (exit 3).")
+]
+
+
+def _status_line(event: m.RunEvent) -> None:
+    if event.type == "log":
+        return
+    detail = views.event_summary(event)
+    output.info(f"[{event.at:%H:%M:%S}] {event.type}" + ("" if detail == "-" else f" {detail}"))
+
+
+@app.command("submit", context_settings={"allow_interspersed_args": False})
+def submit(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(help="Container image.", show_default=False)],
+    command: Annotated[list[str] | None, typer.Argument(help="Command and its arguments, after --.")] = None,
+    selector: Annotated[
+        list[str] | None, typer.Option("--selector", "-s", help="Node label the run needs (k=v); repeatable.")
+    ] = None,
+    expr: Annotated[
+        list[str] | None,
+        typer.Option("--expr", help="Set-based selector, e.g. 'zone in (a,b)', '!spot'; repeatable."),
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value; repeatable.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to finish; exit 0 only if it succeeded.")
+    ] = False,
+    follow_logs: Annotated[
+        bool, typer.Option("--follow", "-f", help="Like --wait, and stream the run's output.")
+    ] = False,
+    timeout: TimeoutOpt = None,
+) -> None:
+    """Create a run: `nodectl runs submit busybox --selector gpu=true --wait -- sh -c 'echo hi'`.
+
+    Prints the run id on stdout."""
+    from nodeapi import models as m
+    from nodeapi.client import Calls
+    from nodeapi.validation import validate_env
+
+    run_env = parse_env_pairs(env or [])
+    try:
+        validate_env(run_env)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    request = m.RunCreate(
+        image=image,
+        command=list(command or []),
+        env=run_env,
+        node_selector=parse_selector_pairs(selector or []),
+        selector_expressions=[e.strip() for e in expr or [] if e.strip()],
+    )
+    sess = session(ctx)
+    run = sess.send(Calls.create_run(request))
+    output.print_ids([run.id])
+    if not (wait or follow_logs):
+        return
+    from nodectl.follow import follow, write_log
+
+    def on_event(event: m.RunEvent) -> None:
+        if event.type == "log":
+            if follow_logs:
+                write_log(event)
+        else:
+            _status_line(event)
+
+    status = follow(sess, run.id, on_event, timeout)
+    _exit_for(sess.send(Calls.get_run(run.id)) if status != "succeeded" else None, run.id, status)
+
+
+def _exit_for(run: m.Run | None, run_id: str, status: str) -> None:
+    if status == "succeeded":
+        output.info(f"run/{run_id} succeeded")
+        return
+    exit_code = "" if run is None or run.exit_code is None else f" (exit code {run.exit_code})"
+    reason = "" if run is None or not run.message else f": {run.message}"
+    raise CliError(f"run/{run_id} {status}{exit_code}{reason}", EXIT_FAILED)
+
+
+@app.command("list")
+def list_runs(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option("--status", help="Only runs in this status.")] = None,
+    node: Annotated[str | None, typer.Option("--node", help="Only runs placed on this node.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=0, help="At most N runs; 0 for all.")] = 1000,
+    fmt: OutputOpt = Format.table,
+    quiet: QuietOpt = False,
+    no_headers: NoHeadersOpt = False,
+) -> None:
+    """List runs."""
+    from nodeapi.client import Calls
+
+    if status is not None and status not in RUN_STATUSES:
+        raise UsageError(f"--status must be one of {', '.join(RUN_STATUSES)}, not {status!r}")
+    sess = session(ctx)
+    if limit:
+        page = sess.send(Calls.list_runs(status=status, node_id=node, limit=limit))
+        runs, total = page.items, page.total
+    else:
+        runs, total = sess.fetch_all(
+            lambda lim, off: Calls.list_runs(status=status, node_id=node, limit=lim, offset=off)
+        )
+    if total > len(runs):
+        output.warn(f"showing {len(runs)} of {total} runs; --limit 0 shows all")
+    if quiet:
+        output.print_ids(r.id for r in runs)
+    elif not output.print_data({"items": runs, "total": total}, fmt):
+        wide = fmt is Format.wide
+        headers = views.RUN_WIDE_HEADERS if wide else views.RUN_HEADERS
+        output.print_table(headers, [views.run_row(r, wide) for r in runs], no_headers)
+
+
+@app.command("get")
+def get_run(ctx: typer.Context, run_id: RunIdArg, fmt: OutputOpt = Format.table) -> None:
+    """Show one run."""
+    from nodeapi.client import Calls
+
+    run = session(ctx).send(Calls.get_run(run_id))
+    if not output.print_data(run, fmt):
+        output.print_fields(views.run_fields(run))
+
+
+@app.command("events")
+def events(
+    ctx: typer.Context,
+    run_id: RunIdArg,
+    type: Annotated[str | None, typer.Option("--type", help="Only events of this type (e.g. log).")] = None,
+    fmt: OutputOpt = Format.table,
+    no_headers: NoHeadersOpt = False,
+) -> None:
+    """A run's events in order: scheduling decisions, start, log lines, exit."""
+    from nodectl.follow import all_events
+
+    items = list(all_events(session(ctx), run_id, type))
+    if not output.print_data({"run_id": run_id, "items": items}, fmt):
+        output.print_table(views.EVENT_HEADERS, [views.event_row(e) for e in items], no_headers)
+
+
+@app.command("logs")
+def logs(
+    ctx: typer.Context,
+    run_id: RunIdArg,
+    follow_logs: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the run ends.")
+    ] = False,
+    timeout: TimeoutOpt = None,
+) -> None:
+    """A run's output: stdout lines to stdout, stderr lines to stderr."""
+    from nodectl.follow import all_events, follow, write_log
+
+    sess = session(ctx)
+    if follow_logs:
+        follow(sess, run_id, write_log, timeout, type="log")
+        return
+    for event in all_events(sess, run_id, type="log"):
+        write_log(event)
+
+
+@app.command("cancel")
+def cancel(
+    ctx: typer.Context,
+    run_ids: Annotated[list[str], typer.Argument(help="Run id(s).", show_default=False)],
+) -> None:
+    """Cancel runs: a queued run at once, a running one is stopped by its node."""
+    from nodeapi.client import Calls
+
+    sess = session(ctx)
+    for run_id in run_ids:
+        run = sess.send(Calls.cancel_run(run_id))
+        state = run.status if run.status == "cancelled" else f"{run.status}, cancel requested"
+        output.info(f"run/{run.id} {state}")

@@ -1,0 +1,157 @@
+"""Where nodectl talks to: named contexts in ~/.config/nodectl/config.toml.
+
+Precedence for the server and token: flags > NODECTL_SERVER / NODECTL_TOKEN > the
+selected context (--context, else NODECTL_CONTEXT, else the file's current context)
+> http://localhost:8080 without a token.
+
+The file is read with tomllib and written by hand, so nodectl needs no TOML writer:
+
+    current-context = "prod"
+
+    [contexts."prod"]
+    server = "https://nodes.example.com"
+    token = "..."
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_SERVER = "http://localhost:8080"
+
+
+class ConfigError(Exception):
+    """The config file is unreadable or names a context that does not exist."""
+
+
+@dataclass(frozen=True)
+class Context:
+    name: str
+    server: str
+    token: str | None = None
+
+
+@dataclass
+class Config:
+    contexts: dict[str, Context] = field(default_factory=dict)
+    current: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The server and token one invocation uses, and where each came from."""
+
+    server: str
+    token: str | None
+    context: str | None
+    server_source: str
+
+
+def config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "nodectl" / "config.toml"
+
+
+def load(path: Path | None = None) -> Config:
+    import tomllib
+
+    path = path or config_path()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+    contexts: dict[str, Context] = {}
+    for name, entry in (data.get("contexts") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("server"), str):
+            raise ConfigError(f'{path}: context {name!r} needs a server = "URL" entry')
+        token = entry.get("token")
+        contexts[name] = Context(name, entry["server"], token if isinstance(token, str) and token else None)
+    current = data.get("current-context")
+    return Config(contexts, current if isinstance(current, str) and current else None)
+
+
+def _toml_string(value: str) -> str:
+    out = ['"']
+    for char in value:
+        if char == '"':
+            out.append('\\"')
+        elif char == "\\":
+            out.append("\\\\")
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    out.append('"')
+    return "".join(out)
+
+
+def dumps(config: Config) -> str:
+    lines = ["# nodectl contexts; edit with `nodectl context set|use|delete`", ""]
+    if config.current:
+        lines += [f"current-context = {_toml_string(config.current)}", ""]
+    for name in sorted(config.contexts):
+        ctx = config.contexts[name]
+        lines.append(f"[contexts.{_toml_string(name)}]")
+        lines.append(f"server = {_toml_string(ctx.server)}")
+        if ctx.token:
+            lines.append(f"token = {_toml_string(ctx.token)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def save(config: Config, path: Path | None = None) -> Path:
+    """Write atomically with mode 0600: the file holds bearer tokens."""
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(dumps(config))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resolve(
+    server_flag: str | None,
+    token_flag: str | None,
+    context_flag: str | None,
+    environ: dict[str, str] | None = None,
+    config: Config | None = None,
+) -> Target:
+    env = os.environ if environ is None else environ
+    context_name = context_flag or env.get("NODECTL_CONTEXT") or None
+    explicit_context = context_name is not None
+    cfg = config if config is not None else load()
+    context_name = context_name or cfg.current
+    context: Context | None = None
+    if context_name:
+        context = cfg.contexts.get(context_name)
+        if context is None and explicit_context:
+            raise ConfigError(f"context {context_name!r} is not defined (see `nodectl context list`)")
+
+    if server_flag:
+        server, source = server_flag, "--server"
+    elif env.get("NODECTL_SERVER"):
+        server, source = env["NODECTL_SERVER"], "NODECTL_SERVER"
+    elif context is not None:
+        server, source = context.server, f"context {context.name}"
+    else:
+        server, source = DEFAULT_SERVER, "default"
+
+    token = token_flag or env.get("NODECTL_TOKEN") or None
+    # A context's token goes only to that context's server, never to one named by a flag or env var.
+    if token is None and context is not None and server.rstrip("/") == context.server.rstrip("/"):
+        token = context.token
+    return Target(server.rstrip("/"), token, context.name if context else None, source)

@@ -1,0 +1,62 @@
+"""Per-invocation state: which server to talk to, and a lazily opened API client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from nodectl import config
+from nodectl.errors import UsageError
+
+if TYPE_CHECKING:
+    from nodeapi.client import Call, Client
+
+T = TypeVar("T")
+PAGE_SIZE = 10_000  # the API's maximum page; fewer round trips for big fleets
+
+
+@dataclass
+class Session:
+    server_flag: str | None = None
+    token_flag: str | None = None
+    context_flag: str | None = None
+    request_timeout: float = 30.0
+    _client: Client | None = field(default=None, repr=False)
+    _target: config.Target | None = field(default=None, repr=False)
+
+    def target(self) -> config.Target:
+        if self._target is None:
+            try:
+                self._target = config.resolve(self.server_flag, self.token_flag, self.context_flag)
+            except config.ConfigError as exc:
+                raise UsageError(str(exc)) from exc
+        return self._target
+
+    def client(self) -> Client:
+        if self._client is None:
+            from nodeapi.client import Client
+
+            target = self.target()
+            self._client = Client(target.server, target.token, timeout=self.request_timeout)
+        return self._client
+
+    def send(self, call: Call[T]) -> T:
+        return self.client().send(call)
+
+    def fetch_all(self, make_call: Callable[[int, int], Call[Any]]) -> tuple[list[Any], int]:
+        """Every item of a paginated list; make_call(limit, offset) builds one page's call."""
+        items: list[Any] = []
+        total = 0
+        for _ in range(100_000):  # bound: far above any realistic page count
+            page = self.send(make_call(PAGE_SIZE, len(items)))
+            items.extend(page.items)
+            total = page.total
+            if not page.items or len(items) >= page.total:
+                break
+        return items, total
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

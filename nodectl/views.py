@@ -1,0 +1,160 @@
+"""How each resource looks in tables and detail views (columns, colours, masking)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from nodectl.output import Cell, ago, iso, labels_text, status_cell
+
+if TYPE_CHECKING:
+    from nodeapi import models as m
+
+SECRET = "***"
+
+NODE_HEADERS = ["ID", "STATUS", "LOAD", "HEARTBEAT", "AGE"]
+NODE_WIDE_HEADERS = [*NODE_HEADERS, "LABELS", "HOSTNAME", "OS/ARCH", "RUNTIME", "VERSION"]
+RUN_HEADERS = ["ID", "STATUS", "IMAGE", "NODE", "EXIT", "AGE"]
+RUN_WIDE_HEADERS = [*RUN_HEADERS, "COMMAND", "SELECTOR", "MESSAGE"]
+EVENT_HEADERS = ["SEQ", "TYPE", "AT", "DATA"]
+AUDIT_HEADERS = ["ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAILS"]
+
+
+def load_cell(node: m.Node) -> Cell:
+    text = f"{node.running}/{node.capacity.max_concurrent}"
+    full = node.running >= node.capacity.max_concurrent
+    return (text, "bold red" if full else "")
+
+
+def node_row(node: m.Node, wide: bool = False, now: datetime | None = None) -> list[Cell]:
+    now = now or datetime.now(UTC)
+    row: list[Cell] = [
+        node.id,
+        status_cell(node.status),
+        load_cell(node),
+        ago(node.last_heartbeat_at, now),
+        ago(node.created_at, now).removesuffix(" ago"),
+    ]
+    if wide:
+        info = node.info
+        os_arch = "/".join(part for part in (info.os, info.arch) if part) or "-"
+        runtime = " ".join(part for part in (info.runtime, info.runtime_version) if part) or "-"
+        row += [labels_text(node.labels), info.hostname or "-", os_arch, runtime, info.agent_version or "-"]
+    return row
+
+
+def node_fields(node: m.Node) -> list[tuple[str, Cell]]:
+    info = node.info
+    fields: list[tuple[str, Cell]] = [
+        ("ID", node.id),
+        ("Status", status_cell(node.status)),
+        ("Draining", "yes" if node.draining else "no"),
+        ("Load", load_cell(node)),
+        ("Labels", labels_text(node.labels)),
+        ("Last heartbeat", f"{iso(node.last_heartbeat_at)} ({ago(node.last_heartbeat_at)})"),
+        ("Created", iso(node.created_at)),
+        ("Hostname", info.hostname or "-"),
+        ("OS/Arch", "/".join(p for p in (info.os, info.arch) if p) or "-"),
+        ("Runtime", " ".join(p for p in (info.runtime, info.runtime_version) if p) or "-"),
+        ("Agent", info.agent_version or "-"),
+        ("Resource version", str(node.resource_version)),
+    ]
+    if node.last_proxy_test is not None:
+        test = node.last_proxy_test
+        verdict = ("ok", "green") if test.ok else (f"failed ({test.reason})", "red")
+        fields.append(("Last proxy test", (f"{verdict[0]} at {iso(test.tested_at)}", verdict[1])))
+    return fields
+
+
+def run_row(run: m.Run, wide: bool = False, now: datetime | None = None) -> list[Cell]:
+    now = now or datetime.now(UTC)
+    row: list[Cell] = [
+        run.id,
+        status_cell(run.status),
+        run.image,
+        run.node_id or "-",
+        "-" if run.exit_code is None else str(run.exit_code),
+        ago(run.created_at, now).removesuffix(" ago"),
+    ]
+    if wide:
+        selector = [labels_text(run.node_selector)] if run.node_selector else []
+        row += [
+            " ".join(run.command) or "-",
+            ",".join(selector + run.selector_expressions) or "-",
+            run.message or "-",
+        ]
+    return row
+
+
+def run_fields(run: m.Run) -> list[tuple[str, Cell]]:
+    return [
+        ("ID", run.id),
+        ("Status", status_cell(run.status)),
+        ("Image", run.image),
+        ("Command", " ".join(run.command) or "-"),
+        ("Node", run.node_id or "-"),
+        ("Exit code", "-" if run.exit_code is None else str(run.exit_code)),
+        ("Selector", labels_text(run.node_selector)),
+        ("Expressions", ", ".join(run.selector_expressions) or "-"),
+        ("Env", ", ".join(sorted(run.env)) or "-"),
+        ("Attempts", str(run.attempts)),
+        ("Created", iso(run.created_at)),
+        ("Started", iso(run.started_at)),
+        ("Finished", iso(run.finished_at)),
+        ("Message", run.message or "-"),
+    ]
+
+
+def event_summary(event: m.RunEvent) -> str:
+    if event.type == "log":
+        return f"[{event.data.get('stream', 'stdout')}] {str(event.data.get('text', '')).rstrip()}"
+    import json
+
+    return json.dumps(event.data, separators=(",", ":"), sort_keys=True) if event.data else "-"
+
+
+def event_row(event: m.RunEvent) -> list[Cell]:
+    return [str(event.seq), event.type, iso(event.at), event_summary(event)]
+
+
+def audit_row(entry: m.AuditEntry) -> list[Cell]:
+    import json
+
+    details = json.dumps(entry.details, separators=(",", ":"), sort_keys=True) if entry.details else "-"
+    return [
+        str(entry.id),
+        iso(entry.at),
+        entry.actor,
+        entry.action,
+        f"{entry.target_type}/{entry.target_id}",
+        details,
+    ]
+
+
+def masked_env_config(config: m.EnvConfig) -> dict[str, Any]:
+    """The env config as plain data with proxy passwords and env values replaced by ***."""
+    from nodeapi.validation import mask_url_password
+    from nodectl.output import to_data
+
+    data: dict[str, Any] = to_data(config)
+    proxy = data.get("proxy") or {}
+    for key in ("http_proxy", "https_proxy"):
+        if proxy.get(key):
+            proxy[key] = mask_url_password(proxy[key])
+    data["env"] = {name: SECRET for name in (data.get("env") or {})}
+    return data
+
+
+def env_fields(data: dict[str, Any]) -> list[tuple[str, Cell]]:
+    proxy = data.get("proxy") or {}
+    fields: list[tuple[str, Cell]] = [
+        ("HTTP proxy", proxy.get("http_proxy") or "-"),
+        ("HTTPS proxy", proxy.get("https_proxy") or "-"),
+        ("No proxy", proxy.get("no_proxy") or "-"),
+    ]
+    env = data.get("env") or {}
+    fields.append(("Env", "-" if not env else f"{len(env)} variable(s)"))
+    fields += [(f"  {name}", value) for name, value in sorted(env.items())]
+    if data.get("resource_version") is not None:
+        fields.append(("Resource version", str(data["resource_version"])))
+    return fields
