@@ -27,10 +27,13 @@ from server.config import Settings
 from server.controllers.audit import AuditController
 from server.controllers.console import console_router
 from server.controllers.health import HealthController
+from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
+from server.controllers.runs import RunController
 from server.db.engine import create_engine, create_sessionmaker
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
+from server.runs_extension import install as install_runs
 from server.services.nodes import NodeHooks
 
 log = logging.getLogger("server.app")
@@ -42,8 +45,15 @@ class BackgroundService(Protocol):
     async def stop(self) -> None: ...
 
 
-ROUTE_HANDLERS: list[ControllerRouterHandler] = [HealthController, NodeController, AuditController, console_router]
-EXTENSIONS: list[Callable[[State], None]] = []
+ROUTE_HANDLERS: list[ControllerRouterHandler] = [
+    HealthController,
+    NodeController,
+    NodeWorkController,
+    RunController,
+    AuditController,
+    console_router,
+]
+EXTENSIONS: list[Callable[[State], None]] = [install_runs]
 
 
 async def provide_session(state: State) -> AsyncGenerator[AsyncSession, None]:

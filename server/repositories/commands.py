@@ -1,0 +1,71 @@
+"""SQL for node commands (proxy tests): pending -> delivered -> done | expired."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from server.db.models import NodeCommandRow
+
+
+def _changed(result: Any) -> bool:
+    return cast(CursorResult[Any], result).rowcount == 1
+
+
+async def get(session: AsyncSession, command_id: str) -> NodeCommandRow | None:
+    stmt = select(NodeCommandRow).where(col(NodeCommandRow.id) == command_id)
+    row = (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+    return row
+
+
+async def claim_pending(session: AsyncSession, node_id: str, now: datetime) -> list[NodeCommandRow]:
+    """The node's pending commands, now marked delivered (each by exactly one poll)."""
+    stmt = (
+        select(NodeCommandRow)
+        .where(col(NodeCommandRow.node_id) == node_id, col(NodeCommandRow.state) == "pending")
+        .order_by(col(NodeCommandRow.created_at), col(NodeCommandRow.id))
+    )
+    claimed = []
+    for row in (await session.execute(stmt)).scalars():
+        result = await session.execute(
+            update(NodeCommandRow)
+            .where(col(NodeCommandRow.id) == row.id, col(NodeCommandRow.state) == "pending")
+            .values(state="delivered", delivered_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if _changed(result):
+            claimed.append(row)
+    return claimed
+
+
+async def has_pending(session: AsyncSession, node_id: str) -> bool:
+    stmt = select(col(NodeCommandRow.id)).where(
+        col(NodeCommandRow.node_id) == node_id, col(NodeCommandRow.state) == "pending"
+    )
+    return (await session.execute(stmt.limit(1))).first() is not None
+
+
+async def complete(session: AsyncSession, command_id: str, result: dict[str, Any], now: datetime) -> bool:
+    """Store the node's answer once; a repeated post changes nothing."""
+    outcome = await session.execute(
+        update(NodeCommandRow)
+        .where(col(NodeCommandRow.id) == command_id, col(NodeCommandRow.state) != "done")
+        .values(state="done", result=result, completed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(outcome)
+
+
+async def expire(session: AsyncSession, command_id: str, now: datetime) -> bool:
+    """Give up on a command nobody answered; False when the answer arrived meanwhile."""
+    outcome = await session.execute(
+        update(NodeCommandRow)
+        .where(col(NodeCommandRow.id) == command_id, col(NodeCommandRow.state).in_(["pending", "delivered"]))
+        .values(state="expired", completed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _changed(outcome)

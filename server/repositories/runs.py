@@ -1,0 +1,175 @@
+"""SQL for runs: reads, and the conditional updates that move a run between statuses.
+
+Every status change is an UPDATE ... WHERE status = <expected> (plus whatever else the
+caller relies on), so two requests or two apiserver replicas racing on the same run
+never both apply a transition: the loser sees rowcount 0 and re-reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import ColumnElement, CursorResult, Table, and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from nodeapi.models import ACTIVE_RUN_STATUSES
+from server.db.models import NodeRow, RunEventRow, RunRow
+
+ACTIVE = tuple(sorted(ACTIVE_RUN_STATUSES))
+RUNS = cast(Table, RunRow.__table__)  # type: ignore[attr-defined]
+
+
+def _rowcount(result: Any) -> int:
+    return cast(CursorResult[Any], result).rowcount
+
+
+async def get_run(session: AsyncSession, run_id: str, *, for_update: bool = False) -> RunRow | None:
+    stmt = select(RunRow).where(col(RunRow.id) == run_id)
+    if for_update:
+        stmt = stmt.with_for_update()  # row lock on PostgreSQL; SQLite serialises writers anyway
+    row = (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+    return row
+
+
+async def get_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[RunRow]:
+    if not run_ids:
+        return []
+    stmt = select(RunRow).where(col(RunRow.id).in_(list(run_ids)))
+    return list((await session.execute(stmt)).scalars())
+
+
+async def list_runs(
+    session: AsyncSession,
+    *,
+    statuses: Sequence[str] = (),
+    node_id: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[RunRow], int]:
+    """A page of runs, newest first, and the total matching the filters."""
+    conditions: list[ColumnElement[bool]] = []
+    if statuses:
+        conditions.append(col(RunRow.status).in_(list(statuses)))
+    if node_id is not None:
+        conditions.append(col(RunRow.node_id) == node_id)
+    where = and_(*conditions) if conditions else None
+    page = select(RunRow).order_by(col(RunRow.created_at).desc(), col(RunRow.id).desc())
+    count = select(func.count()).select_from(RunRow)
+    if where is not None:
+        page = page.where(where)
+        count = count.where(where)
+    rows = list((await session.execute(page.limit(limit).offset(offset))).scalars())
+    total = int((await session.execute(count)).scalar_one())
+    return rows, total
+
+
+async def update_run(
+    session: AsyncSession, run_id: str, expect: dict[str, Any], values: dict[str, Any]
+) -> bool:
+    """UPDATE runs SET values WHERE id = run_id AND every `expect` column equals its value.
+
+    An `expect` value that is a tuple means IN (...). True when the row was changed.
+    """
+    conditions: list[ColumnElement[bool]] = [col(RunRow.id) == run_id]
+    for name, expected in expect.items():
+        column = RUNS.c[name]
+        if isinstance(expected, tuple):
+            conditions.append(column.in_(expected))
+        elif expected is None:
+            conditions.append(column.is_(None))
+        else:
+            conditions.append(column == expected)
+    result = await session.execute(
+        update(RunRow).where(*conditions).values(**values).execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+async def mark_enqueued(session: AsyncSession, run_ids: Sequence[str]) -> None:
+    if run_ids:
+        await session.execute(
+            update(RunRow)
+            .where(col(RunRow.id).in_(list(run_ids)), col(RunRow.status) == "queued")
+            .values(enqueued=True)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def release_node_slot(session: AsyncSession, node_id: str | None) -> None:
+    """One run left the node's `running` count; never below zero."""
+    if node_id is None:
+        return
+    await session.execute(
+        update(NodeRow)
+        .where(col(NodeRow.id) == node_id, col(NodeRow.running) > 0)
+        .values(running=col(NodeRow.running) - 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def unclaimed_assignments(session: AsyncSession, node_id: str) -> list[RunRow]:
+    """Runs placed on the node that it has not claimed yet (re-delivered until it does)."""
+    stmt = (
+        select(RunRow)
+        .where(
+            col(RunRow.node_id) == node_id,
+            col(RunRow.status) == "scheduled",
+            col(RunRow.claimed_at).is_(None),
+            col(RunRow.cancel_requested).is_(False),
+        )
+        .order_by(col(RunRow.scheduled_at), col(RunRow.id))
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def cancel_requested_ids(session: AsyncSession, node_id: str) -> list[str]:
+    stmt = (
+        select(col(RunRow.id))
+        .where(
+            col(RunRow.node_id) == node_id,
+            col(RunRow.status).in_(ACTIVE),
+            col(RunRow.cancel_requested).is_(True),
+        )
+        .order_by(col(RunRow.id))
+    )
+    return [str(run_id) for run_id in (await session.execute(stmt)).scalars()]
+
+
+async def active_runs_on_silent_nodes(
+    session: AsyncSession, heard_before: datetime, limit: int
+) -> list[RunRow]:
+    """Scheduled or running runs whose node has not sent a heartbeat since `heard_before`
+    (or whose node row is gone)."""
+    stmt = (
+        select(RunRow)
+        .outerjoin(NodeRow, col(NodeRow.id) == col(RunRow.node_id))
+        .where(
+            col(RunRow.status).in_(ACTIVE),
+            or_(
+                col(NodeRow.id).is_(None),
+                col(NodeRow.last_heartbeat_at).is_(None),
+                col(NodeRow.last_heartbeat_at) < heard_before,
+            ),
+        )
+        .order_by(col(RunRow.scheduled_at), col(RunRow.id))
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def list_events(
+    session: AsyncSession, run_id: str, *, after: int, event_type: str | None, limit: int
+) -> list[RunEventRow]:
+    stmt = select(RunEventRow).where(col(RunEventRow.run_id) == run_id, col(RunEventRow.seq) > after)
+    if event_type:
+        stmt = stmt.where(col(RunEventRow.type) == event_type)
+    stmt = stmt.order_by(col(RunEventRow.seq)).limit(limit)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def latest_event_seq(session: AsyncSession, run_id: str) -> int:
+    stmt = select(func.max(col(RunEventRow.seq))).where(col(RunEventRow.run_id) == run_id)
+    return int((await session.execute(stmt)).scalar_one() or 0)

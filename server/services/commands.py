@@ -1,0 +1,194 @@
+"""Commands to nodes, answered asynchronously; today one kind: the proxy test.
+
+POST /nodes/{id}/env-config/test-proxy stores a `node_commands` row and wakes the node's
+work long-poll; the node runs the check and posts the result; the waiting request polls
+the row (so the result may arrive through any apiserver replica) and answers it, or 504
+at its deadline (the command is then marked expired). Every result is also kept on the
+node (`last_proxy_test`), so `nodes get` and the console show the latest one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from sqlalchemy import update
+from sqlmodel import col
+
+from nodeapi import models as m
+from nodeapi import validation
+from server.db.models import NodeCommandRow, NodeRow
+from server.errors import Conflict, GatewayTimeout, InvalidInput, NotFound
+from server.repositories import commands as repo
+from server.repositories import env_config as env_repo
+from server.repositories import nodes as node_repo
+from server.services.mappers import env_config_to_wire, now_utc, utc
+from server.services.run_context import RunContext
+
+DEFAULT_WAIT = 15.0
+MAX_WAIT = 60.0
+RESULT_POLL = 0.2
+MAX_STEP_TIMEOUT = 60.0
+TEST_PROXY = "test_proxy"
+
+
+@dataclass(frozen=True)
+class ProxyTestTargets:
+    """Where a proxy test connects when the request names no target."""
+
+    http_url: str = "http://example.com/"
+    https_url: str = "https://example.com/"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxyTestTargets:
+        env = os.environ if environ is None else environ
+        targets = cls(
+            http_url=env.get("PROXY_TEST_URL", "").strip() or cls.http_url,
+            https_url=env.get("PROXY_TEST_HTTPS_URL", "").strip() or cls.https_url,
+        )
+        _check_target(targets.http_url, "PROXY_TEST_URL", "http")
+        _check_target(targets.https_url, "PROXY_TEST_HTTPS_URL", "https")
+        return targets
+
+
+def _check_target(url: str, field: str, scheme: str) -> str:
+    if not url.startswith(f"{scheme}://") or len(url) > 2048 or any(ch.isspace() for ch in url):
+        raise ValueError(f"{field} must be an {scheme}:// URL without spaces, got {url[:80]!r}")
+    return url
+
+
+def _proxy_payload(proxy: m.ProxyConfig) -> dict[str, str | None]:
+    for name in ("http_proxy", "https_proxy"):
+        value = getattr(proxy, name)
+        if value:
+            validation.validate_proxy_url(value, f"proxy.{name}")
+    if proxy.no_proxy:
+        validation.validate_no_proxy(proxy.no_proxy, "proxy.no_proxy")
+    return {"http_proxy": proxy.http_proxy, "https_proxy": proxy.https_proxy, "no_proxy": proxy.no_proxy}
+
+
+class CommandService:
+    def __init__(self, ctx: RunContext, targets: ProxyTestTargets) -> None:
+        self._ctx = ctx
+        self._targets = targets
+
+    async def test_proxy(
+        self, node_id: str, req: m.ProxyTestRequest | None, wait: float
+    ) -> m.ProxyTestResult:
+        if not 0 < wait <= MAX_WAIT:
+            raise InvalidInput(f"wait must be more than 0 and at most {MAX_WAIT:g} seconds, got {wait:g}")
+        req = req or m.ProxyTestRequest()
+        now = now_utc()
+        async with self._ctx.sessionmaker.begin() as session:
+            node = await node_repo.get_node(session, node_id)
+            if node is None:
+                raise NotFound(f"node {node_id!r} not found")
+            self._require_online(node_id, node.last_heartbeat_at, now)
+            saved = env_config_to_wire(await env_repo.get(session, node_id)).proxy
+            payload = self._payload(req, saved)
+            command = NodeCommandRow(
+                id=f"cmd-{secrets.token_hex(8)}",
+                node_id=node_id,
+                type=TEST_PROXY,
+                payload=payload,
+                created_at=now,
+            )
+            session.add(command)
+        self._ctx.node_work.notify(node_id)
+        return await self._await_result(node_id, command.id, wait)
+
+    def _require_online(self, node_id: str, last_heartbeat: datetime | None, now: datetime) -> None:
+        heard = utc(last_heartbeat)
+        if heard is None:
+            raise Conflict(f"node {node_id} is offline: it never sent a heartbeat")
+        silent = (now - heard).total_seconds()
+        if silent > self._ctx.settings.offline_after:
+            raise Conflict(f"node {node_id} is offline: last heartbeat {silent:.0f} s ago")
+
+    def _payload(self, req: m.ProxyTestRequest, saved: m.ProxyConfig) -> dict[str, Any]:
+        try:
+            proxy = _proxy_payload(req.proxy if req.proxy is not None else saved)
+            http_url = _check_target(req.url, "url", "http") if req.url else self._targets.http_url
+            https_url = (
+                _check_target(req.https_url, "https_url", "https")
+                if req.https_url
+                else self._targets.https_url
+            )
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        if req.timeout is not None and not 0 < req.timeout <= MAX_STEP_TIMEOUT:
+            raise InvalidInput(f"timeout must be more than 0 and at most {MAX_STEP_TIMEOUT:g} seconds")
+        if req.image is not None and (not req.image.strip() or len(req.image) > 512):
+            raise InvalidInput("image must be a non-empty image reference of at most 512 characters")
+        return {
+            "proxy": proxy,
+            "url": http_url,
+            "https_url": https_url,
+            "timeout": req.timeout,
+            "in_container": req.in_container,
+            "image": req.image,
+        }
+
+    async def _await_result(self, node_id: str, command_id: str, wait: float) -> m.ProxyTestResult:
+        deadline = time.monotonic() + wait
+        while True:
+            async with self._ctx.sessionmaker() as session:
+                row = await repo.get(session, command_id)
+            if row is not None and row.state == "done":
+                return _result_of(node_id, row)
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(RESULT_POLL, max(deadline - time.monotonic(), 0.0)))
+        async with self._ctx.sessionmaker.begin() as session:
+            expired = await repo.expire(session, command_id, now_utc())
+            row = None if expired else await repo.get(session, command_id)
+        if row is not None and row.state == "done":
+            return _result_of(node_id, row)
+        raise GatewayTimeout(f"node {node_id} did not answer the proxy test within {wait:g} s")
+
+    async def store_result(self, node_id: str, command_id: str, result: m.CommandResult) -> None:
+        """The node's answer; posting it again changes nothing."""
+        now = now_utc()
+        async with self._ctx.sessionmaker.begin() as session:
+            row = await repo.get(session, command_id)
+            if row is None or row.node_id != node_id:
+                raise NotFound(f"command {command_id!r} of node {node_id!r} not found")
+            stored = _normalise(node_id, result, now)
+            if not await repo.complete(session, command_id, stored, now):
+                return
+            if row.type == TEST_PROXY:
+                await session.execute(
+                    update(NodeRow)
+                    .where(col(NodeRow.id) == node_id)
+                    .values(last_proxy_test=stored["result"])
+                    .execution_options(synchronize_session=False)
+                )
+
+
+def _normalise(node_id: str, result: m.CommandResult, now: datetime) -> dict[str, Any]:
+    """Keep the command result; for a proxy test, as a complete ProxyTestResult."""
+    try:
+        proxy_result = msgspec.convert(result.result, m.ProxyTestResult) if result.result else None
+    except msgspec.ValidationError:
+        proxy_result = None
+    if proxy_result is None:
+        message = result.error or "the node answered without a proxy test result"
+        proxy_result = m.ProxyTestResult(ok=False, reason="error", message=message)
+    proxy_result.node_id = node_id
+    proxy_result.tested_at = proxy_result.tested_at or now
+    body: dict[str, Any] = msgspec.to_builtins(proxy_result)
+    return {"ok": result.ok, "error": result.error, "result": body}
+
+
+def _result_of(node_id: str, row: NodeCommandRow) -> m.ProxyTestResult:
+    stored = (row.result or {}).get("result")
+    if not stored:
+        return m.ProxyTestResult(ok=False, reason="error", message="the node sent no result", node_id=node_id)
+    return msgspec.convert(stored, m.ProxyTestResult)

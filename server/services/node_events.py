@@ -1,0 +1,158 @@
+"""What nodes report about their runs: stored as run events, and moving the run's status.
+
+A batch is applied in one transaction guarded by the run's `status` and `last_node_seq`:
+events at or below `last_node_seq` were stored before (a retried batch) and are skipped,
+and a terminal transition frees the node's slot exactly once, because only the request
+whose conditional UPDATE moved the run out of its active status does it.
+
+Events that arrive after the run already finished (a late report after it was cancelled
+or declared lost) are still stored, so the record shows what the node did, but they never
+change the status again: `log` lines as they are, other types with `data.ignored` saying why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nodeapi import models as m
+from nodeapi.models import TERMINAL_RUN_STATUSES
+from server.errors import Conflict, InvalidInput, NotFound
+from server.repositories import runs as repo
+from server.repositories.events import append_run_events
+from server.services.mappers import now_utc, utc
+from server.services.run_context import RunContext
+
+MAX_BATCH = 1000
+MAX_TYPE_LENGTH = 32
+MAX_ATTEMPTS = 5
+MAX_MESSAGE = 2000
+
+
+@dataclass
+class _RunState:
+    """The run's status as the batch's events move it, and the columns that changed."""
+
+    status: str
+    claimed: bool
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, kind: str, data: dict[str, Any], at: datetime) -> str | None:
+        """Apply one event; the reason it was ignored, if it was."""
+        if kind == "log":
+            return None
+        if self.status in TERMINAL_RUN_STATUSES:
+            return f"run already {self.status}"
+        if kind == "claimed":
+            self._claim(at)
+        elif kind == "started":
+            self._claim(at)
+            container_id = data.get("container_id")
+            if isinstance(container_id, str) and container_id:
+                self.values["container_id"] = container_id[:128]
+            if self.status == "scheduled":
+                self.status = "running"
+                self.values["started_at"] = at
+        elif kind == "exited":
+            code = data.get("exit_code")
+            if isinstance(code, int) and not isinstance(code, bool):
+                message = None if code == 0 else f"exited with code {code}"
+                self._finish("succeeded" if code == 0 else "failed", at, code, message)
+            else:
+                self._finish("failed", at, None, "exited without an exit code")
+        elif kind == "failed":
+            reason = str(data.get("reason") or data.get("message") or "failed on the node")
+            self._finish("failed", at, _exit_code(data), reason[:MAX_MESSAGE])
+        elif kind == "cancelled":
+            self._finish("cancelled", at, _exit_code(data), "cancelled")
+        return None
+
+    def _claim(self, at: datetime) -> None:
+        if not self.claimed:
+            self.claimed = True
+            self.values["claimed_at"] = at
+
+    def _finish(self, status: str, at: datetime, exit_code: int | None, message: str | None) -> None:
+        self.status = status
+        self.values.update(status=status, finished_at=at, exit_code=exit_code)
+        if message is not None:
+            self.values["message"] = message
+
+
+def _exit_code(data: dict[str, Any]) -> int | None:
+    code = data.get("exit_code")
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+def _check_batch(batch: m.NodeEventBatch) -> None:
+    if len(batch.events) > MAX_BATCH:
+        raise InvalidInput(f"events: at most {MAX_BATCH} per batch, got {len(batch.events)}")
+    for event in batch.events:
+        if event.node_seq < 1:
+            raise InvalidInput(f"events: node_seq must be 1 or more, got {event.node_seq}")
+        if not event.type or len(event.type) > MAX_TYPE_LENGTH:
+            raise InvalidInput(
+                f"events: type must be 1-{MAX_TYPE_LENGTH} characters, got {event.type[:40]!r}"
+            )
+
+
+class NodeEventService:
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    async def ingest(self, run_id: str, batch: m.NodeEventBatch) -> m.NodeEventAck:
+        _check_batch(batch)
+        for _ in range(MAX_ATTEMPTS):
+            outcome = await self._try_ingest(run_id, batch)
+            if outcome is not None:
+                ack, freed = outcome
+                if ack.accepted:
+                    self._ctx.run_updates.notify(run_id)
+                if freed:
+                    self._ctx.wake_scheduler()
+                return ack
+        raise Conflict(f"run {run_id!r} is changing state concurrently; retry")
+
+    async def _try_ingest(self, run_id: str, batch: m.NodeEventBatch) -> tuple[m.NodeEventAck, bool] | None:
+        now = now_utc()
+        async with self._ctx.sessionmaker.begin() as session:
+            row = await repo.get_run(session, run_id, for_update=True)
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            if row.node_id != batch.node_id:
+                owner = f"node {row.node_id!r}" if row.node_id else "no node"
+                raise Conflict(f"run {run_id} is assigned to {owner}, not to node {batch.node_id!r}")
+            by_seq = {e.node_seq: e for e in batch.events if e.node_seq > row.last_node_seq}
+            fresh = [by_seq[seq] for seq in sorted(by_seq)]
+            ack = m.NodeEventAck(
+                run_id=run_id,
+                status=row.status,  # type: ignore[arg-type]
+                last_node_seq=row.last_node_seq,
+                accepted=0,
+                cancel_requested=row.cancel_requested,
+            )
+            if not fresh:
+                return ack, False
+            state = _RunState(status=row.status, claimed=row.claimed_at is not None)
+            stored: list[tuple[str, dict[str, Any], datetime]] = []
+            for event in fresh:
+                at = utc(event.at) or now
+                data = dict(event.data)
+                ignored = state.apply(event.type, data, at)
+                if ignored:
+                    data["ignored"] = ignored
+                stored.append((event.type, data, at))
+            last_seq = fresh[-1].node_seq
+            values = {**state.values, "last_node_seq": last_seq, "updated_at": now}
+            expect = {"status": row.status, "last_node_seq": row.last_node_seq}
+            if not await repo.update_run(session, run_id, expect, values):
+                return None
+            await append_run_events(session, run_id, stored)
+            freed = row.status not in TERMINAL_RUN_STATUSES and state.status in TERMINAL_RUN_STATUSES
+            if freed:
+                await repo.release_node_slot(session, row.node_id)
+        ack.status = state.status  # type: ignore[assignment]
+        ack.last_node_seq = last_seq
+        ack.accepted = len(stored)
+        return ack, freed

@@ -1,0 +1,59 @@
+"""In-process wake-ups keyed by a string (a node id, a run id).
+
+Long-polls (`/nodes/{id}/work`, `/runs/{id}/events?wait=`) wait on a key with a short
+timeout and then re-check the database anyway, so a change made by another apiserver
+replica is still seen within that interval; a notify in this process only makes the
+common case answer at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def notify(self, key: str) -> None:
+        for event in self._waiters.get(key, ()):
+            event.set()
+
+    def notify_many(self, keys: list[str]) -> None:
+        for key in keys:
+            self.notify(key)
+
+    @contextmanager
+    def subscribe(self, key: str) -> Iterator[asyncio.Event]:
+        """An event set by every later `notify(key)`.
+
+        Subscribe before checking the database and `clear()` before each check, so a
+        notify that lands between the check and the wait is not missed.
+        """
+        event = asyncio.Event()
+        waiters = self._waiters[key]
+        waiters.add(event)
+        try:
+            yield event
+        finally:
+            waiters.discard(event)
+            if not waiters:
+                self._waiters.pop(key, None)
+
+    def waiting(self, key: str) -> int:
+        return len(self._waiters.get(key, ()))
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """True when `event` was set within `seconds`."""
+    if seconds <= 0:
+        return event.is_set()
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

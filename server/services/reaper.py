@@ -1,0 +1,119 @@
+"""Lost-run reaper: runs on nodes that stopped sending heartbeats.
+
+A node silent for longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE is presumed gone:
+- a run it was running (or had started) becomes `lost`;
+- a run placed there that never started goes back to `queued` for another node, unless
+  it was already placed RUN_MAX_ATTEMPTS times (then `lost`);
+- a run with a pending cancel becomes `cancelled`.
+Each change is a conditional UPDATE on the run's status and node, in its own transaction
+together with the node's slot release, so two apiserver replicas never handle a run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from server.db.models import RunRow
+from server.repositories import runs as run_repo
+from server.services.mappers import now_utc
+from server.services.run_context import RunContext, record_events
+
+log = logging.getLogger("server.reaper")
+
+REAP_INTERVAL = 2.0
+REAP_BATCH = 500
+
+
+class LostRunReaper:
+    def __init__(self, ctx: RunContext, interval: float = REAP_INTERVAL) -> None:
+        self._ctx = ctx
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="lost-run-reaper")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.reap_once()
+            except Exception:
+                log.exception("reaping lost runs failed; retrying in %.0fs", self._interval)
+            await asyncio.sleep(self._interval)
+
+    async def reap_once(self) -> int:
+        """Handle every run on a silent node once; the number of runs changed."""
+        settings = self._ctx.settings
+        silence = settings.offline_after + settings.run_lost_grace
+        now = now_utc()
+        async with self._ctx.sessionmaker() as session:
+            rows = await run_repo.active_runs_on_silent_nodes(
+                session, now - timedelta(seconds=silence), REAP_BATCH
+            )
+        requeued: list[str] = []
+        changed = 0
+        for row in rows:
+            outcome = await self._handle(row, silence, now)
+            if outcome is None:
+                continue
+            changed += 1
+            self._ctx.run_updates.notify(row.id)
+            if outcome == "queued":
+                requeued.append(row.id)
+        if requeued:
+            await self._ctx.publish(requeued)
+        if changed:
+            log.info("reaped %d run(s) on silent nodes (%d requeued)", changed, len(requeued))
+            self._ctx.wake_scheduler()
+        return changed
+
+    async def _handle(self, row: RunRow, silence: float, now: datetime) -> str | None:
+        node = row.node_id
+        gone = f"node {node} sent no heartbeat for more than {silence:g}s"
+        started = row.status == "running" or row.started_at is not None or row.container_id is not None
+        values: dict[str, Any] = {"updated_at": now}
+        data: dict[str, Any]
+        if row.cancel_requested:
+            status, kind, data = (
+                "cancelled",
+                "cancelled",
+                {"reason": f"{gone}; cancelled without its confirmation"},
+            )
+            values.update(status=status, finished_at=now, message=data["reason"])
+        elif started:
+            status, kind, data = "lost", "lost", {"reason": gone, "node_id": node}
+            values.update(status=status, finished_at=now, message=gone)
+        elif row.attempts >= self._ctx.settings.run_max_attempts:
+            reason = f"{gone} before starting it; giving up after {row.attempts} attempt(s)"
+            status, kind, data = "lost", "lost", {"reason": reason, "node_id": node}
+            values.update(status=status, finished_at=now, message=reason)
+        else:
+            reason = f"{gone} before starting it; queued again"
+            status, kind, data = "queued", "requeued", {"reason": reason, "node_id": node}
+            values.update(
+                status=status,
+                node_id=None,
+                scheduled_at=None,
+                claimed_at=None,
+                enqueued=False,
+                message=reason,
+            )
+        async with self._ctx.sessionmaker.begin() as session:
+            if not await run_repo.update_run(
+                session, row.id, {"status": row.status, "node_id": node}, values
+            ):
+                return None
+            await run_repo.release_node_slot(session, node)
+            await record_events(session, row.id, [(kind, data)], now)
+        return status

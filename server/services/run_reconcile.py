@@ -1,0 +1,28 @@
+"""Heartbeat reconciliation: which of the runs a node reports it should stop."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nodeapi.models import TERMINAL_RUN_STATUSES
+from server.repositories import runs as run_repo
+
+MAX_REPORTED = 10_000
+
+
+async def runs_to_stop(session: AsyncSession, node_id: str, active_runs: list[str]) -> list[str]:
+    """Reported runs the server does not want on this node: unknown, finished (cancelled,
+    lost, ...), placed on another node, or waiting to be cancelled."""
+    reported = sorted(set(active_runs))[:MAX_REPORTED]
+    known = {row.id: row for row in await run_repo.get_runs(session, reported)}
+    stop = []
+    for run_id in reported:
+        row = known.get(run_id)
+        if (
+            row is None
+            or row.status in TERMINAL_RUN_STATUSES
+            or row.node_id != node_id
+            or row.cancel_requested
+        ):
+            stop.append(run_id)
+    return stop

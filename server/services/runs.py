@@ -1,0 +1,190 @@
+"""Runs as the admin API sees them: create, list, get, cancel, events (with long-poll)."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, get_args
+
+from nodeapi import models as m
+from nodeapi.models import TERMINAL_RUN_STATUSES
+from server.db.models import RunRow
+from server.errors import Conflict, InvalidInput, NotFound
+from server.repositories import runs as repo
+from server.services.mappers import now_utc, run_to_wire, utc
+from server.services.notifier import wait_event
+from server.services.run_context import RunContext, record_events
+from server.services.run_validation import validate_run_create
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 10_000
+DEFAULT_EVENTS_LIMIT = 1000
+MAX_EVENTS_WAIT = 30.0
+# long-polls re-read the database this often even without an in-process wake-up,
+# so events written by another apiserver replica arrive quickly too
+EVENTS_RECHECK = 0.25
+MAX_CANCEL_ATTEMPTS = 5
+RUN_STATUSES: frozenset[str] = frozenset(get_args(m.RunStatus))
+
+
+def new_run_id() -> str:
+    return f"run-{secrets.token_hex(10)}"
+
+
+def check_page(limit: int, offset: int, maximum: int = MAX_LIMIT) -> None:
+    if not 1 <= limit <= maximum:
+        raise InvalidInput(f"limit must be between 1 and {maximum}, got {limit}")
+    if offset < 0:
+        raise InvalidInput(f"offset must be 0 or more, got {offset}")
+
+
+def parse_statuses(status: str | None) -> list[str]:
+    """`status` may name several, comma-separated: `queued,scheduled`."""
+    if not status:
+        return []
+    statuses = [part.strip() for part in status.split(",") if part.strip()]
+    unknown = [s for s in statuses if s not in RUN_STATUSES]
+    if unknown:
+        raise InvalidInput(f"status must be one of {', '.join(sorted(RUN_STATUSES))}; got {unknown[0]!r}")
+    return statuses
+
+
+class RunService:
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+
+    async def create(self, req: m.RunCreate) -> m.Run:
+        validate_run_create(req)
+        now = now_utc()
+        row = RunRow(
+            id=new_run_id(),
+            status="queued",
+            image=req.image.strip(),
+            command=list(req.command),
+            env=dict(req.env),
+            node_selector=dict(req.node_selector),
+            selector_expressions=list(req.selector_expressions),
+            created_at=now,
+            updated_at=now,
+            enqueued=False,
+        )
+        async with self._ctx.sessionmaker.begin() as session:
+            session.add(row)
+            await session.flush()
+            await record_events(
+                session,
+                row.id,
+                [("created", {"image": row.image, "command": row.command}), ("queued", {})],
+                now,
+            )
+        await self._ctx.publish([row.id])
+        return run_to_wire(row)
+
+    async def list(
+        self,
+        status: str | None = None,
+        node_id: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        offset: int = 0,
+    ) -> m.RunList:
+        check_page(limit, offset)
+        statuses = parse_statuses(status)
+        async with self._ctx.sessionmaker() as session:
+            rows, total = await repo.list_runs(
+                session, statuses=statuses, node_id=node_id, limit=limit, offset=offset
+            )
+        return m.RunList(items=[run_to_wire(row) for row in rows], total=total, limit=limit, offset=offset)
+
+    async def get(self, run_id: str) -> m.Run:
+        async with self._ctx.sessionmaker() as session:
+            row = await repo.get_run(session, run_id)
+        if row is None:
+            raise NotFound(f"run {run_id!r} not found")
+        return run_to_wire(row)
+
+    async def cancel(self, run_id: str) -> m.Run:
+        """Queued (or placed but not yet claimed by its node): cancelled at once.
+        Claimed or running: `cancel_requested`, handed to the node, which stops the container
+        and reports `cancelled`. Already finished: 409."""
+        for _ in range(MAX_CANCEL_ATTEMPTS):
+            outcome = await self._try_cancel(run_id)
+            if outcome is not None:
+                return outcome
+        raise Conflict(f"run {run_id!r} is changing state concurrently; retry the cancel")
+
+    async def _try_cancel(self, run_id: str) -> m.Run | None:
+        now = now_utc()
+        async with self._ctx.sessionmaker.begin() as session:
+            row = await repo.get_run(session, run_id, for_update=True)
+            if row is None:
+                raise NotFound(f"run {run_id!r} not found")
+            if row.status in TERMINAL_RUN_STATUSES:
+                raise Conflict(f"run {run_id} already {row.status}")
+            node_id = row.node_id
+            not_started = row.status == "queued" or (row.status == "scheduled" and row.claimed_at is None)
+            if not_started:
+                expect: dict[str, Any] = {"status": row.status, "node_id": node_id, "claimed_at": None}
+                values = {
+                    "status": "cancelled",
+                    "cancel_requested": True,
+                    "finished_at": now,
+                    "updated_at": now,
+                    "message": "cancelled before it started",
+                }
+                if not await repo.update_run(session, run_id, expect, values):
+                    return None
+                if row.status == "scheduled":
+                    await repo.release_node_slot(session, node_id)
+                await record_events(
+                    session, run_id, [("cancelled", {"reason": "cancelled before it started"})], now
+                )
+            elif not row.cancel_requested:
+                expect = {"status": row.status, "cancel_requested": False}
+                if not await repo.update_run(
+                    session, run_id, expect, {"cancel_requested": True, "updated_at": now}
+                ):
+                    return None
+                await record_events(session, run_id, [("cancel_requested", {"node_id": node_id})], now)
+            fresh = await repo.get_run(session, run_id)
+        assert fresh is not None
+        self._ctx.run_updates.notify(run_id)
+        if node_id is not None:
+            self._ctx.node_work.notify(node_id)
+            if not_started:
+                self._ctx.wake_scheduler()
+        return run_to_wire(fresh)
+
+    async def events(
+        self,
+        run_id: str,
+        after: int = 0,
+        event_type: str | None = None,
+        wait: float = 0.0,
+        limit: int = DEFAULT_EVENTS_LIMIT,
+    ) -> m.RunEventList:
+        """Events with seq > `after`. With `wait`, hold the answer until there is at least one
+        or the run is finished (at most MAX_EVENTS_WAIT seconds)."""
+        check_page(limit, 0)
+        if after < 0:
+            raise InvalidInput(f"after must be 0 or more, got {after}")
+        if wait < 0:
+            raise InvalidInput(f"wait must be 0 or more seconds, got {wait:g}")
+        deadline = time.monotonic() + min(wait, MAX_EVENTS_WAIT)
+        with self._ctx.run_updates.subscribe(run_id) as updated:
+            while True:
+                updated.clear()
+                async with self._ctx.sessionmaker() as session:
+                    row = await repo.get_run(session, run_id)
+                    if row is None:
+                        raise NotFound(f"run {run_id!r} not found")
+                    rows = await repo.list_events(
+                        session, run_id, after=after, event_type=event_type, limit=limit
+                    )
+                remaining = deadline - time.monotonic()
+                if rows or row.status in TERMINAL_RUN_STATUSES or remaining <= 0:
+                    items = [
+                        m.RunEvent(seq=e.seq, type=e.type, at=utc(e.at), data=e.data or {})  # type: ignore[arg-type]
+                        for e in rows
+                    ]
+                    return m.RunEventList(items=items, run_id=run_id, status=row.status)  # type: ignore[arg-type]
+                await wait_event(updated, min(remaining, EVENTS_RECHECK))

@@ -1,0 +1,91 @@
+"""The node work channel: GET /api/v1/nodes/{id}/work?wait=S (long-poll).
+
+Answers at once when the node has something new: runs placed on it and not claimed yet
+(each with the node's current env config, read at answer time, so a PUT that answered
+before applies to every container started from this answer on), runs to cancel, and
+pending commands (marked delivered). Otherwise it waits for an in-process wake-up
+(scheduler assignment, cancel, new command) or re-reads the database every
+WORK_RECHECK seconds, which is how work placed by another apiserver replica arrives.
+
+Unclaimed runs and pending cancels stay in every answer until the node claims them or
+reports them cancelled, so a node that restarts loses nothing. To keep a node from
+spinning while its claim is in flight, an item only counts as *new* (answer at once)
+if this process has not handed it to the node within the last REDELIVER_AFTER seconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+from nodeapi import models as m
+from server.errors import InvalidInput, NotFound
+from server.repositories import commands as command_repo
+from server.repositories import env_config as env_repo
+from server.repositories import nodes as node_repo
+from server.repositories import runs as run_repo
+from server.services.mappers import env_config_to_wire, now_utc, run_to_wire
+from server.services.notifier import wait_event
+from server.services.run_context import RunContext
+
+MAX_WORK_WAIT = 60.0
+WORK_RECHECK = 1.0
+REDELIVER_AFTER = 2.0
+
+
+class WorkService:
+    def __init__(self, ctx: RunContext) -> None:
+        self._ctx = ctx
+        # (node id, "run:<id>" | "cancel:<id>") -> monotonic time of the last answer carrying it
+        self._handed_out: dict[str, dict[str, float]] = {}
+
+    async def poll(self, node_id: str, wait: float) -> m.WorkResponse:
+        if wait < 0:
+            raise InvalidInput(f"wait must be 0 or more seconds, got {wait:g}")
+        deadline = time.monotonic() + min(wait, MAX_WORK_WAIT)
+        with self._ctx.node_work.subscribe(node_id) as woken:
+            while True:
+                woken.clear()
+                work = await self._collect(node_id)
+                keys = _item_keys(work)
+                if work.commands or self._has_new(node_id, keys) or time.monotonic() >= deadline:
+                    self._remember(node_id, keys)
+                    return work
+                await wait_event(woken, min(deadline - time.monotonic(), WORK_RECHECK))
+
+    async def _collect(self, node_id: str) -> m.WorkResponse:
+        now = now_utc()
+        async with self._ctx.sessionmaker.begin() as session:
+            node = await node_repo.get_node(session, node_id)
+            if node is None:
+                raise NotFound(f"node {node_id!r} not found; it registers with its first heartbeat")
+            runs = await run_repo.unclaimed_assignments(session, node_id)
+            env_config = env_config_to_wire(await env_repo.get(session, node_id)) if runs else m.EnvConfig()
+            cancel_runs = await run_repo.cancel_requested_ids(session, node_id)
+            commands = await command_repo.claim_pending(session, node_id, now)
+        return m.WorkResponse(
+            assignments=[m.Assignment(run=run_to_wire(row), env_config=env_config) for row in runs],
+            cancel_runs=cancel_runs,
+            commands=[m.NodeCommand(id=c.id, type=c.type, payload=dict(c.payload or {})) for c in commands],
+            draining=bool(node.draining),
+        )
+
+    def _has_new(self, node_id: str, keys: list[str]) -> bool:
+        handed_out = self._handed_out.get(node_id, {})
+        stale_before = time.monotonic() - REDELIVER_AFTER
+        return any(handed_out.get(key, 0.0) < stale_before for key in keys)
+
+    def _remember(self, node_id: str, keys: list[str]) -> None:
+        if not keys:
+            self._handed_out.pop(node_id, None)
+            return
+        previous = self._handed_out.get(node_id, {})
+        now = time.monotonic()
+        stale_before = now - REDELIVER_AFTER
+        # forget what is no longer pending; refresh the time of what was (re)handed out
+        self._handed_out[node_id] = {
+            key: (now if previous.get(key, 0.0) < stale_before else previous[key]) for key in keys
+        }
+
+
+def _item_keys(work: m.WorkResponse) -> list[str]:
+    return [f"run:{a.run.id}" for a in work.assignments] + [f"cancel:{run_id}" for run_id in work.cancel_runs]
