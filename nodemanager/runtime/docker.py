@@ -15,7 +15,7 @@ import math
 import socket
 import struct
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import docker
 import docker.errors
@@ -53,6 +53,13 @@ _STREAMS = {1: "stdout", 2: "stderr"}
 _FRAME_HEADER = struct.Struct(">BxxxL")
 
 
+def check_pull_policy(value: str) -> PullPolicy:
+    if value not in PULL_POLICIES:
+        allowed = ", ".join(PULL_POLICIES)
+        raise ValueError(f"IMAGE_PULL_POLICY must be one of {allowed}, not {value!r}")
+    return cast(PullPolicy, value)
+
+
 def container_name(run_id: str) -> str:
     return CONTAINER_PREFIX + validate_run_id(run_id)
 
@@ -84,12 +91,9 @@ class DockerRuntime(Runtime):
         network_mode: str = "host",
         extra_labels: dict[str, str] | None = None,
     ) -> None:
-        if pull_policy not in PULL_POLICIES:
-            allowed = ", ".join(PULL_POLICIES)
-            raise ValueError(f"IMAGE_PULL_POLICY must be one of {allowed}, not {pull_policy!r}")
         self.client = client
         self.node_id = node_id
-        self.pull_policy = pull_policy
+        self.pull_policy = check_pull_policy(pull_policy)
         self.network_mode = network_mode
         self.extra_labels = dict(extra_labels or {})
 

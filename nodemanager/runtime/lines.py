@@ -14,25 +14,25 @@ def decode_line(raw: bytes) -> str:
 
 
 class LineAssembler:
-    """Joins pieces of one stream into whole lines; each line keeps the timestamp of its first piece."""
+    """Joins pieces of one stream into whole lines.
+
+    A line gets the timestamp of the piece that completes it: lines of the other stream
+    handed out meanwhile then never carry a later stamp, so resuming after a stamp skips
+    nothing.
+    """
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
         self._pending = b""
-        self._pending_ts: str | None = None
+        self._last_ts: str | None = None
 
     def feed(self, data: bytes, ts: str | None) -> list[LogLine]:
         lines: list[LogLine] = []
-        if not self._pending:
-            self._pending_ts = ts
+        self._last_ts = ts
         self._pending += data
-        while True:
-            newline = self._pending.find(b"\n")
-            if newline < 0:
-                break
-            lines.append(LogLine(self.stream, decode_line(self._pending[:newline]), self._pending_ts))
+        while (newline := self._pending.find(b"\n")) >= 0:
+            lines.append(LogLine(self.stream, decode_line(self._pending[:newline]), ts))
             self._pending = self._pending[newline + 1 :]
-            self._pending_ts = ts
         if len(self._pending) >= MAX_LINE_BYTES:
             lines.extend(self.flush())
         return lines
@@ -41,6 +41,6 @@ class LineAssembler:
         """The unterminated rest, as a line of its own (at the end of the stream)."""
         if not self._pending:
             return []
-        line = LogLine(self.stream, decode_line(self._pending), self._pending_ts)
+        line = LogLine(self.stream, decode_line(self._pending), self._last_ts)
         self._pending = b""
         return [line]

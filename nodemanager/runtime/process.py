@@ -1,0 +1,298 @@
+"""ProcessRuntime: runs as local processes, for nodes without a Docker engine.
+
+Each run gets a state directory `<state_root>/<run_id>/` and a detached supervisor
+(procwrap.py) that records its output with timestamps and its exit code, so a restarted
+nodemanager finds running runs (pid + start time check) and exited ones with their code.
+
+Limits, unlike DockerRuntime: no isolation at all. The command runs as the nodemanager's
+user, sees the host's files and network (proxy settings are only environment variables it may
+ignore), and `image` is recorded but not used. Use it for trusted workloads and development.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from nodemanager.runtime import procwrap
+from nodemanager.runtime.base import (
+    Handle,
+    LogLine,
+    RunNotFound,
+    RunSpec,
+    Runtime,
+    RuntimeError_,
+    StartFailed,
+)
+from nodemanager.runtime.lines import decode_line
+from nodemanager.runtime.timestamps import parse_ns
+from nodemanager.workspace import validate_run_id
+
+INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")  # never the nodemanager's own secrets
+_STREAMS = {b"o": "stdout", b"e": "stderr"}
+
+
+class ProcessRuntime(Runtime):
+    name = "process"
+
+    def __init__(
+        self,
+        node_id: str,
+        state_root: Path | str,
+        *,
+        python: str = sys.executable,
+        inherited_env: Sequence[str] = INHERITED_ENV,
+        start_timeout: float = 10.0,
+        poll_interval: float = 0.1,
+    ) -> None:
+        self.node_id = node_id
+        self.state_root = Path(state_root).absolute()
+        self.python = python
+        self.inherited_env = tuple(inherited_env)
+        self.start_timeout = start_timeout
+        self.poll_interval = poll_interval
+
+    def _dir(self, run_id: str) -> Path:
+        return self.state_root / validate_run_id(run_id)
+
+    def _known_dir(self, run_id: str) -> Path:
+        run_dir = self._dir(run_id)
+        if not (run_dir / "spec.json").exists():
+            raise RunNotFound(f"no process run {run_id} on this node")
+        return run_dir
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self, spec: RunSpec) -> Handle:
+        if not spec.command:
+            raise StartFailed("the process runtime needs a command (it does not use the image's default)")
+        run_dir = self._dir(spec.run_id)
+        self.state_root.mkdir(parents=True, exist_ok=True)
+        try:
+            run_dir.mkdir(mode=0o700)
+        except FileExistsError as exc:
+            raise StartFailed(f"run {spec.run_id} already exists on this node") from exc
+        # the environment is not written down: it may hold credentials
+        record: dict[str, Any] = {"run_id": spec.run_id, "node_id": self.node_id, "image": spec.image}
+        record |= {"command": spec.command, "labels": spec.labels, "created_at": time.time()}
+        (run_dir / "spec.json").write_text(json.dumps(record))
+        try:
+            await asyncio.to_thread(self._launch, spec, run_dir)
+            started = await self._await_started(run_dir)
+        except BaseException:
+            await self._discard(run_dir)
+            raise
+        return Handle(spec.run_id, ref=str(started["pid"]), running=True)
+
+    def _launch(self, spec: RunSpec, run_dir: Path) -> None:
+        spec.workspace.mkdir(parents=True, exist_ok=True)
+        env = {name: os.environ[name] for name in self.inherited_env if name in os.environ}
+        env["HOME"] = str(spec.workspace)
+        env.update({key: str(value) for key, value in spec.env.items()})
+        with (run_dir / "wrapper.log").open("ab") as wrapper_log:
+            try:
+                # -I: the run's PYTHON* variables are for the command, not for the wrapper
+                launcher = subprocess.run(
+                    [self.python, "-I", procwrap.__file__, str(run_dir), "--", *spec.command],
+                    cwd=spec.workspace,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=wrapper_log,
+                    timeout=self.start_timeout,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise StartFailed(f"could not launch run {spec.run_id}: {exc}") from exc
+        if launcher.returncode != 0:
+            detail = (run_dir / "wrapper.log").read_text(errors="replace").strip()
+            raise StartFailed(f"could not launch run {spec.run_id}: {detail or launcher.returncode}")
+
+    async def _await_started(self, run_dir: Path) -> dict[str, Any]:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            started = _read_json(run_dir / "started.json")
+            if started is not None:
+                if "error" in started:
+                    raise StartFailed(str(started["error"]))
+                return started
+            await asyncio.sleep(0.02)
+        raise StartFailed(f"run {run_dir.name} did not start within {self.start_timeout}s")
+
+    async def _discard(self, run_dir: Path) -> None:
+        started = _read_json(run_dir / "started.json")
+        if started and "pid" in started:
+            _signal_group(started, signal.SIGKILL)
+        await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+    # ------------------------------------------------------------------ inspect
+
+    async def list(self) -> list[Handle]:
+        if not self.state_root.is_dir():
+            return []
+        handles = []
+        for run_dir in sorted(self.state_root.iterdir()):
+            if (run_dir / "spec.json").exists():
+                handles.append(self._handle(run_dir))
+        return handles
+
+    def _handle(self, run_dir: Path) -> Handle:
+        started = _read_json(run_dir / "started.json") or {}
+        exit_code = _read_exit_code(run_dir)
+        running = exit_code is None and _alive(started)
+        return Handle(run_dir.name, ref=str(started.get("pid", "")), running=running, exit_code=exit_code)
+
+    async def wait(self, run_id: str) -> int:
+        run_dir = self._known_dir(run_id)
+        while True:
+            exit_code = _read_exit_code(run_dir)
+            if exit_code is not None:
+                return exit_code
+            if not _alive(_read_json(run_dir / "started.json") or {}):
+                # the exit code may have been written between the two reads
+                exit_code = _read_exit_code(run_dir)
+                if exit_code is not None:
+                    return exit_code
+                raise RuntimeError_(f"run {run_id} ended without an exit code (its supervisor was killed)")
+            await asyncio.sleep(self.poll_interval)
+
+    async def logs(self, run_id: str, since: str | None = None) -> AsyncIterator[LogLine]:
+        run_dir = self._known_dir(run_id)
+        since_ns = parse_ns(since) if since else None
+        path = run_dir / "output.log"
+        offset = 0
+        rest = b""
+        while True:
+            finished = _read_exit_code(run_dir) is not None or not _alive(
+                _read_json(run_dir / "started.json") or {}
+            )
+            chunk = _read_from(path, offset)
+            offset += len(chunk)
+            *records, rest = (rest + chunk).split(b"\n")
+            for record in records:
+                line = _parse_record(record)
+                if line is not None and (since_ns is None or parse_ns(line.ts or "") > since_ns):
+                    yield line
+            if finished and not chunk:
+                return
+            if not chunk:
+                await asyncio.sleep(self.poll_interval)
+
+    # ------------------------------------------------------------------ stop
+
+    async def stop(self, run_id: str, grace: float) -> None:
+        run_dir = self._known_dir(run_id)
+        started = _read_json(run_dir / "started.json") or {}
+        if _read_exit_code(run_dir) is not None or not _alive(started):
+            return
+        _signal_group(started, signal.SIGTERM)
+        if await self._exited_within(run_dir, grace):
+            return
+        _signal_group(started, signal.SIGKILL)
+        await self._exited_within(run_dir, 5.0)
+
+    async def _exited_within(self, run_dir: Path, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            if _read_exit_code(run_dir) is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(min(self.poll_interval, 0.05))
+
+    async def remove(self, run_id: str) -> None:
+        """Forget the run and its recorded output (killing it if it still runs)."""
+        run_dir = self._dir(run_id)
+        if not run_dir.exists():
+            return
+        started = _read_json(run_dir / "started.json") or {}
+        if _read_exit_code(run_dir) is None and _alive(started):
+            _signal_group(started, signal.SIGKILL)
+            await self._exited_within(run_dir, 5.0)
+        await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+    async def version(self) -> str:
+        return f"process (python {platform.python_version()}, {platform.system()} {platform.release()})"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _read_exit_code(run_dir: Path) -> int | None:
+    try:
+        return int((run_dir / "exit_code").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_from(path: Path, offset: int) -> bytes:
+    try:
+        with path.open("rb") as file:
+            file.seek(offset)
+            return file.read(1024 * 1024)
+    except FileNotFoundError:
+        return b""
+
+
+def _parse_record(record: bytes) -> LogLine | None:
+    stamp, _, rest = record.partition(b" ")
+    stream, _, raw = rest.partition(b" ")
+    if stream not in _STREAMS:
+        return None
+    return LogLine(_STREAMS[stream], decode_line(raw), stamp.decode("ascii", errors="replace"))
+
+
+def _process_alive(pid: int | None, ticks: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (not Linux): existence is all we can check
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # a zombie nobody reaped has ended
+        return False
+    return ticks is None or int(fields[19]) == ticks
+
+
+def _alive(started: dict[str, Any]) -> bool:
+    return _process_alive(started.get("wrapper_pid"), started.get("wrapper_start_ticks")) or _process_alive(
+        started.get("pid"), started.get("start_ticks")
+    )
+
+
+def _signal_group(started: dict[str, Any], signum: int) -> None:
+    """Signal the command's process group, unless its leader's pid now names another process."""
+    pid = started.get("pid")
+    if not pid or (
+        procwrap.start_ticks(pid) is not None
+        and started.get("start_ticks") is not None
+        and procwrap.start_ticks(pid) != started.get("start_ticks")
+    ):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signum)

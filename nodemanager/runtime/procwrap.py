@@ -1,0 +1,165 @@
+"""The supervisor of one process run, detached from the nodemanager (ProcessRuntime).
+
+Run as a script (`python -I procwrap.py STATE_DIR -- COMMAND...`, standard library only):
+it forks into the background, starts a new session, and runs COMMAND in a process group of
+its own. Since the nodemanager is not its parent, a run survives a nodemanager restart, and
+the wrapper still records the output and the exit code:
+
+- `started.json`  {"pid", "start_ticks", "wrapper_pid", "wrapper_start_ticks"} or {"error"}
+- `output.log`    one record a line: `<RFC 3339 ns timestamp> <o|e> <raw bytes of the line>`
+- `exit_code`     the exit status (128 + N when killed by signal N, as Docker reports it)
+
+SIGTERM / SIGINT / SIGHUP sent to the wrapper are forwarded to the command's group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+MAX_LINE_BYTES = 64 * 1024
+DRAIN_AFTER_EXIT_SECONDS = 2.0  # a background grandchild may hold the pipes open forever
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return int(fields[19])
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data))
+    os.replace(temporary, path)
+
+
+def write_exit_code(state_dir: Path, code: int) -> None:
+    temporary = state_dir / "exit_code.tmp"
+    temporary.write_text(str(code))
+    os.replace(temporary, state_dir / "exit_code")
+
+
+class OutputRecorder:
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("ab", buffering=0)
+        self._last_ns = 0
+        self._pending: dict[bytes, bytes] = {b"o": b"", b"e": b""}
+
+    def _now(self) -> bytes:
+        # strictly increasing, so `since` never confuses two lines
+        self._last_ns = max(time.time_ns(), self._last_ns + 1)
+        seconds, nanos = divmod(self._last_ns, 1_000_000_000)
+        return (time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z").encode()
+
+    def feed(self, stream: bytes, data: bytes) -> None:
+        buffer = self._pending[stream] + data
+        while (newline := buffer.find(b"\n")) >= 0:
+            self._write(stream, buffer[:newline])
+            buffer = buffer[newline + 1 :]
+        if len(buffer) >= MAX_LINE_BYTES:
+            self._write(stream, buffer)
+            buffer = b""
+        self._pending[stream] = buffer
+
+    def flush(self) -> None:
+        for stream, rest in self._pending.items():
+            if rest:
+                self._write(stream, rest)
+                self._pending[stream] = b""
+
+    def _write(self, stream: bytes, line: bytes) -> None:
+        # stamped when complete, so the stamps rise in file order and `since` never skips a line
+        self._file.write(self._now() + b" " + stream + b" " + line + b"\n")
+
+    def close(self) -> None:
+        self.flush()
+        self._file.close()
+
+
+def pump(child: subprocess.Popen[bytes], recorder: OutputRecorder) -> None:
+    assert child.stdout is not None
+    assert child.stderr is not None
+    selector = selectors.DefaultSelector()
+    selector.register(child.stdout, selectors.EVENT_READ, b"o")
+    selector.register(child.stderr, selectors.EVENT_READ, b"e")
+    exited_at: float | None = None
+    while selector.get_map():
+        for key, _ in selector.select(timeout=0.5):
+            data = os.read(key.fd, 65536)
+            if data:
+                recorder.feed(key.data, data)
+            else:
+                selector.unregister(key.fileobj)
+        if exited_at is None and child.poll() is not None:
+            exited_at = time.monotonic()
+        if exited_at is not None and time.monotonic() - exited_at > DRAIN_AFTER_EXIT_SECONDS:
+            break
+    selector.close()
+
+
+def supervise(state_dir: Path, command: list[str]) -> int:
+    try:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
+        )
+    except OSError as exc:
+        write_json_atomically(state_dir / "started.json", {"error": f"cannot execute {command[0]!r}: {exc}"})
+        write_exit_code(state_dir, 127)
+        return 127
+
+    def forward(signum: int, _frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    write_json_atomically(
+        state_dir / "started.json",
+        {
+            "pid": child.pid,
+            "start_ticks": start_ticks(child.pid),
+            "wrapper_pid": os.getpid(),
+            "wrapper_start_ticks": start_ticks(os.getpid()),
+        },
+    )
+    recorder = OutputRecorder(state_dir / "output.log")
+    try:
+        pump(child, recorder)
+    finally:
+        recorder.close()
+    status = child.wait()
+    code = status if status >= 0 else 128 - status
+    write_exit_code(state_dir, code)
+    return code
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 4 or argv[2] != "--":
+        print("usage: procwrap.py STATE_DIR -- COMMAND [ARG...]", file=sys.stderr)
+        return 2
+    state_dir, command = Path(argv[1]), argv[3:]
+    if os.fork():
+        return 0  # the launcher returns at once; the grandchild is reparented and supervises
+    os.setsid()
+    try:
+        code = supervise(state_dir, command)
+    except BaseException as exc:
+        print(f"procwrap: {exc!r}", file=sys.stderr)
+        code = 125
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
