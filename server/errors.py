@@ -130,6 +130,11 @@ def _is_busy(exc: SQLAlchemyError) -> bool:
     return any(marker in text for marker in markers) or "connection" in type(exc.__cause__).__name__.lower()
 
 
+def _too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[ErrorBody]:
+    # msgspec gives up on absurdly nested JSON with a RecursionError while decoding the body
+    return error_response(400, "request body is nested too deeply")
+
+
 def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal server error")
@@ -140,5 +145,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     PermissionDeniedException: _http_exception,
     HTTPException: _http_exception,
     SQLAlchemyError: _database_error,
+    RecursionError: _too_deep,
     Exception: _unexpected,
 }

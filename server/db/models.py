@@ -26,6 +26,8 @@ class NodeRow(SQLModel, table=True):
     label_overrides: dict[str, str | None] = _json()
     labels: dict[str, str] = _json()
     max_concurrent: int = Field(default=1)
+    # set by an admin PATCH; wins over the capacity the node reports in later heartbeats
+    max_concurrent_override: int | None = Field(default=None)
     # counter of runs scheduled or running here; changed only by conditional UPDATEs
     running: int = Field(default=0)
     draining: bool = Field(default=False, index=True)

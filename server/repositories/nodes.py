@@ -119,7 +119,7 @@ async def upsert_heartbeat(
         set_={
             "reported_labels": stmt.excluded.reported_labels,
             "labels": merged,
-            "max_concurrent": stmt.excluded.max_concurrent,
+            "max_concurrent": func.coalesce(col.max_concurrent_override, stmt.excluded.max_concurrent),
             "info": stmt.excluded.info,
             "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
         },

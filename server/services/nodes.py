@@ -180,6 +180,7 @@ def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[
         values["draining"] = patch.status == "draining"
     if patch.max_concurrent is not None:
         values["max_concurrent"] = patch.max_concurrent
+        values["max_concurrent_override"] = patch.max_concurrent
     return values
 
 

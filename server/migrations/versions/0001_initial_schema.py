@@ -67,6 +67,7 @@ def upgrade() -> None:
         sa.Column("label_overrides", sa.JSON(), nullable=False),
         sa.Column("labels", sa.JSON(), nullable=False),
         sa.Column("max_concurrent", sa.Integer(), nullable=False),
+        sa.Column("max_concurrent_override", sa.Integer(), nullable=True),
         sa.Column("running", sa.Integer(), nullable=False),
         sa.Column("draining", sa.Boolean(), nullable=False),
         sa.Column("info", sa.JSON(), nullable=False),

@@ -1,0 +1,84 @@
+"""Direct database access for tests (seed rows the API cannot create yet, inspect state)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import insert, update
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from server.config import async_database_url
+from server.db.models import NodeRow, RunRow
+
+
+async def _execute(database_url: str, statements: Sequence[Any]) -> None:
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(statement)
+    finally:
+        await engine.dispose()
+
+
+def execute(database_url: str, *statements: Any) -> None:
+    asyncio.run(_execute(database_url, statements))
+
+
+def insert_run(database_url: str, run_id: str, node_id: str | None, status: str) -> None:
+    now = datetime.now(UTC)
+    execute(
+        database_url,
+        insert(RunRow).values(
+            id=run_id,
+            status=status,
+            image="busybox",
+            command=["true"],
+            env={},
+            node_selector={},
+            selector_expressions=[],
+            node_id=node_id,
+            created_at=now,
+            attempts=0,
+            cancel_requested=False,
+            last_event_seq=0,
+            last_node_seq=0,
+            enqueued=True,
+        ),
+    )
+
+
+def set_run_status(database_url: str, run_id: str, status: str) -> None:
+    execute(database_url, update(RunRow).where(RunRow.id == run_id).values(status=status))  # type: ignore[arg-type]
+
+
+def insert_nodes(database_url: str, count: int, labels_of: Any = None) -> None:
+    """Bulk-insert `count` fresh nodes node-00000..; `labels_of(i)` gives each node's labels."""
+    now = datetime.now(UTC)
+    rows = []
+    for i in range(count):
+        labels = labels_of(i) if labels_of else {"os": "linux", "rack": f"r{i % 10}"}
+        rows.append(
+            {
+                "id": f"node-{i:05d}",
+                "reported_labels": labels,
+                "label_overrides": {},
+                "labels": labels,
+                "max_concurrent": 4,
+                "running": 0,
+                "draining": False,
+                "info": {"hostname": f"host-{i}", "os": "linux", "arch": "x86_64"},
+                "last_heartbeat_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "resource_version": 1,
+            }
+        )
+    execute(database_url, *_chunks(rows))
+
+
+def _chunks(rows: list[dict[str, Any]], size: int = 500) -> list[Any]:
+    return [insert(NodeRow).values(rows[i : i + size]) for i in range(0, len(rows), size)]

@@ -1,0 +1,361 @@
+"""Node registry through a real apiserver process, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ApiServerFactory
+from tests.support import db
+
+ADMIN = "admin-secret"
+JOIN = "join-secret"
+
+
+def beat(client: httpx.Client, node_id: str, labels: dict[str, str] | None = None, cap: int = 2) -> Any:
+    body = {"node_id": node_id, "labels": labels or {}, "capacity": {"max_concurrent": cap}}
+    response = client.post("/api/v1/nodes/heartbeat", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_status(client: httpx.Client, node_id: str, status: str, timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if client.get(f"/api/v1/nodes/{node_id}").json()["status"] == status:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{node_id} not {status} after {timeout}s")
+
+
+def test_heartbeat_registers_node(apiserver: ApiServerFactory) -> None:
+    server = apiserver({"NODE_HEARTBEAT_INTERVAL": "7", "NODE_OFFLINE_AFTER": "21"})
+    with server.client() as client:
+        assert client.get("/api/v1/nodes").json() == {"items": [], "total": 0, "limit": 1000, "offset": 0}
+        reply = beat(client, "node-a", {"os": "linux", "arch": "amd64"}, cap=3)
+        assert reply == {
+            "node_id": "node-a",
+            "status": "online",
+            "heartbeat_interval": 7.0,
+            "offline_after": 21.0,
+            "stop_runs": [],
+        }
+        node = client.get("/api/v1/nodes/node-a").json()
+        assert node["status"] == "online"
+        assert node["labels"] == {"os": "linux", "arch": "amd64"}
+        assert node["capacity"] == {"max_concurrent": 3}
+        assert node["running"] == 0
+        assert node["created_at"].endswith("Z")
+        assert node["last_heartbeat_at"].endswith("Z")
+        first_seen = node["created_at"]
+        beat(client, "node-a", {"os": "linux"}, cap=5)
+        node = client.get("/api/v1/nodes/node-a").json()
+        assert node["labels"] == {"os": "linux"}
+        assert node["capacity"] == {"max_concurrent": 5}
+        assert node["created_at"] == first_seen
+        assert node["last_heartbeat_at"] > first_seen
+        assert client.get("/api/v1/nodes").json()["total"] == 1
+        assert client.get("/api/v1/nodes/nope").status_code == 404
+        assert client.get("/api/v1/nodes/node-a/runs").json() == {
+            "items": [],
+            "total": 0,
+            "limit": 1000,
+            "offset": 0,
+        }
+
+
+def test_list_filters_and_pagination(apiserver: ApiServerFactory) -> None:
+    server = apiserver()
+    with server.client() as client:
+        for i in range(6):
+            beat(client, f"n{i}", {"zone": "a" if i < 4 else "b", "gpu": "true" if i % 2 else "false"})
+        client.patch("/api/v1/nodes/n0", json={"status": "draining"}).raise_for_status()
+
+        def ids(**params: Any) -> list[str]:
+            response = client.get("/api/v1/nodes", params=params)
+            assert response.status_code == 200, response.text
+            return [n["id"] for n in response.json()["items"]]
+
+        assert ids(selector="zone=a") == ["n0", "n1", "n2", "n3"]
+        assert ids(selector="zone=a,gpu=true") == ["n1", "n3"]
+        assert ids(selector="zone==b") == ["n4", "n5"]
+        assert ids(selector="zone=c") == []
+        assert ids(status="draining") == ["n0"]
+        assert ids(status="online", selector="zone=a") == ["n1", "n2", "n3"]
+        assert ids(status="offline") == []
+        page = client.get("/api/v1/nodes", params={"limit": 2, "offset": 3}).json()
+        assert [n["id"] for n in page["items"]] == ["n3", "n4"]
+        assert (page["total"], page["limit"], page["offset"]) == (6, 2, 3)
+        assert client.get("/api/v1/nodes", params={"offset": 100}).json()["items"] == []
+        for bad in (
+            {"limit": 0},
+            {"limit": 10001},
+            {"offset": -1},
+            {"status": "sleeping"},
+            {"selector": "zone"},
+            {"selector": "bad key=x"},
+            {"limit": "ten"},
+        ):
+            response = client.get("/api/v1/nodes", params=bad)
+            assert response.status_code == 400, (bad, response.text)
+            assert response.json()["detail"]
+
+
+def test_patch_labels_merge_and_stick_across_heartbeats(apiserver: ApiServerFactory) -> None:
+    server = apiserver()
+    with server.client() as client:
+        beat(client, "n1", {"os": "linux", "tier": "spot", "zone": "a"})
+        version = client.get("/api/v1/nodes/n1").json()["resource_version"]
+        response = client.patch(
+            "/api/v1/nodes/n1", json={"labels": {"gpu": "a100", "tier": None, "zone": "b"}}
+        )
+        assert response.status_code == 200, response.text
+        node = response.json()
+        assert node["labels"] == {"os": "linux", "gpu": "a100", "zone": "b"}
+        assert node["resource_version"] == version + 1
+        # the node keeps reporting tier and zone=a: the admin's removal and override win
+        beat(client, "n1", {"os": "linux", "tier": "spot", "zone": "a", "new": "x"})
+        assert client.get("/api/v1/nodes/n1").json()["labels"] == {
+            "os": "linux",
+            "gpu": "a100",
+            "zone": "b",
+            "new": "x",
+        }
+        assert client.get("/api/v1/nodes", params={"selector": "gpu=a100"}).json()["total"] == 1
+        # stale edits are refused, by body field or If-Match header
+        stale = client.patch("/api/v1/nodes/n1", json={"labels": {"a": "b"}, "resource_version": version})
+        assert stale.status_code == 409
+        assert "changed meanwhile" in stale.json()["detail"]
+        stale = client.patch(
+            "/api/v1/nodes/n1", json={"labels": {"a": "b"}}, headers={"If-Match": f'"{version}"'}
+        )
+        assert stale.status_code == 409
+        current = version + 1
+        ok = client.patch("/api/v1/nodes/n1", json={"max_concurrent": 7}, headers={"If-Match": str(current)})
+        assert ok.status_code == 200, ok.text
+        beat(client, "n1", {"os": "linux"}, cap=2)
+        assert client.get("/api/v1/nodes/n1").json()["capacity"] == {"max_concurrent": 7}
+        bad = client.patch("/api/v1/nodes/n1", json={"labels": {"-bad": "x"}})
+        assert bad.status_code == 400
+        assert "-bad" in bad.json()["detail"]
+        assert client.patch("/api/v1/nodes/n1", json={"status": "offline"}).status_code == 400
+        assert client.patch("/api/v1/nodes/n1", json={"max_concurrent": 0}).status_code == 400
+        assert client.patch("/api/v1/nodes/ghost", json={"status": "draining"}).status_code == 404
+        actions = [
+            e["action"] for e in client.get("/api/v1/audit", params={"target_id": "n1"}).json()["items"]
+        ]
+        assert actions.count("node.update") == 2
+
+
+def test_draining_offline_online_transitions(apiserver: ApiServerFactory) -> None:
+    server = apiserver({"NODE_HEARTBEAT_INTERVAL": "0.5", "NODE_OFFLINE_AFTER": "2"})
+    with server.client() as client:
+        beat(client, "steady")
+        beat(client, "drained")
+        assert (
+            client.patch("/api/v1/nodes/drained", json={"status": "draining"}).json()["status"] == "draining"
+        )
+        assert beat(client, "drained")["status"] == "draining"
+        beat(client, "steady")
+        elapsed = wait_status(client, "steady", "offline", timeout=6)
+        assert elapsed <= 3.0 + 0.5
+        assert client.get("/api/v1/nodes/drained").json()["status"] == "offline"
+        offline = client.get("/api/v1/nodes", params={"status": "offline"}).json()
+        assert {n["id"] for n in offline["items"]} == {"steady", "drained"}
+        assert beat(client, "steady")["status"] == "online"
+        assert beat(client, "drained")["status"] == "draining"  # draining survived being offline
+        assert client.get("/api/v1/nodes/drained").json()["draining"] is True
+        assert client.patch("/api/v1/nodes/drained", json={"status": "online"}).json()["status"] == "online"
+        assert client.get("/api/v1/nodes", params={"status": "online"}).json()["total"] == 2
+
+
+def test_delete_node(apiserver: ApiServerFactory, database_url: str) -> None:
+    server = apiserver()
+    with server.client() as client:
+        assert client.delete("/api/v1/nodes/ghost").status_code == 404
+        beat(client, "busy")
+        client.put("/api/v1/nodes/busy/env-config", json={"env": {"A": "1"}}).raise_for_status()
+        db.insert_run(database_url, "run-active-1", "busy", "running")
+        db.insert_run(database_url, "run-done-1", "busy", "succeeded")
+        runs = client.get("/api/v1/nodes/busy/runs").json()
+        assert {r["id"] for r in runs["items"]} == {"run-active-1", "run-done-1"}
+        assert runs["total"] == 2
+        assert client.get("/api/v1/nodes/busy/runs", params={"status": "running"}).json()["total"] == 1
+        refused = client.delete("/api/v1/nodes/busy")
+        assert refused.status_code == 409
+        assert "run-active-1" in refused.json()["detail"]
+        assert client.get("/api/v1/nodes/busy").status_code == 200
+        db.set_run_status(database_url, "run-active-1", "failed")
+        assert client.delete("/api/v1/nodes/busy").status_code == 204
+        assert client.get("/api/v1/nodes/busy").status_code == 404
+        assert client.get("/api/v1/nodes/busy/env-config").status_code == 404
+        beat(client, "busy")  # re-registers with a clean slate
+        assert client.get("/api/v1/nodes/busy/env-config").json()["env"] == {}
+
+
+def test_env_config(apiserver: ApiServerFactory) -> None:
+    server = apiserver()
+    with server.client() as client:
+        assert client.get("/api/v1/nodes/ghost/env-config").status_code == 404
+        assert client.put("/api/v1/nodes/ghost/env-config", json={}).status_code == 404
+        beat(client, "n1")
+        empty = client.get("/api/v1/nodes/n1/env-config").json()
+        assert empty["proxy"] == {"http_proxy": None, "https_proxy": None, "no_proxy": None}
+        assert empty["env"] == {}
+        config = {
+            "proxy": {
+                "http_proxy": "http://bob:hunter2@proxy.local:3128",
+                "https_proxy": "socks5h://10.0.0.1:1080",
+                "no_proxy": "localhost,127.0.0.1,.internal",
+            },
+            "env": {"FOO": "bar", "_X1": ""},
+        }
+        saved = client.put("/api/v1/nodes/n1/env-config", json=config)
+        assert saved.status_code == 200, saved.text
+        assert saved.json()["proxy"] == config["proxy"]
+        assert saved.json()["env"] == config["env"]
+        assert client.get("/api/v1/nodes/n1/env-config").json()["proxy"] == config["proxy"]
+        for bad, field in [
+            ({"proxy": {"http_proxy": "ftp://proxy:21"}}, "proxy.http_proxy"),
+            ({"proxy": {"https_proxy": "http://:3128"}}, "proxy.https_proxy"),
+            ({"proxy": {"http_proxy": "http://proxy:99999"}}, "proxy.http_proxy"),
+            ({"env": {"1BAD": "x"}}, "env"),
+            ({"env": {"A-B": "x"}}, "env"),
+            ({"env": "nope"}, "env"),
+        ]:
+            response = client.put("/api/v1/nodes/n1/env-config", json=bad)
+            assert 400 <= response.status_code < 500, (bad, response.text)
+            assert field in response.json()["detail"], response.json()
+        stale = client.put("/api/v1/nodes/n1/env-config", json={**config, "resource_version": 99})
+        assert stale.status_code == 409
+        audit = client.get("/api/v1/audit", params={"action": "env_config.replace"}).json()
+        assert audit["total"] == 1
+        entry = audit["items"][0]
+        assert entry["actor"] == "admin"
+        assert entry["target_id"] == "n1"
+        assert "hunter2" not in str(entry)
+        assert "bob:***@proxy.local" in str(entry)
+
+
+def test_tokens_guard_admin_and_node_endpoints(apiserver: ApiServerFactory) -> None:
+    server = apiserver({"ADMIN_TOKEN": ADMIN, "NODE_JOIN_TOKEN": JOIN})
+    hb = {"node_id": "n1", "labels": {}, "capacity": {"max_concurrent": 1}}
+    with server.client(token="") as anonymous, server.client(token=JOIN) as node, server.client() as admin:
+        for response in (anonymous.get("/api/v1/nodes"), anonymous.post("/api/v1/nodes/heartbeat", json=hb)):
+            assert response.status_code == 401
+            assert response.json()["detail"]
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        assert node.post("/api/v1/nodes/heartbeat", json=hb).status_code == 200
+        assert admin.post("/api/v1/nodes/heartbeat", json=hb).status_code == 200
+        assert node.get("/api/v1/nodes").status_code == 403
+        assert node.get("/api/v1/audit").status_code == 403
+        assert admin.get("/api/v1/nodes").json()["total"] == 1
+        wrong = anonymous.get("/api/v1/nodes", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert anonymous.get("/api/v1/nodes", headers={"Authorization": "Basic eDp5"}).status_code == 401
+        assert anonymous.get("/healthz").status_code == 200
+        assert anonymous.get("/readyz").status_code == 200
+        assert anonymous.get("/schema/openapi.json").json()["paths"]["/api/v1/nodes/heartbeat"]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_no_input_produces_a_500(apiserver: ApiServerFactory) -> None:
+    server = apiserver({"MAX_BODY_SIZE": "4096"})
+    with server.client() as client:
+        beat(client, "n1")
+        hb = "/api/v1/nodes/heartbeat"
+        cases: list[tuple[str, str, Any, int]] = [
+            ("POST", hb, b"{not json", 400),
+            ("POST", hb, b"", 400),
+            ("POST", hb, b"[]", 400),
+            ("POST", hb, b'{"node_id": 5}', 400),
+            ("POST", hb, b'{"node_id": "a", "capacity": {"max_concurrent": "x"}}', 400),
+            ("POST", hb, b'{"node_id": "a", "capacity": {"max_concurrent": 99999999999999999999999}}', 400),
+            ("POST", hb, b'{"node_id": "a", "capacity": {"max_concurrent": 0}}', 400),
+            ("POST", hb, b'{"node_id": "a", "labels": {"k": "v\\u0000"}}', 400),
+            ("POST", hb, b'{"node_id": "bad id"}', 400),
+            ("POST", hb, b'{"node_id": "' + b"x" * 300 + b'"}', 400),
+            ("POST", hb, b'{"node_id": "\\u00e9t\\u00e9"}', 400),
+            ("POST", hb, b'{"node_id": "a", "labels": "oops"}', 400),
+            ("POST", hb, b'{"node_id": "a", "junk": ' + b"[" * 2000 + b"]" * 2000 + b"}", 400),
+            ("POST", hb, b'{"node_id": "a", "pad": "' + b"x" * 8000 + b'"}', 413),
+            ("PATCH", "/api/v1/nodes/n1", b'{"labels": {"a": 5}}', 400),
+            ("PATCH", "/api/v1/nodes/n1", b'{"resource_version": "x"}', 400),
+            ("PATCH", "/api/v1/nodes/n1", b'{"status": "online"}', 200),
+            ("PATCH", "/api/v1/nodes/n1", b"null", 400),
+            ("PUT", "/api/v1/nodes/n1/env-config", b'{"env": {"A": 1}}', 400),
+            ("PUT", "/api/v1/nodes/n1/env-config", b'{"env": {"A": "\\u0000"}}', 400),
+            ("GET", "/api/v1/nodes/%C3%A9t%C3%A9", None, 404),
+            ("GET", "/api/v1/nodes/" + "x" * 5000, None, 400),
+            ("GET", "/api/v1/nodes/a%2Fb", None, 404),
+            ("GET", "/api/v1/nodes/a%00b", None, 404),
+            ("GET", "/api/v1/nodes/%ZZ", None, 404),
+            ("GET", "/api/v1/nodes/..%2F..%2Fetc", None, 404),
+            ("DELETE", "/api/v1/nodes/%F0%9F%92%A5", None, 404),
+            ("GET", "/api/v1/nodes?limit=999999999999999999999999", None, 400),
+            ("GET", "/api/v1/nodes?offset=99999999999999999999", None, 400),
+            ("GET", "/api/v1/nodes?selector=%00%3D%00", None, 400),
+            ("GET", "/api/v1/nodes/n1", None, 200),
+            ("GET", "/api/v1/audit?limit=-5", None, 400),
+            ("POST", "/api/v1/nodes", b"{}", 405),
+            ("GET", "/api/v1/nope", None, 404),
+        ]
+        for method, path, body, expected in cases:
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            response = client.request(method, path, content=body, headers=headers)
+            assert response.status_code == expected, (
+                method,
+                path[:80],
+                response.status_code,
+                response.text[:300],
+            )
+            if expected >= 400:
+                error = response.json()
+                assert error["status_code"] == expected, error
+                assert isinstance(error["detail"], str), error
+        assert server.running
+
+
+def test_migrations_and_openapi(apiserver: ApiServerFactory) -> None:
+    first = apiserver()
+    with first.client() as client:
+        beat(client, "kept")
+    first.stop()
+    second = apiserver()  # same database: migrations are a no-op, data survives
+    with second.client() as client:
+        assert client.get("/api/v1/nodes/kept").status_code == 200
+        schema = client.get("/schema/openapi.json").json()
+        for path in (
+            "/api/v1/nodes",
+            "/api/v1/nodes/{node_id}",
+            "/api/v1/nodes/{node_id}/env-config",
+            "/readyz",
+        ):
+            assert path in schema["paths"], path
+
+
+@pytest.mark.slow
+def test_listing_ten_thousand_nodes_is_fast(apiserver: ApiServerFactory, database_url: str) -> None:
+    server = apiserver()
+    db.insert_nodes(database_url, 10_000)
+    with server.client(timeout=30.0) as client:
+        client.get("/api/v1/nodes", params={"limit": 10}).raise_for_status()  # warm the connection pool
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            response = client.get("/api/v1/nodes", params={"limit": 10_000})
+            timings.append(time.perf_counter() - started)
+            assert response.status_code == 200
+        body = response.json()
+        assert body["total"] == 10_000
+        assert len(body["items"]) == 10_000
+        assert body["items"][0]["id"] == "node-00000"
+        assert body["items"][0]["status"] == "online"
+        assert min(timings) < 1.0, timings
+        started = time.perf_counter()
+        filtered = client.get("/api/v1/nodes", params={"selector": "rack=r3", "status": "online"}).json()
+        assert filtered["total"] == 1000
+        assert time.perf_counter() - started < 1.0
