@@ -1,0 +1,101 @@
+"""Seed and inspect scheduler tables directly (async, on an engine the test owns)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import SQLModel
+
+from server.config import Settings, async_database_url
+from server.db.engine import create_engine
+
+NODES = SQLModel.metadata.tables["nodes"]
+RUNS = SQLModel.metadata.tables["runs"]
+RUN_EVENTS = SQLModel.metadata.tables["run_events"]
+
+
+async def fresh_engine(database_url: str) -> AsyncEngine:
+    engine = create_engine(Settings(database_url=async_database_url(database_url)))
+    async with engine.begin() as connection:
+        await connection.run_sync(SQLModel.metadata.create_all)
+    return engine
+
+
+def node_row(
+    node_id: str,
+    *,
+    max_concurrent: int = 2,
+    running: int = 0,
+    draining: bool = False,
+    seen_ago: float = 1.0,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "id": node_id,
+        "reported_labels": dict(labels or {}),
+        "label_overrides": {},
+        "labels": dict(labels or {}),
+        "max_concurrent": max_concurrent,
+        "running": running,
+        "draining": draining,
+        "info": {},
+        "last_heartbeat_at": now - timedelta(seconds=seen_ago),
+        "created_at": now,
+        "resource_version": 1,
+    }
+
+
+def run_row(
+    run_id: str,
+    *,
+    selector: Mapping[str, str] | None = None,
+    expressions: Iterable[str] = (),
+    enqueued: bool = True,
+    age: float = 5.0,
+) -> dict[str, Any]:
+    created = datetime.now(UTC) - timedelta(seconds=age)
+    return {
+        "id": run_id,
+        "status": "queued",
+        "image": "busybox",
+        "command": ["true"],
+        "env": {},
+        "node_selector": dict(selector or {}),
+        "selector_expressions": list(expressions),
+        "created_at": created,
+        "attempts": 0,
+        "cancel_requested": False,
+        "last_event_seq": 0,
+        "last_node_seq": 0,
+        "enqueued": enqueued,
+    }
+
+
+async def insert_rows(engine: AsyncEngine, table: Any, rows: list[dict[str, Any]]) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(insert(table), rows)
+
+
+async def runs_by_id(engine: AsyncEngine) -> dict[str, Any]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(select(RUNS))
+        return {row.id: row for row in rows}
+
+
+async def nodes_by_id(engine: AsyncEngine) -> dict[str, Any]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(select(NODES))
+        return {row.id: row for row in rows}
+
+
+async def events_of(engine: AsyncEngine, run_id: str | None = None) -> list[Any]:
+    query = select(RUN_EVENTS).order_by(RUN_EVENTS.c.run_id, RUN_EVENTS.c.seq)
+    if run_id is not None:
+        query = query.where(RUN_EVENTS.c.run_id == run_id)
+    async with engine.connect() as connection:
+        return list(await connection.execute(query))
