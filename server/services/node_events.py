@@ -53,7 +53,7 @@ class _RunState:
                 self.values["container_id"] = container_id[:128]
             if self.status == "scheduled":
                 self.status = "running"
-                self.values["started_at"] = at
+                self.values.update(status="running", started_at=at)
         elif kind == "exited":
             code = data.get("exit_code")
             if isinstance(code, int) and not isinstance(code, bool):

@@ -1,0 +1,82 @@
+"""A scripted stand-in for a NodeManager: heartbeats, work polls and node events by hand,
+through the typed client, so API tests control every step of a run's life."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from nodeapi import models as m
+from nodeapi.client import Calls, Client
+
+T = TypeVar("T")
+
+
+class FakeNode:
+    def __init__(
+        self, client: Client, node_id: str, labels: dict[str, str] | None = None, max_concurrent: int = 2
+    ) -> None:
+        self.client = client
+        self.node_id = node_id
+        self.labels = labels or {}
+        self.max_concurrent = max_concurrent
+        self._seq: defaultdict[str, int] = defaultdict(int)
+
+    def heartbeat(self, active_runs: list[str] | None = None) -> m.HeartbeatResponse:
+        request = m.HeartbeatRequest(
+            node_id=self.node_id,
+            labels=self.labels,
+            capacity=m.Capacity(max_concurrent=self.max_concurrent),
+            active_runs=active_runs or [],
+        )
+        return self.client.send(Calls.heartbeat(request))
+
+    def poll(self, wait: float = 0.0) -> m.WorkResponse:
+        return self.client.send(Calls.poll_work(self.node_id, wait=wait))
+
+    def report(self, run_id: str, *events: tuple[str, dict[str, Any]]) -> m.NodeEventAck:
+        batch = self.batch(run_id, *events)
+        return self.send(run_id, batch)
+
+    def batch(self, run_id: str, *events: tuple[str, dict[str, Any]]) -> m.NodeEventBatch:
+        items = []
+        for kind, data in events:
+            self._seq[run_id] += 1
+            items.append(m.NodeEventIn(node_seq=self._seq[run_id], type=kind, data=data))
+        return m.NodeEventBatch(node_id=self.node_id, events=items)
+
+    def send(self, run_id: str, batch: m.NodeEventBatch) -> m.NodeEventAck:
+        return self.client.send(Calls.post_run_events(run_id, batch))
+
+    def start(self, run_id: str) -> m.NodeEventAck:
+        return self.report(run_id, ("claimed", {}), ("started", {"container_id": f"c-{run_id}"}))
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05) -> T:
+    """The first truthy result of `check`, polled until `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
+        time.sleep(interval)
+
+
+def run_status(client: Client, run_id: str) -> str:
+    return client.send(Calls.get_run(run_id)).status
+
+
+def wait_run_status(client: Client, run_id: str, status: str, timeout: float = 10.0) -> m.Run:
+    def check() -> m.Run | None:
+        run = client.send(Calls.get_run(run_id))
+        return run if run.status == status else None
+
+    return eventually(check, timeout)
+
+
+def event_types(client: Client, run_id: str) -> list[str]:
+    return [event.type for event in client.send(Calls.run_events(run_id)).items]

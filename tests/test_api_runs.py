@@ -1,0 +1,220 @@
+"""Runs through a real apiserver process (SQLite and PostgreSQL): the admin API, placement,
+cancel in every state and node-event ingestion, with a scripted node (tests/support/fake_node)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from nodeapi import errors
+from nodeapi import models as m
+from nodeapi.client import Calls, Client
+from tests.conftest import ApiServerFactory
+from tests.support.fake_node import FakeNode, event_types, eventually, wait_run_status
+
+
+@pytest.fixture
+def client(apiserver: ApiServerFactory) -> Iterator[Client]:
+    server = apiserver({"NODE_HEARTBEAT_INTERVAL": "5", "NODE_OFFLINE_AFTER": "60"})
+    with Client(server.base_url) as api:
+        yield api
+
+
+def submit(api: Client, image: str = "busybox", **kwargs: object) -> m.Run:
+    return api.send(Calls.create_run(m.RunCreate(image=image, command=["echo", "hi"], **kwargs)))  # type: ignore[arg-type]
+
+
+def node_running(api: Client, node_id: str) -> int:
+    return api.send(Calls.get_node(node_id)).running
+
+
+def test_create_list_get_and_events(client: Client) -> None:
+    created = [submit(client, env={"GREETING": "hi"}, node_selector={"zone": "nowhere"}) for _ in range(3)]
+    first = created[0]
+    assert first.status == "queued" and first.node_id is None and first.exit_code is None
+    assert first.env == {"GREETING": "hi"} and first.command == ["echo", "hi"]
+    assert client.send(Calls.get_run(first.id)).image == "busybox"
+
+    listed = client.send(Calls.list_runs())
+    assert listed.total == 3 and listed.limit == 100
+    assert [r.id for r in listed.items] == [r.id for r in reversed(created)]  # newest first
+    page = client.send(Calls.list_runs(limit=2, offset=2))
+    assert [r.id for r in page.items] == [first.id] and page.total == 3
+    assert client.send(Calls.list_runs(status="running")).total == 0
+    assert client.send(Calls.list_runs(status="queued,running")).total == 3
+    assert client.send(Calls.list_runs(node_id="nobody")).total == 0
+
+    # fits nowhere: stays queued and the events say why
+    eventually(lambda: "unschedulable" in event_types(client, first.id))
+    events = client.send(Calls.run_events(first.id))
+    assert [e.seq for e in events.items] == list(range(1, len(events.items) + 1))
+    assert events.items[0].type == "created" and events.items[1].type == "queued"
+    assert "no nodes" in events.items[2].data["reason"]
+    assert client.send(Calls.run_events(first.id, after=2)).items[0].seq == 3
+
+    with pytest.raises(errors.NotFound):
+        client.send(Calls.get_run("run-missing"))
+    with pytest.raises(errors.NotFound):
+        client.send(Calls.run_events("run-missing"))
+
+
+BAD_BODIES: list[tuple[dict[str, object], str]] = [
+    ({"image": "", "command": ["x"]}, "image must not be empty"),
+    ({"image": "bad image", "command": []}, "whitespace"),
+    ({"image": "x" * 600}, "at most 512"),
+    ({"image": "busybox", "env": {"1BAD": "x"}}, "variable name"),
+    ({"image": "busybox", "node_selector": {"bad key!": "x"}}, "node_selector"),
+    ({"image": "busybox", "selector_expressions": ["gpu in ()"]}, "at least one value"),
+    ({"image": "busybox", "command": "echo hi"}, "command"),
+]
+
+
+def test_bad_input_is_rejected_with_a_message(client: Client) -> None:
+    for body, message in BAD_BODIES:
+        response = client._http.post("/api/v1/runs", json=body)
+        assert response.status_code == 400, response.text
+        assert message in response.json()["detail"], (body, response.text)
+    assert client.send(Calls.list_runs()).total == 0
+    for params in ({"status": "sleeping"}, {"limit": 0}, {"limit": 10_001}, {"offset": -1}):
+        assert client._http.get("/api/v1/runs", params=params).status_code == 400, params
+    assert client._http.get("/api/v1/runs/x/events", params={"wait": 31}).status_code == 400
+
+
+def test_placement_by_labels_least_load_and_capacity(client: Client) -> None:
+    gpu = FakeNode(client, "gpu-1", {"gpu": "true"}, max_concurrent=1)
+    big = FakeNode(client, "cpu-big", {"gpu": "false"}, max_concurrent=4)
+    small = FakeNode(client, "cpu-small", {"gpu": "false"}, max_concurrent=2)
+    for node in (gpu, big, small):
+        node.heartbeat()
+
+    on_gpu = submit(client, node_selector={"gpu": "true"})
+    assert wait_run_status(client, on_gpu.id, "scheduled").node_id == "gpu-1"
+    # gpu-1 is full now: the next gpu run waits and says why
+    waiting = submit(client, node_selector={"gpu": "true"})
+    eventually(lambda: "unschedulable" in event_types(client, waiting.id))
+    assert "capacity" in client.send(Calls.get_run(waiting.id)).message  # type: ignore[operator]
+
+    placed = []
+    for _ in range(4):
+        run = submit(client, selector_expressions=["gpu notin (true)"])
+        placed.append(wait_run_status(client, run.id, "scheduled").node_id)
+    # least loaded by running / max_concurrent: big takes 2 of 4, small 2 of 2 ... interleaved
+    assert sorted(placed) == ["cpu-big", "cpu-big", "cpu-small", "cpu-small"]
+    assert node_running(client, "cpu-big") == 2 and node_running(client, "cpu-small") == 2
+
+    # a freed slot places the waiting run at once
+    gpu.start(on_gpu.id)
+    gpu.report(on_gpu.id, ("exited", {"exit_code": 0}))
+    assert wait_run_status(client, waiting.id, "scheduled").node_id == "gpu-1"
+
+
+def test_unschedulable_run_placed_when_node_joins_or_undrains(client: Client) -> None:
+    run = submit(client, node_selector={"zone": "a"})
+    eventually(lambda: "unschedulable" in event_types(client, run.id))
+    node = FakeNode(client, "zone-a", {"zone": "a"})
+    node.heartbeat()
+    assert wait_run_status(client, run.id, "scheduled").node_id == "zone-a"
+
+    client.send(Calls.patch_node("zone-a", m.NodePatch(status="draining")))
+    second = submit(client, node_selector={"zone": "a"})
+    eventually(lambda: "draining" in (client.send(Calls.get_run(second.id)).message or ""))
+    assert node.poll().draining is True
+    client.send(Calls.patch_node("zone-a", m.NodePatch(status="online")))
+    assert wait_run_status(client, second.id, "scheduled", timeout=5).node_id == "zone-a"
+
+
+def test_cancel_in_every_state(client: Client) -> None:
+    queued = submit(client, node_selector={"pool": "x"})
+    cancelled = client.send(Calls.cancel_run(queued.id))
+    assert cancelled.status == "cancelled" and cancelled.cancel_requested
+    with pytest.raises(errors.Conflict, match="already cancelled"):
+        client.send(Calls.cancel_run(queued.id))
+
+    node = FakeNode(client, "worker", {"pool": "x"}, max_concurrent=3)
+    node.heartbeat()
+    unclaimed, claimed, running = (submit(client, node_selector={"pool": "x"}) for _ in range(3))
+    for run in (unclaimed, claimed, running):
+        wait_run_status(client, run.id, "scheduled")
+    assert node_running(client, "worker") == 3
+    node.report(claimed.id, ("claimed", {}))
+    node.start(running.id)
+
+    # not claimed yet: it never reached a container, so it ends at once and frees the slot
+    assert client.send(Calls.cancel_run(unclaimed.id)).status == "cancelled"
+    assert node_running(client, "worker") == 2
+    assert unclaimed.id not in [a.run.id for a in node.poll().assignments]
+    late = node.report(unclaimed.id, ("claimed", {}))
+    assert late.status == "cancelled" and late.cancel_requested
+
+    for run in (claimed, running):
+        answer = client.send(Calls.cancel_run(run.id))
+        assert answer.cancel_requested and answer.status in ("scheduled", "running")
+        assert client.send(Calls.cancel_run(run.id)).cancel_requested  # idempotent while pending
+        assert "cancel_requested" in event_types(client, run.id)
+    work = node.poll()
+    assert sorted(work.cancel_runs) == sorted([claimed.id, running.id])
+    assert sorted(node.heartbeat([claimed.id, running.id]).stop_runs) == sorted([claimed.id, running.id])
+
+    ack = node.report(running.id, ("cancelled", {"exit_code": 137}))
+    assert ack.status == "cancelled" and ack.cancel_requested
+    node.report(claimed.id, ("cancelled", {}))
+    assert client.send(Calls.get_run(running.id)).exit_code == 137
+    assert node_running(client, "worker") == 0
+    assert node.poll().cancel_runs == []
+    with pytest.raises(errors.Conflict, match="already cancelled"):
+        client.send(Calls.cancel_run(running.id))
+
+
+def test_node_events_are_idempotent_and_free_the_slot_once(client: Client) -> None:
+    node = FakeNode(client, "n1", max_concurrent=2)
+    other = FakeNode(client, "n2")
+    node.heartbeat()
+    run = submit(client)
+    wait_run_status(client, run.id, "scheduled")
+    assert node.poll().assignments[0].run.id == run.id
+
+    with pytest.raises(errors.Conflict, match="assigned to node 'n1'"):
+        other.report(run.id, ("claimed", {}))
+
+    batch = node.batch(
+        run.id,
+        ("claimed", {}),
+        ("started", {"container_id": "abc"}),
+        ("log", {"stream": "stdout", "text": "hello\n"}),
+    )
+    assert node.send(run.id, batch).accepted == 3
+    again = node.send(run.id, batch)
+    assert again.accepted == 0 and again.last_node_seq == 3 and again.status == "running"
+    stored = client.send(Calls.get_run(run.id))
+    assert stored.status == "running" and stored.container_id == "abc" and stored.last_node_seq == 3
+    assert node.poll().assignments == []  # claimed: no longer handed out
+
+    finished = node.batch(run.id, ("exited", {"exit_code": 3}))
+    assert node.send(run.id, finished).status == "failed"
+    assert node.send(run.id, finished).accepted == 0
+    late = node.report(run.id, ("exited", {"exit_code": 0}), ("log", {"stream": "stderr", "text": "bye"}))
+    assert late.status == "failed" and late.accepted == 2  # stored, but no second transition
+
+    final = client.send(Calls.get_run(run.id))
+    assert final.exit_code == 3 and final.message == "exited with code 3" and final.finished_at is not None
+    assert node_running(client, "n1") == 0
+    events = client.send(Calls.run_events(run.id)).items
+    assert [e.type for e in events].count("log") == 2
+    assert [e.type for e in events].count("exited") == 2
+    assert events[-2].data["ignored"] == "run already failed"
+    assert client.send(Calls.run_events(run.id, type="log")).items[0].data["text"] == "hello\n"
+
+
+def test_events_long_poll_answers_when_an_event_arrives(client: Client) -> None:
+    node = FakeNode(client, "n1")
+    node.heartbeat()
+    run = submit(client)
+    wait_run_status(client, run.id, "scheduled")
+    last = client.send(Calls.run_events(run.id)).items[-1].seq
+    node.start(run.id)
+    answered = client.send(Calls.run_events(run.id, after=last, wait=10))
+    assert [e.type for e in answered.items] == ["claimed", "started"]
+    node.report(run.id, ("exited", {"exit_code": 0}))
+    finished = client.send(Calls.run_events(run.id, after=answered.items[-1].seq + 1, wait=10))
+    assert finished.items == [] and finished.status == "succeeded"  # terminal: no waiting
