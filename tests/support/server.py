@@ -81,11 +81,11 @@ class ServerProcess:
         self.stop()
         raise TimeoutError(f"apiserver not ready after {timeout}s ({last}):\n{self.log()}")
 
-    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+    def client(self, token: str | None = None, timeout: float = 10.0) -> httpx.Client:
         """An httpx client for this server, with the admin token unless another is given."""
         token = token if token is not None else self.admin_token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, trust_env=False, timeout=10.0, **kwargs)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.base_url, headers=headers, trust_env=False, timeout=timeout)
 
     @property
     def running(self) -> bool:
