@@ -11,8 +11,6 @@ export function h(tag, attrs = {}, ...children) {
       element.addEventListener(name.slice(2), value);
     } else if (name === "dataset") {
       Object.assign(element.dataset, value);
-    } else if (name === "value") {
-      element.value = value;
     } else if (value === true) {
       element.setAttribute(name, "");
     } else {

@@ -23,15 +23,19 @@ function proxyPayload(proxy) {
   return Object.fromEntries(PROXY_FIELDS.map((field) => [field, proxy[field].trim() || null]));
 }
 
-// Field names the server's 400 answer points at: "proxy.http_proxy", "env.NAME", ...
-function invalidFields(error) {
-  const text = [error.detail, JSON.stringify(error.extra ?? "")].join(" ");
-  const fields = new Set();
-  for (const field of PROXY_FIELDS) {
-    if (new RegExp(`\\b${field}\\b`).test(text)) fields.add(`proxy.${field}`);
-  }
-  for (const match of text.matchAll(/\benv\.([A-Za-z_][A-Za-z0-9_]*)/g)) fields.add(`env.${match[1]}`);
-  return fields;
+// The server names the bad field in its 400 message: "proxy.http_proxy: ...", "env: variable name 'X' ...".
+function errorText(error) {
+  return [error.detail, JSON.stringify(error.extra ?? "")].join(" ");
+}
+
+function invalidProxyFields(error) {
+  const text = errorText(error);
+  return PROXY_FIELDS.filter((field) => new RegExp(`\\b${field}\\b`).test(text));
+}
+
+function namesEnvVar(error, name) {
+  const text = errorText(error);
+  return Boolean(name) && (text.includes(`'${name}'`) || text.includes(`env.${name}`));
 }
 
 function formatLatency(ms) {
@@ -145,19 +149,15 @@ export function envConfigForm(nodeId) {
     return env;
   };
   const showInvalid = (error) => {
-    replaceChildren(feedback, message("error", error.detail));
-    for (const field of invalidFields(error)) {
-      if (field.startsWith("proxy.")) {
-        const name = field.slice("proxy.".length);
-        proxyInputs[name].setAttribute("aria-invalid", "true");
-        replaceChildren(fieldErrors[name], error.detail);
-      } else {
-        const envName = field.slice("env.".length);
-        for (const row of envRows.querySelectorAll(".env-row")) {
-          const input = row.querySelector(".env-name");
-          if (input.value.trim() === envName) input.setAttribute("aria-invalid", "true");
-        }
-      }
+    const proxyFields = invalidProxyFields(error);
+    // a message next to the field says it all; otherwise it goes above the buttons
+    if (!proxyFields.length) replaceChildren(feedback, message("error", error.detail || error.message));
+    for (const field of proxyFields) {
+      proxyInputs[field].setAttribute("aria-invalid", "true");
+      replaceChildren(fieldErrors[field], error.detail);
+    }
+    for (const input of envRows.querySelectorAll(".env-name")) {
+      if (namesEnvVar(error, input.value.trim())) input.setAttribute("aria-invalid", "true");
     }
   };
   const load = async () => {
@@ -220,15 +220,17 @@ export function envConfigForm(nodeId) {
       { class: "fieldset" },
       h("legend", {}, t("env.proxy")),
       PROXY_FIELDS.map((field) => {
+        const inputId = `env-${field.replace("_", "-")}`;
         proxyInputs[field] = h("input", {
-          id: `env-${field.replace("_", "-")}`,
+          id: inputId,
+          "aria-describedby": `${inputId}-error`,
           name: field,
           class: "mono",
           dataset: { field: `proxy.${field}` },
           placeholder: field === "no_proxy" ? "localhost,127.0.0.1" : "http://proxy.example:3128",
           autocomplete: "off",
         });
-        fieldErrors[field] = h("span", { class: "field-error", role: "alert" });
+        fieldErrors[field] = h("span", { class: "field-error", id: `${inputId}-error`, role: "alert" });
         return h(
           "label",
           { class: "field" },
