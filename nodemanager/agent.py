@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
-from nodeapi.errors import ApiError, NotFound
+from nodeapi.errors import ApiError, Conflict, NotFound, Unauthorized
 from nodemanager.commands import run_command
 from nodemanager.config import NodeConfig
 from nodemanager.loops import Backoff, service_loop
@@ -262,48 +262,75 @@ class Agent:
             if handle.run_id not in self.supervisors:
                 await self._adopt(handle)
         present = {h.run_id for h in handles}
-        assigned = await self.client.send(Calls.node_runs(self.config.node_id, status="scheduled,running"))
-        env_config: m.EnvConfig | None = None
-        for run in assigned.items:
+        for run in await self._assigned_runs():
             if run.id in present or self._known(run.id) or run.node_id != self.config.node_id:
                 continue
-            if run.status == "scheduled" and run.started_at is None:
-                if env_config is None:
-                    env_config = await self.client.send(Calls.get_env_config(self.config.node_id))
+            if run.status == "scheduled":
+                # claimed before a crash but never started (unclaimed ones also come by the work channel)
                 log.info("run %s: assigned here but never started; starting it", run.id)
+                env_config = await self.client.send(Calls.get_env_config(self.config.node_id))
                 self._accept(m.Assignment(run=run, env_config=env_config))
             else:
                 log.warning("run %s: its container is gone (removed while the daemon was down?)", run.id)
                 reason = "the run's container disappeared from the node while the nodemanager was down"
                 self._report_end(run.id, run.last_node_seq, "failed", {"reason": reason})
 
-    async def _adopt(self, handle: Handle) -> None:
+    async def _assigned_runs(self) -> list[m.Run]:
+        """Runs the server has on this node; empty for a node it does not know yet."""
+        runs: list[m.Run] = []
         try:
-            run: m.Run | None = await self.client.send(Calls.get_run(handle.run_id))
+            for status in sorted(m.ACTIVE_RUN_STATUSES):
+                page = await self.client.send(Calls.node_runs(self.config.node_id, status=status, limit=500))
+                runs.extend(page.items)
         except NotFound:
-            run = None
-        if run is None or run.node_id != self.config.node_id or run.status not in m.ACTIVE_RUN_STATUSES:
+            return []
+        except Unauthorized as exc:
+            log.warning("cannot list this node's runs (%s); relying on the work channel", exc)
+            return []
+        return runs
+
+    async def _adopt(self, handle: Handle) -> None:
+        state = await self._probe(handle.run_id)
+        if state is None or state.status not in m.ACTIVE_RUN_STATUSES:
             await self._abandon(handle.run_id, "its run is finished, unknown or assigned elsewhere")
             return
-        since = await self._last_log_ts(run.id)
+        since = await self._last_log_ts(handle.run_id)
         log.info(
             "run %s: adopting %s container %s (logs after %s)",
-            run.id,
+            handle.run_id,
             "running" if handle.running else "exited",
             handle.ref,
             since,
         )
-        supervisor = self._supervisor(run.id, run.last_node_seq)
-        if run.cancel_requested:
+        supervisor = self._supervisor(handle.run_id, state.last_node_seq)
+        if state.cancel_requested:
             supervisor.request_cancel()
-        adoption = Adoption(status=run.status, container_ref=handle.ref, resume_logs_after=since)
-        self._spawn(run.id, supervisor.adopt(adoption))
+        adoption = Adoption(status=state.status, container_ref=handle.ref, resume_logs_after=since)
+        self._spawn(handle.run_id, supervisor.adopt(adoption))
+
+    async def _probe(self, run_id: str) -> m.NodeEventAck | None:
+        """The run's status and last_node_seq as the server has them; None if it is not ours.
+
+        An empty node-events batch stores nothing and answers exactly that, with the node's
+        own credentials (the admin run API may be closed to nodes).
+        """
+        batch = m.NodeEventBatch(node_id=self.config.node_id, events=[])
+        try:
+            return await self.client.send(Calls.post_run_events(run_id, batch))
+        except (NotFound, Conflict) as exc:
+            log.info("run %s: not this node's: %s", run_id, exc.detail)
+            return None
 
     async def _last_log_ts(self, run_id: str) -> str | None:
+        """ts of the run's last stored log line, so output resumes right after it."""
         last: str | None = None
         after = 0
         for _ in range(10_000):  # pages; bounded so a misbehaving server cannot spin us forever
-            page = await self.client.send(Calls.run_events(run_id, after=after, type="log"))
+            try:
+                page = await self.client.send(Calls.run_events(run_id, after=after, type="log"))
+            except Unauthorized as exc:
+                log.warning("run %s: cannot read its stored output (%s); resending all of it", run_id, exc)
+                return None
             if not page.items:
                 break
             for event in page.items:

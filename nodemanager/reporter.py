@@ -49,6 +49,7 @@ class RunReporter:
         self._final_seq: int | None = None
         self._rejected: EventsRejected | None = None
         self.cancel_requested = False  # the server said so in an ack
+        self.server_status: str | None = None  # the run's status in the latest ack
         self._task = asyncio.create_task(self._send_loop(), name=f"reporter:{run_id}")
 
     # producers -------------------------------------------------------------
@@ -137,6 +138,7 @@ class RunReporter:
             if len(self._pending) < MAX_PENDING // 2:
                 self._room.set()
             self.cancel_requested = self.cancel_requested or ack.cancel_requested
+            self.server_status = ack.status
             await self._set_acked(batch[-1].node_seq)
 
     async def _set_acked(self, seq: int) -> None:

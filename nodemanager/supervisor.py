@@ -98,6 +98,11 @@ class RunSupervisor:
         except EventsRejected as exc:
             log.warning("run %s: not claimed: %s", self.run_id, exc)
             return
+        if self.reporter.server_status in m.TERMINAL_RUN_STATUSES:
+            log.info(
+                "run %s: already %s on the server; not starting it", self.run_id, self.reporter.server_status
+            )
+            return
         if self._cancel_requested or self.reporter.cancel_requested:
             await self._finish("cancelled", {})
             return

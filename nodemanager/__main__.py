@@ -1,0 +1,93 @@
+"""`python -m nodemanager` / `nodemanager`: the node daemon. Configured by environment variables."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from nodeapi.client import AsyncClient
+from nodemanager.agent import Agent
+from nodemanager.config import VARIABLES, ConfigError, NodeConfig
+from nodemanager.runtime import make_runtime
+from nodemanager.runtime.base import RuntimeError_
+
+log = logging.getLogger("nodemanager")
+
+USAGE = """usage: nodemanager [--help]
+
+The node daemon: registers this machine with the apiserver, heartbeats, and runs the
+runs assigned to it as Docker containers (or local processes with RUNTIME=process).
+SIGTERM/SIGINT stop the daemon but leave running containers alone; the next start
+adopts them.
+
+Configuration (environment variables):
+"""
+
+
+def usage() -> str:
+    width = max(len(name) for name, _, _ in VARIABLES)
+    rows = [f"  {name:<{width}}  {meaning} [default: {default}]" for name, default, meaning in VARIABLES]
+    return USAGE + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-h", "--help", "help"):
+        sys.stdout.write(usage())
+        return 0
+    if args:
+        sys.stderr.write(f"nodemanager: unexpected argument {args[0]!r}; it is configured by environment\n")
+        sys.stderr.write(usage())
+        return 2
+    try:
+        config = NodeConfig.from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"nodemanager: configuration error: {exc}\n")
+        return 2
+    logging.basicConfig(
+        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    for chatty in ("httpx", "httpcore", "urllib3", "docker"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    try:
+        return asyncio.run(serve(config))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def serve(config: NodeConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        runtime = await make_runtime(
+            config.runtime,
+            config.node_id,
+            config.workspace_dir,
+            config.image_pull_policy,
+            network_mode=config.docker_network,
+        )
+    except (RuntimeError_, ValueError) as exc:
+        log.error("cannot start the %s runtime: %s", config.runtime, exc)
+        return 1
+    log.info(
+        "nodemanager %s starting: server %s, runtime %s, max %d concurrent runs",
+        config.node_id,
+        config.api_server_url,
+        runtime.name,
+        config.max_concurrent,
+    )
+    client = AsyncClient(config.api_server_url, token=config.node_join_token, timeout=15.0)
+    try:
+        await Agent(config, runtime, client).run(stop)
+    finally:
+        await client.aclose()
+        await runtime.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
