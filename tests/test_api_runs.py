@@ -32,15 +32,20 @@ def node_running(api: Client, node_id: str) -> int:
 def test_create_list_get_and_events(client: Client) -> None:
     created = [submit(client, env={"GREETING": "hi"}, node_selector={"zone": "nowhere"}) for _ in range(3)]
     first = created[0]
-    assert first.status == "queued" and first.node_id is None and first.exit_code is None
-    assert first.env == {"GREETING": "hi"} and first.command == ["echo", "hi"]
+    assert first.status == "queued"
+    assert first.node_id is None
+    assert first.exit_code is None
+    assert first.env == {"GREETING": "hi"}
+    assert first.command == ["echo", "hi"]
     assert client.send(Calls.get_run(first.id)).image == "busybox"
 
     listed = client.send(Calls.list_runs())
-    assert listed.total == 3 and listed.limit == 100
+    assert listed.total == 3
+    assert listed.limit == 100
     assert [r.id for r in listed.items] == [r.id for r in reversed(created)]  # newest first
     page = client.send(Calls.list_runs(limit=2, offset=2))
-    assert [r.id for r in page.items] == [first.id] and page.total == 3
+    assert [r.id for r in page.items] == [first.id]
+    assert page.total == 3
     assert client.send(Calls.list_runs(status="running")).total == 0
     assert client.send(Calls.list_runs(status="queued,running")).total == 3
     assert client.send(Calls.list_runs(node_id="nobody")).total == 0
@@ -49,7 +54,8 @@ def test_create_list_get_and_events(client: Client) -> None:
     eventually(lambda: "unschedulable" in event_types(client, first.id))
     events = client.send(Calls.run_events(first.id))
     assert [e.seq for e in events.items] == list(range(1, len(events.items) + 1))
-    assert events.items[0].type == "created" and events.items[1].type == "queued"
+    assert events.items[0].type == "created"
+    assert events.items[1].type == "queued"
     assert "no nodes" in events.items[2].data["reason"]
     assert client.send(Calls.run_events(first.id, after=2)).items[0].seq == 3
 
@@ -101,7 +107,8 @@ def test_placement_by_labels_least_load_and_capacity(client: Client) -> None:
         placed.append(wait_run_status(client, run.id, "scheduled").node_id)
     # least loaded by running / max_concurrent: big takes 2 of 4, small 2 of 2 ... interleaved
     assert sorted(placed) == ["cpu-big", "cpu-big", "cpu-small", "cpu-small"]
-    assert node_running(client, "cpu-big") == 2 and node_running(client, "cpu-small") == 2
+    assert node_running(client, "cpu-big") == 2
+    assert node_running(client, "cpu-small") == 2
 
     # a freed slot places the waiting run at once
     gpu.start(on_gpu.id)
@@ -127,7 +134,8 @@ def test_unschedulable_run_placed_when_node_joins_or_undrains(client: Client) ->
 def test_cancel_in_every_state(client: Client) -> None:
     queued = submit(client, node_selector={"pool": "x"})
     cancelled = client.send(Calls.cancel_run(queued.id))
-    assert cancelled.status == "cancelled" and cancelled.cancel_requested
+    assert cancelled.status == "cancelled"
+    assert cancelled.cancel_requested
     with pytest.raises(errors.Conflict, match="already cancelled"):
         client.send(Calls.cancel_run(queued.id))
 
@@ -145,11 +153,13 @@ def test_cancel_in_every_state(client: Client) -> None:
     assert node_running(client, "worker") == 2
     assert unclaimed.id not in [a.run.id for a in node.poll().assignments]
     late = node.report(unclaimed.id, ("claimed", {}))
-    assert late.status == "cancelled" and late.cancel_requested
+    assert late.status == "cancelled"
+    assert late.cancel_requested
 
     for run in (claimed, running):
         answer = client.send(Calls.cancel_run(run.id))
-        assert answer.cancel_requested and answer.status in ("scheduled", "running")
+        assert answer.cancel_requested
+        assert answer.status in ("scheduled", "running")
         assert client.send(Calls.cancel_run(run.id)).cancel_requested  # idempotent while pending
         assert "cancel_requested" in event_types(client, run.id)
     work = node.poll()
@@ -157,7 +167,8 @@ def test_cancel_in_every_state(client: Client) -> None:
     assert sorted(node.heartbeat([claimed.id, running.id]).stop_runs) == sorted([claimed.id, running.id])
 
     ack = node.report(running.id, ("cancelled", {"exit_code": 137}))
-    assert ack.status == "cancelled" and ack.cancel_requested
+    assert ack.status == "cancelled"
+    assert ack.cancel_requested
     node.report(claimed.id, ("cancelled", {}))
     assert client.send(Calls.get_run(running.id)).exit_code == 137
     assert node_running(client, "worker") == 0
@@ -185,19 +196,26 @@ def test_node_events_are_idempotent_and_free_the_slot_once(client: Client) -> No
     )
     assert node.send(run.id, batch).accepted == 3
     again = node.send(run.id, batch)
-    assert again.accepted == 0 and again.last_node_seq == 3 and again.status == "running"
+    assert again.accepted == 0
+    assert again.last_node_seq == 3
+    assert again.status == "running"
     stored = client.send(Calls.get_run(run.id))
-    assert stored.status == "running" and stored.container_id == "abc" and stored.last_node_seq == 3
+    assert stored.status == "running"
+    assert stored.container_id == "abc"
+    assert stored.last_node_seq == 3
     assert node.poll().assignments == []  # claimed: no longer handed out
 
     finished = node.batch(run.id, ("exited", {"exit_code": 3}))
     assert node.send(run.id, finished).status == "failed"
     assert node.send(run.id, finished).accepted == 0
     late = node.report(run.id, ("exited", {"exit_code": 0}), ("log", {"stream": "stderr", "text": "bye"}))
-    assert late.status == "failed" and late.accepted == 2  # stored, but no second transition
+    assert late.status == "failed"
+    assert late.accepted == 2
 
     final = client.send(Calls.get_run(run.id))
-    assert final.exit_code == 3 and final.message == "exited with code 3" and final.finished_at is not None
+    assert final.exit_code == 3
+    assert final.message == "exited with code 3"
+    assert final.finished_at is not None
     assert node_running(client, "n1") == 0
     events = client.send(Calls.run_events(run.id)).items
     assert [e.type for e in events].count("log") == 2
@@ -217,4 +235,5 @@ def test_events_long_poll_answers_when_an_event_arrives(client: Client) -> None:
     assert [e.type for e in answered.items] == ["claimed", "started"]
     node.report(run.id, ("exited", {"exit_code": 0}))
     finished = client.send(Calls.run_events(run.id, after=answered.items[-1].seq + 1, wait=10))
-    assert finished.items == [] and finished.status == "succeeded"  # terminal: no waiting
+    assert finished.items == []
+    assert finished.status == "succeeded"

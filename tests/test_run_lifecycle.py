@@ -1,0 +1,192 @@
+"""Run lifecycle through a real apiserver: lost nodes and re-queueing, a Redis outage,
+work long-poll latency (in-process queue and Redis) and the proxy-test command round trip."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import msgspec
+import pytest
+
+from nodeapi import errors
+from nodeapi import models as m
+from nodeapi.client import Calls, Client
+from tests.conftest import ApiServerFactory
+from tests.support.fake_node import FakeNode, event_types, eventually, wait_run_status
+from tests.support.redis import RedisServer
+
+pytest_plugins = ["tests.support.fixtures_redis"]
+
+FAST_LIVENESS = {"NODE_HEARTBEAT_INTERVAL": "0.3", "NODE_OFFLINE_AFTER": "1", "RUN_LOST_GRACE": "0.5"}
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def queue_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "memory":
+        return {}
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return {"REDIS_URL": redis.url}
+
+
+def submit(api: Client, **kwargs: object) -> m.Run:
+    return api.send(Calls.create_run(m.RunCreate(image="busybox", command=["true"], **kwargs)))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_silent_node_loses_running_runs_and_requeues_unstarted_ones(apiserver: ApiServerFactory) -> None:
+    server = apiserver({**FAST_LIVENESS, "RUN_MAX_ATTEMPTS": "2"})
+    with Client(server.base_url) as api:
+        first = FakeNode(api, "node-a", {"pool": "p"}, max_concurrent=3)
+        first.heartbeat()
+        running, claimed, unclaimed = (submit(api, node_selector={"pool": "p"}) for _ in range(3))
+        for run in (running, claimed, unclaimed):
+            wait_run_status(api, run.id, "scheduled")
+        first.start(running.id)
+        first.report(claimed.id, ("claimed", {}))
+
+        # node-a goes silent: past NODE_OFFLINE_AFTER + RUN_LOST_GRACE its runs are handled
+        lost = wait_run_status(api, running.id, "lost", timeout=15)
+        assert "node-a" in (lost.message or "")
+        assert lost.finished_at is not None
+        for run in (claimed, unclaimed):
+            requeued = wait_run_status(api, run.id, "queued", timeout=5)
+            assert requeued.node_id is None
+            assert requeued.attempts == 1
+            assert "requeued" in event_types(api, run.id)
+        assert api.send(Calls.get_node("node-a")).running == 0
+        # back from the dead, it is told to stop what it still runs
+        assert first.heartbeat([running.id]).stop_runs == [running.id]
+        first.labels = {"pool": "retired"}
+        first.heartbeat()
+
+        second = FakeNode(api, "node-b", {"pool": "p"}, max_concurrent=3)
+        second.heartbeat()
+        for run in (claimed, unclaimed):
+            assert wait_run_status(api, run.id, "scheduled").node_id == "node-b"
+        # node-b goes silent too: second attempt used up, so the runs are lost for good
+        for run in (claimed, unclaimed):
+            gone = wait_run_status(api, run.id, "lost", timeout=15)
+            assert "giving up after 2 attempt(s)" in (gone.message or "")
+        assert api.send(Calls.get_node("node-b")).running == 0
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+def test_runs_created_while_redis_is_down_are_all_scheduled(
+    apiserver: ApiServerFactory, redis_server: RedisServer
+) -> None:
+    server = apiserver(
+        {"REDIS_URL": redis_server.url, "NODE_HEARTBEAT_INTERVAL": "5", "NODE_OFFLINE_AFTER": "60"}
+    )
+    with Client(server.base_url) as api:
+        node = FakeNode(api, "node-r", max_concurrent=20)
+        node.heartbeat()
+        before = submit(api)
+        wait_run_status(api, before.id, "scheduled")
+
+        redis_server.stop()
+        created = [submit(api) for _ in range(5)]  # 201 although the queue is unreachable
+        assert all(run.status == "queued" for run in created)
+        redis_server.start()
+
+        for run in created:
+            assert wait_run_status(api, run.id, "scheduled", timeout=30).node_id == "node-r"
+        assert api.send(Calls.get_node("node-r")).running == 6
+
+
+def test_assignment_reaches_a_waiting_work_poll_quickly(
+    apiserver: ApiServerFactory, queue_env: dict[str, str]
+) -> None:
+    server = apiserver({**queue_env, "NODE_HEARTBEAT_INTERVAL": "5", "NODE_OFFLINE_AFTER": "60"})
+    with Client(server.base_url) as api, Client(server.base_url) as node_api:
+        node = FakeNode(node_api, "node-w")
+        node.heartbeat()
+        assert node.poll().assignments == []
+        answers: list[tuple[float, m.WorkResponse]] = []
+        poller = threading.Thread(target=lambda: answers.append((time.monotonic(), node.poll(wait=15))))
+        poller.start()
+        time.sleep(0.5)  # the poll is waiting now
+        submitted_at = time.monotonic()
+        run = submit(api)
+        poller.join(timeout=20)
+        assert answers, "the work poll never answered"
+        answered_at, work = answers[0]
+        assert [a.run.id for a in work.assignments] == [run.id]
+        assert answered_at - submitted_at < 1.0
+        assert work.assignments[0].env_config == m.EnvConfig()
+
+        # unclaimed assignments are handed out again (a restarted node must not lose them)
+        again = node.poll(wait=5)
+        assert [a.run.id for a in again.assignments] == [run.id]
+        node.report(run.id, ("claimed", {}))
+        started = time.monotonic()
+        assert node.poll(wait=0.5).assignments == []
+        assert time.monotonic() - started >= 0.4  # nothing new: it waited
+
+
+@pytest.fixture
+def proxy_server(apiserver: ApiServerFactory) -> Iterator[Client]:
+    server = apiserver({**FAST_LIVENESS, "PROXY_TEST_URL": "http://127.0.0.1:9/"})
+    with Client(server.base_url) as api:
+        yield api
+
+
+def test_proxy_test_round_trip_through_a_node(proxy_server: Client) -> None:
+    api = proxy_server
+    node = FakeNode(api, "node-p")
+    node.heartbeat()
+    api.send(
+        Calls.put_env_config(
+            "node-p",
+            m.EnvConfig(proxy=m.ProxyConfig(http_proxy="http://127.0.0.1:3128", no_proxy="localhost")),
+        )
+    )
+    seen: list[m.NodeCommand] = []
+
+    def answer() -> None:
+        work = node.poll(wait=10)
+        seen.extend(work.commands)
+        for command in work.commands:
+            result = m.ProxyTestResult(ok=False, reason="refused", message="proxy refused the connection")
+            body = m.CommandResult(ok=True, result=msgspec.to_builtins(result))
+            api.send(Calls.post_command_result("node-p", command.id, body))
+            api.send(Calls.post_command_result("node-p", command.id, body))  # a retry changes nothing
+
+    answering = threading.Thread(target=answer)
+    answering.start()
+    node.heartbeat()
+    result = api.send(Calls.test_proxy("node-p", None, wait=10))
+    answering.join(timeout=15)
+    assert result.ok is False
+    assert result.reason == "refused"
+    assert result.node_id == "node-p"
+    assert result.tested_at is not None
+    assert len(seen) == 1
+    assert seen[0].type == "test_proxy"
+    payload = seen[0].payload
+    assert payload["proxy"]["http_proxy"] == "http://127.0.0.1:3128"  # the saved config by default
+    assert payload["url"] == "http://127.0.0.1:9/"  # PROXY_TEST_URL
+    saved = api.send(Calls.get_node("node-p")).last_proxy_test
+    assert saved is not None
+    assert saved.reason == "refused"
+
+
+def test_proxy_test_errors(proxy_server: Client) -> None:
+    api = proxy_server
+    node = FakeNode(api, "node-q")
+    node.heartbeat()
+    with pytest.raises(errors.BadRequest, match="scheme"):
+        api.send(Calls.test_proxy("node-q", m.ProxyTestRequest(proxy=m.ProxyConfig(http_proxy="ftp://x:1"))))
+    started = time.monotonic()
+    with pytest.raises(errors.GatewayTimeout, match="node node-q did not answer the proxy test within 1 s"):
+        api.send(Calls.test_proxy("node-q", m.ProxyTestRequest(url="http://127.0.0.1:9/"), wait=1))
+    assert time.monotonic() - started < 5
+    with pytest.raises(errors.NotFound):
+        api.send(Calls.test_proxy("no-such-node", wait=1))
+    eventually(lambda: api.send(Calls.get_node("node-q")).status == "offline", timeout=5)
+    with pytest.raises(errors.Conflict, match=r"node node-q is offline: last heartbeat \d+ s ago"):
+        api.send(Calls.test_proxy("node-q", wait=1))
+    # the expired command is not handed out any more
+    assert node.poll().commands == []
