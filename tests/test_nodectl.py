@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import select
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -221,17 +223,34 @@ def test_watch_prints_rows_again_only_when_they_change(
     a, b = _nodes(server, tag, 2)
     process = subprocess.Popen(
         [sys.executable, "-m", "nodectl", "nodes", "list", "-l", f"t={tag}", "--watch", "--interval", "0.3",
-         "--timeout", "4"],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--timeout", "30"],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(1.5)
-    assert invoke(env, "nodes", "drain", b).exit_code == 0
-    out, err = process.communicate(timeout=20)
-    assert process.returncode == 0, err
-    rows = tsv(out)
+    try:
+        first = _read_until(process, lambda text: text.count("\n") >= 3)
+        assert invoke(env, "nodes", "drain", b).exit_code == 0
+        both = _read_until(process, lambda text: "draining" in text, first)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    rows = tsv(both)
     assert rows[0][0] == "ID"
     assert [r[0] for r in rows[1:]].count(a) == 1  # unchanged: printed once
     assert [(r[0], r[1]) for r in rows[1:] if r[0] == b] == [(b, "online"), (b, "draining")]
+
+
+def _read_until(process: subprocess.Popen[bytes], done: Callable[[str], bool], text: str = "") -> str:
+    """Read the process's stdout until `done(text)`, within 20 s."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + 20
+    while not done(text):
+        assert time.monotonic() < deadline, f"timed out; output so far: {text!r}"
+        ready, _, _ = select.select([process.stdout], [], [], 0.2)
+        if ready:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            assert chunk, f"watch ended early: {text!r}"
+            text += chunk.decode()
+    return text
 
 
 def test_watch_cannot_be_combined_with_json(env: dict[str, str]) -> None:

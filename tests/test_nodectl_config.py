@@ -1,0 +1,150 @@
+"""nodectl contexts, the server/token precedence, and authentication against a server with ADMIN_TOKEN."""
+
+from __future__ import annotations
+
+import json
+import stat
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodectl import config
+from tests.support.nodectl import base_env, heartbeat, invoke, tsv
+from tests.support.server import ServerProcess
+
+TOKEN = "s3cret-admin-token"
+
+
+@pytest.fixture(scope="module")
+def auth_server() -> Iterator[ServerProcess]:
+    with ServerProcess(env={"ADMIN_TOKEN": TOKEN}) as process:
+        heartbeat(process.base_url, "auth-node-1", {"zone": "a"}, token=TOKEN)
+        yield process
+
+
+def _cfg(**contexts: tuple[str, str | None]) -> config.Config:
+    return config.Config({n: config.Context(n, s, t) for n, (s, t) in contexts.items()}, None)
+
+
+def test_precedence_flag_then_env_then_context_then_default() -> None:
+    cfg = _cfg(prod=("https://prod:8080", "ptok"))
+    cfg.current = "prod"
+    env = {"NODECTL_SERVER": "http://env:1", "NODECTL_TOKEN": "etok"}
+    assert config.resolve("http://flag:1", "ftok", None, env, cfg) == config.Target(
+        "http://flag:1", "ftok", "prod", "--server"
+    )
+    assert config.resolve(None, None, None, env, cfg) == config.Target(
+        "http://env:1", "etok", "prod", "NODECTL_SERVER"
+    )
+    assert config.resolve(None, None, None, {}, cfg) == config.Target(
+        "https://prod:8080", "ptok", "prod", "context prod"
+    )
+    assert config.resolve(None, None, None, {}, config.Config()) == config.Target(
+        "http://localhost:8080", None, None, "default"
+    )
+
+
+def test_context_token_is_never_sent_to_another_server() -> None:
+    cfg = _cfg(prod=("https://prod:8080", "ptok"))
+    cfg.current = "prod"
+    assert config.resolve("http://elsewhere:1", None, None, {}, cfg).token is None
+    assert config.resolve(None, None, None, {"NODECTL_SERVER": "http://elsewhere:1"}, cfg).token is None
+    assert config.resolve("https://prod:8080/", None, None, {}, cfg).token == "ptok"
+
+
+def test_context_flag_and_env_select_a_context() -> None:
+    cfg = _cfg(a=("http://a:1", None), b=("http://b:1", "btok"))
+    cfg.current = "a"
+    assert config.resolve(None, None, "b", {}, cfg).server == "http://b:1"
+    assert config.resolve(None, None, None, {"NODECTL_CONTEXT": "b"}, cfg).token == "btok"
+    with pytest.raises(config.ConfigError, match="'c' is not defined"):
+        config.resolve(None, None, "c", {}, cfg)
+
+
+def test_awkward_names_and_values_round_trip_through_the_file(tmp_path: Path) -> None:
+    cfg = _cfg(**{'we"ird name\\': ('http://h:1/?q="x"', "tok\ten\x7f")})
+    cfg.current = 'we"ird name\\'
+    path = config.save(cfg, tmp_path / "c" / "config.toml")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert config.load(path) == cfg
+
+
+def test_broken_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    path = tmp_path / "nodectl" / "config.toml"
+    path.parent.mkdir()
+    path.write_text("this is = = not toml")
+    result = invoke(base_env(None, tmp_path), "context", "list")
+    assert result.exit_code == 2
+    assert "not valid TOML" in result.stderr
+
+
+def test_context_commands_manage_the_file(tmp_path: Path) -> None:
+    env = base_env(None, tmp_path)
+    assert invoke(env, "context", "set", "dev", "--server", "http://127.0.0.1:1").exit_code == 0
+    assert (
+        invoke(env, "context", "set", "prod", "--server", "https://prod.example/", "--token", "t1").exit_code
+        == 0
+    )
+    path = tmp_path / "nodectl" / "config.toml"
+    data = tomllib.loads(path.read_text())
+    assert data["current-context"] == "dev"  # the first context becomes current
+    assert data["contexts"]["prod"] == {"server": "https://prod.example", "token": "t1"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    assert invoke(env, "context", "use", "prod").exit_code == 0
+    rows = tsv(invoke(env, "context", "list").stdout)
+    assert rows[0] == ["CURRENT", "NAME", "SERVER", "TOKEN"]
+    assert rows[1:] == [["", "dev", "http://127.0.0.1:1", "no"], ["*", "prod", "https://prod.example", "yes"]]
+    listed = json.loads(invoke(env, "context", "list", "-o", "json").stdout)
+    assert listed["current"] == "prod"
+    assert all("token" not in item for item in listed["items"])  # never print tokens
+
+    current = invoke(env, "context", "current").stdout
+    assert "prod" in current
+    assert "https://prod.example (from context prod)" in current
+
+    assert invoke(env, "context", "set", "prod", "--token", "").exit_code == 0  # '' removes the token
+    assert "token" not in tomllib.loads(path.read_text())["contexts"]["prod"]
+    assert invoke(env, "context", "delete", "prod").exit_code == 0
+    assert "current-context" not in tomllib.loads(path.read_text())
+    assert invoke(env, "context", "use", "prod").exit_code == 5
+    assert invoke(env, "context", "delete", "prod").exit_code == 5
+    assert invoke(env, "context", "set", "new").exit_code == 2  # a new context needs --server
+    assert invoke(env, "--context", "nope", "nodes", "list").exit_code == 2
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+def test_without_a_token_the_admin_api_answers_exit_4(auth_server: ServerProcess, tmp_path: Path) -> None:
+    result = invoke(base_env(auth_server.base_url, tmp_path), "nodes", "list")
+    assert result.exit_code == 4
+    assert result.stdout == ""
+    assert "not authenticated" in result.stderr
+
+
+def test_a_wrong_token_is_exit_4(auth_server: ServerProcess, tmp_path: Path) -> None:
+    result = invoke(
+        base_env(auth_server.base_url, tmp_path), "--token", "wrong", "nodes", "get", "auth-node-1"
+    )
+    assert result.exit_code == 4
+
+
+def test_token_from_flag_env_or_context(auth_server: ServerProcess, tmp_path: Path) -> None:
+    env = base_env(auth_server.base_url, tmp_path)
+    assert invoke(env, "--token", TOKEN, "nodes", "list", "-q").stdout.split() == ["auth-node-1"]
+    assert invoke({**env, "NODECTL_TOKEN": TOKEN}, "nodes", "list", "-q").stdout.split() == ["auth-node-1"]
+
+    plain = base_env(None, tmp_path)
+    assert (
+        invoke(
+            plain, "context", "set", "secure", "--server", auth_server.base_url, "--token", TOKEN
+        ).exit_code
+        == 0
+    )
+    assert invoke(plain, "nodes", "get", "auth-node-1", "-o", "json").exit_code == 0
+    # the same server under another name is "another server": the context's token stays home
+    other_spelling = auth_server.base_url.replace("127.0.0.1", "localhost")
+    assert invoke(plain, "--server", other_spelling, "nodes", "list").exit_code == 4
