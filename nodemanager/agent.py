@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from nodeapi import models as m
@@ -55,6 +55,7 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt, then serve until `stop` is set; containers are left running on the way out."""
         self._info = await node_info(self.runtime)
+        await self._until_done(self._heartbeat, "registering with the apiserver", stop)
         await self._until_done(self._adopt_existing, "adopting existing runs", stop)
         if stop.is_set():
             return
@@ -77,7 +78,9 @@ class Agent:
             await asyncio.gather(*loops, return_exceptions=True)
             await self._shutdown()
 
-    async def _until_done(self, step: Any, what: str, stop: asyncio.Event) -> None:
+    async def _until_done(
+        self, step: Callable[[], Awaitable[object]], what: str, stop: asyncio.Event
+    ) -> None:
         backoff = Backoff(ceiling=30.0)
         while not stop.is_set():
             try:

@@ -14,7 +14,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from nodeapi.errors import ServerError, TransportError
+from nodeapi.errors import ApiError, ServerError, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,9 @@ async def service_loop(
             noisy = backoff.failures in (1, 5) or backoff.failures % 20 == 0
             level = logging.WARNING if noisy else logging.DEBUG
             log.log(level, "%s: %s (failure %d, retrying in %.1fs)", name, exc, backoff.failures, delay)
+        except ApiError as exc:  # the server refused: say why, without a traceback
+            delay = backoff.next_delay()
+            log.error("%s: %s (failure %d, retry in %.1fs)", name, exc, backoff.failures, delay)
         except Exception:
             delay = backoff.next_delay()
             log.exception("%s failed (failure %d, retry in %.1fs)", name, backoff.failures, delay)
