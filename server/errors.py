@@ -23,7 +23,12 @@ import logging
 from typing import Any, ClassVar
 
 from litestar import MediaType, Request, Response
-from litestar.exceptions import HTTPException, NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    PermissionDeniedException,
+    SerializationException,
+)
 from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -97,6 +102,8 @@ def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[E
     extra = exc.extra if isinstance(exc.extra, dict | list) else None
     if status == 400 and extra:
         detail = _validation_summary(detail, extra)
+    elif isinstance(exc.__cause__, SerializationException):
+        detail = f"request body is not valid JSON: {detail}"
     if status >= 500:
         log.error("HTTP %s: %s", status, detail)
     headers = dict(exc.headers or {})
