@@ -1,0 +1,173 @@
+"""nodemanager pieces that need no server: configuration, environment layering, labels, loops."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nodeapi import models as m
+from nodeapi.errors import ServerError, TransportError
+from nodemanager.config import VARIABLES, ConfigError, NodeConfig, default_max_concurrent
+from nodemanager.loops import Backoff, jittered, service_loop
+from nodemanager.nodeinfo import goarch, node_labels
+from nodemanager.supervisor import container_env
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_match_the_contract() -> None:
+    config = NodeConfig.from_env({})
+
+    assert config.api_server_url == "http://localhost:8080"
+    assert config.node_id == "dev-node-01"
+    assert config.workspace_dir == Path("/tmp/agents-workspaces")
+    assert config.runtime == "auto"
+    assert config.image_pull_policy == "if-not-present"
+    assert config.max_concurrent == default_max_concurrent() >= 1
+    assert config.node_labels == {}
+    assert (config.stop_grace, config.docker_network, config.node_join_token) == (10.0, "host", None)
+
+
+def test_values_are_parsed() -> None:
+    config = NodeConfig.from_env(
+        {
+            "API_SERVER_URL": "http://10.0.0.1:9000/",
+            "NODE_LABELS": "gpu=true, example.com/zone=a",
+            "MAX_CONCURRENT": "7",
+            "RUNTIME": "Process",
+            "IMAGE_PULL_POLICY": "never",
+            "STOP_GRACE": "2.5",
+            "CONTAINER_LABELS": "agentnodes.test=1",
+        }
+    )
+
+    assert config.api_server_url == "http://10.0.0.1:9000"
+    assert config.node_labels == {"gpu": "true", "example.com/zone": "a"}
+    assert (config.max_concurrent, config.runtime, config.image_pull_policy) == (7, "process", "never")
+    assert config.stop_grace == 2.5
+    assert config.container_labels == {"agentnodes.test": "1"}
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"NODE_LABELS": "gpu"}, "NODE_LABELS: 'gpu' is not k=v"),
+        ({"NODE_LABELS": "a=b c"}, "NODE_LABELS: value 'b c'"),
+        ({"MAX_CONCURRENT": "0"}, "MAX_CONCURRENT must be between 1"),
+        ({"MAX_CONCURRENT": "many"}, "MAX_CONCURRENT must be an integer"),
+        ({"RUNTIME": "podman"}, "RUNTIME must be one of auto, docker, process"),
+        ({"IMAGE_PULL_POLICY": "sometimes"}, "IMAGE_PULL_POLICY must be one of"),
+        ({"STOP_GRACE": "-1"}, "STOP_GRACE must be between 0"),
+        ({"API_SERVER_URL": "localhost:8080"}, "API_SERVER_URL must start with http://"),
+        ({"NODE_ID": "bad id"}, "NODE_ID 'bad id' is invalid"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
+    ],
+)
+def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        NodeConfig.from_env(env)
+    assert message in str(info.value)
+
+
+def _nodemanager(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nodemanager", *args],
+        cwd=REPO_ROOT,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_help_lists_every_variable() -> None:
+    result = _nodemanager("--help")
+
+    assert result.returncode == 0
+    for name, _, _ in VARIABLES:
+        assert name in result.stdout
+
+
+def test_a_bad_value_exits_2_with_a_message() -> None:
+    result = _nodemanager(env={"MAX_CONCURRENT": "-3"})
+
+    assert result.returncode == 2
+    assert "MAX_CONCURRENT must be between 1" in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_env_beats_proxy_which_beats_node_env() -> None:
+    config = m.EnvConfig(
+        proxy=m.ProxyConfig(http_proxy="http://proxy:3128", no_proxy="localhost"),
+        env={"HTTP_PROXY": "http://stale:1", "SHARED": "node", "NODE_ONLY": "1"},
+    )
+
+    env = container_env(config, {"SHARED": "run", "NO_PROXY": "example.com"})
+
+    assert env == {
+        "HTTP_PROXY": "http://proxy:3128",
+        "http_proxy": "http://proxy:3128",
+        "NO_PROXY": "example.com",
+        "no_proxy": "localhost",
+        "SHARED": "run",
+        "NODE_ONLY": "1",
+    }
+
+
+def test_unset_proxy_fields_inject_nothing() -> None:
+    assert container_env(m.EnvConfig(), {}) == {}
+
+
+@pytest.mark.parametrize(
+    ("machine", "arch"),
+    [("x86_64", "amd64"), ("AMD64", "amd64"), ("aarch64", "arm64"), ("armv7l", "arm"), ("i686", "386")],
+)
+def test_arch_is_normalised_like_goarch(machine: str, arch: str) -> None:
+    assert goarch(machine) == arch
+
+
+def test_auto_labels() -> None:
+    labels = node_labels()
+    assert labels["os"] == "linux"
+    assert labels["arch"] in {"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"}
+
+
+def test_backoff_grows_to_its_ceiling_and_resets() -> None:
+    backoff = Backoff(base=1.0, ceiling=8.0)
+    delays = [backoff.next_delay() for _ in range(8)]
+
+    assert 0.5 <= delays[0] <= 1.0
+    assert all(4.0 <= d <= 8.0 for d in delays[4:])
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0
+
+
+def test_jitter_stays_within_ten_percent() -> None:
+    assert all(9.0 <= jittered(10.0) <= 11.0 for _ in range(200))
+
+
+async def test_service_loop_survives_errors_and_stops_when_asked() -> None:
+    stop = asyncio.Event()
+    outcomes: list[str] = []
+    failures: list[BaseException] = [
+        TransportError("http://x", "connection refused"),
+        ServerError(503, "busy"),
+        ValueError("a bug"),
+    ]
+
+    async def body() -> float:
+        if failures:
+            outcomes.append("error")
+            raise failures.pop(0)
+        outcomes.append("ok")
+        if outcomes.count("ok") == 2:
+            stop.set()
+        return 0.01
+
+    await asyncio.wait_for(service_loop("test", body, backoff_ceiling=0.05, stop=stop), timeout=10)
+
+    assert outcomes == ["error", "error", "error", "ok", "ok"]
