@@ -293,6 +293,26 @@ def test_sigterm_leaves_the_container_running(
     assert api.log_texts(run_id) == ["up"]
 
 
+@pytest.mark.docker
+def test_apiserver_outage_loses_and_duplicates_no_output(
+    docker_node: NodeFactory, api: Api, server: ServerProcess, test_image: str
+) -> None:
+    node = docker_node()
+    script = "for i in $(seq 1 30); do echo line $i; sleep 0.2; done"
+    run_id = api.submit(test_image, ["sh", "-c", script])
+    api.wait_log(run_id, "line 3")
+
+    server.stop(timeout=0.5)  # killed mid-run; the node keeps the container and its events
+    time.sleep(2.0)
+    server.start()
+    run = api.wait_status(run_id, TERMINAL)
+
+    assert node.running
+    assert (run["status"], run["exit_code"]) == ("succeeded", 0)
+    assert api.log_texts(run_id) == [f"line {i}" for i in range(1, 31)]
+    assert [e["type"] for e in api.events(run_id)].count("exited") == 1
+
+
 # ------------------------------------------------------------------ process runtime (no Docker)
 
 
