@@ -13,8 +13,9 @@ Services raise domain errors; they never build HTTP responses:
     └── GatewayTimeout         504  a node did not answer in time
 
 Every answer has the body of `nodeapi.models.ErrorBody`: {"status_code", "detail", "extra"}.
-Litestar's own errors (validation, unknown route, method, body size) and database
-errors are mapped here too; anything else is logged and answered with a generic 500.
+Litestar's own errors (validation, unknown route, method, body size), database and
+queue outages (503) are mapped here too; anything else is logged and answered with a
+generic 500.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from asyncpg.exceptions import CannotConnectNowError, PostgresConnectionError, TooManyConnectionsError
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -33,6 +35,7 @@ from litestar.types import ExceptionHandlersMap
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from nodeapi.models import ErrorBody
+from server.queue.base import QueueUnavailable
 
 log = logging.getLogger("server.errors")
 
@@ -137,6 +140,13 @@ def _is_busy(exc: SQLAlchemyError) -> bool:
     return any(marker in text for marker in markers) or "connection" in type(exc.__cause__).__name__.lower()
 
 
+def _backend_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    # raised outside SQLAlchemy's wrapping, e.g. asyncpg failing to open a pooled connection
+    what = "queue" if isinstance(exc, QueueUnavailable) else "database"
+    log.warning("%s unavailable: %s: %s", what, type(exc).__name__, exc)
+    return error_response(503, f"{what} unavailable, retry later", headers={"Retry-After": "1"})
+
+
 def _too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[ErrorBody]:
     # msgspec gives up on absurdly nested JSON with a RecursionError while decoding the body
     return error_response(400, "request body is nested too deeply")
@@ -153,5 +163,10 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _http_exception,
     SQLAlchemyError: _database_error,
     RecursionError: _too_deep,
+    QueueUnavailable: _backend_unavailable,
+    ConnectionError: _backend_unavailable,
+    PostgresConnectionError: _backend_unavailable,
+    CannotConnectNowError: _backend_unavailable,
+    TooManyConnectionsError: _backend_unavailable,
     Exception: _unexpected,
 }

@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import ApiServerFactory
 from tests.support import db
+from tests.support.postgres import PostgresServer
+from tests.support.server import ServerProcess
 
 ADMIN = "admin-secret"
 JOIN = "join-secret"
@@ -359,3 +361,23 @@ def test_listing_ten_thousand_nodes_is_fast(apiserver: ApiServerFactory, databas
         filtered = client.get("/api/v1/nodes", params={"selector": "rack=r3", "status": "online"}).json()
         assert filtered["total"] == 1000
         assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.postgres
+def test_database_outage_answers_503_not_500() -> None:
+    with PostgresServer() as postgres:
+        server = ServerProcess(env={"DATABASE_URL": postgres.create_database()}).start()
+        try:
+            with server.client() as client:
+                beat(client, "n1")
+                postgres.stop()
+                for response in (
+                    client.get("/api/v1/nodes"),
+                    client.post("/api/v1/nodes/heartbeat", json={"node_id": "n1"}),
+                    client.get("/readyz"),
+                ):
+                    assert response.status_code == 503, response.text
+                    assert "database" in response.json()["detail"]
+                assert client.get("/healthz").status_code == 200
+        finally:
+            server.close()
