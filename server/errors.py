@@ -23,7 +23,11 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
-from asyncpg.exceptions import CannotConnectNowError, PostgresConnectionError, TooManyConnectionsError
+from asyncpg.exceptions import (  # type: ignore[import-untyped]
+    CannotConnectNowError,
+    PostgresConnectionError,
+    TooManyConnectionsError,
+)
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
     HTTPException,
