@@ -220,6 +220,10 @@ def test_details_and_env_config(
     page.click("#env-reload")
     expect(page.locator(".env-row .env-name")).to_have_value("OTHER")
     assert api.send(Calls.get_env_config(node)).env == {"OTHER": "1"}
+    # a form without unsaved input follows changes made elsewhere
+    api.send(Calls.put_env_config(node, m.EnvConfig(env={"THIRD": "3"})))
+    refresh_now(page)
+    expect(page.locator(".env-row .env-name")).to_have_value("THIRD")
 
 
 def test_drain_edit_and_delete(
@@ -354,6 +358,10 @@ def test_token_prompt_when_admin_token_is_set(browser: Browser, node_id: Callabl
         page = _new_page(browser)
         try:
             page.goto(f"{server.base_url}/")
+            expect(page.locator("#token-input")).to_be_focused()
+            page.keyboard.press("Escape")
+            expect(page.locator("#banner")).to_contain_text("Admin token required")
+            page.click("#sign-in")
             page.fill("#token-input", "wrong")
             page.click("#token-submit")
             expect(page.locator("dialog.dialog-auth .message-error")).to_be_visible()

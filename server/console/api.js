@@ -87,7 +87,8 @@ export async function request(method, path, { params, body, signal } = {}) {
       if (error.name === "AbortError") throw error;
       throw new ApiError(0, error.message || "network error");
     }
-    if (response.status === 401) {
+    // 403: a token that is valid but not an admin one (e.g. the node join token)
+    if (response.status === 401 || (response.status === 403 && token)) {
       if (token) rejected = true;
       const entered = await promptOnce(rejected);
       if (!entered) throw await errorFrom(response);

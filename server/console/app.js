@@ -68,9 +68,16 @@ function mount() {
   refresh();
 }
 
-export function showConnection(error) {
+function showConnection(error) {
   const banner = document.getElementById("banner");
-  if (error && (error.status === 0 || error.status >= 500)) {
+  if (error && (error.status === 401 || error.status === 403)) {
+    replaceChildren(
+      banner,
+      h("div", { class: "message message-info", role: "status" }, `${t("auth.title")} `,
+        button(t("auth.submit"), () => refresh(), { kind: "link", id: "sign-in" })),
+    );
+    banner.hidden = false;
+  } else if (error && (error.status === 0 || error.status >= 500)) {
     replaceChildren(banner, message("error", t("common.unreachable", { error: error.detail || error.message })));
     banner.hidden = false;
   } else {

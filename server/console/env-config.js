@@ -74,7 +74,7 @@ export function proxyResultView(result) {
                 "tr",
                 { class: step.ok ? "step-ok" : "step-failed" },
                 h("td", {}, step.name),
-                h("td", {}, h("span", { class: `dot ${step.ok ? "dot-ok" : "dot-failed"}` }), step.ok ? "OK" : "✕",
+                h("td", { class: "nowrap" }, h("span", { class: `dot ${step.ok ? "dot-ok" : "dot-failed"}` }), step.ok ? "OK" : "✕",
                   step.status_code ? ` (${step.status_code})` : ""),
                 h("td", { class: "num" }, formatLatency(step.latency_ms)),
                 h("td", { class: "wrap" }, step.detail || ""),
@@ -166,6 +166,16 @@ export function envConfigForm(nodeId) {
     drafts.set(nodeId, draft);
     fill();
   };
+  let busy = false;
+  // Picks up changes made elsewhere, but only while the user has nothing unsaved or in focus.
+  const refresh = async () => {
+    if (!draft || draft.dirty || busy || form.contains(document.activeElement)) return;
+    const latest = await api.getEnvConfig(nodeId);
+    if (draft.dirty || busy || latest.resource_version === draft.resourceVersion) return;
+    draft = draftFrom(latest);
+    drafts.set(nodeId, draft);
+    fill();
+  };
 
   const save = async (event) => {
     event?.preventDefault();
@@ -174,6 +184,7 @@ export function envConfigForm(nodeId) {
     clearErrors();
     const body = { proxy: proxyPayload(draft.proxy), env: readEnv(), resource_version: draft.resourceVersion };
     setBusy(saveButton, true);
+    busy = true;
     try {
       const saved = await api.putEnvConfig(nodeId, body);
       draft = draftFrom(saved);
@@ -192,6 +203,7 @@ export function envConfigForm(nodeId) {
         showInvalid(error);
       }
     } finally {
+      busy = false;
       setBusy(saveButton, false);
     }
   };
@@ -269,6 +281,7 @@ export function envConfigForm(nodeId) {
   return {
     element: h("section", { class: "panel", id: "env-config" }, h("h2", {}, t("env.title")), form),
     ready,
+    refresh,
     forget: () => {
       if (!draft?.dirty) drafts.delete(nodeId);
     },

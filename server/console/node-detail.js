@@ -132,6 +132,7 @@ export function nodeDetailView(nodeId) {
       }
       const active = runs.items.filter((run) => ACTIVE_RUN_STATUSES.includes(run.status));
       render(node, active);
+      await env.refresh();
     },
     unmount() {
       env.forget();
