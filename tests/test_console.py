@@ -36,6 +36,7 @@ CHROMIUM_ARGS = [
 ]
 UI_TIMEOUT_MS = 10_000
 ADMIN_TOKEN = "console-test-token"
+MARKUP = "<img src=x onerror=window.injected=1>"
 
 expect.set_options(timeout=UI_TIMEOUT_MS)
 
@@ -276,7 +277,7 @@ def test_delete_refused_while_a_run_is_active_and_runs_page(
     register(api, node, {"pool": node})
     run = api.send(
         Calls.create_run(
-            m.RunCreate(image="busybox:test", command=["sleep", "60"], node_selector={"pool": node})
+            m.RunCreate(image="busybox:test", command=["sleep", MARKUP], node_selector={"pool": node})
         )
     )
     wait_until(lambda: api.send(Calls.get_run(run.id)).status == "scheduled", what="the run to be scheduled")
@@ -292,6 +293,8 @@ def test_delete_refused_while_a_run_is_active_and_runs_page(
         page.click(f"#node-runs a:has-text('{run.id}')")
         expect(page.locator("#run-summary")).to_contain_text("busybox:test")
         expect(page.locator("#run-summary")).to_contain_text(node)
+        expect(page.locator("#run-summary code")).to_have_text(f"sleep {MARKUP}")
+        assert page.evaluate("window.injected") is None, "server-provided text must never become markup"
         expect(page.locator("#run-events")).to_contain_text("scheduled")
         page.click(".nav-link[data-nav=runs]")
         expect(page.locator(f'#runs-table tr[data-run-id="{run.id}"]')).to_contain_text("Scheduled")

@@ -8,6 +8,9 @@ const RUN_STATUSES = ["queued", "scheduled", "running", "succeeded", "failed", "
 const TERMINAL = new Set(["succeeded", "failed", "cancelled", "lost"]);
 const LIST_LIMIT = 100;
 
+// the page keeps the latest lines only, so a chatty run cannot exhaust the tab's memory
+const MAX_LOG_LINES = 5000;
+
 const filters = { status: "" };
 
 function nodeLink(nodeId) {
@@ -100,6 +103,7 @@ export function runDetailView(runId) {
         const text = String(event.data?.text ?? "");
         const line = h("span", { class: event.data?.stream === "stderr" ? "stderr" : "stdout" }, text.endsWith("\n") ? text : `${text}\n`);
         logs.append(line);
+        if (logs.childElementCount > MAX_LOG_LINES) logs.firstElementChild.remove();
       } else {
         eventsEmpty.hidden = true;
         eventsBody.append(
