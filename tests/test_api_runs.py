@@ -41,7 +41,7 @@ def test_create_list_get_and_events(client: Client) -> None:
 
     listed = client.send(Calls.list_runs())
     assert listed.total == 3
-    assert listed.limit == 100
+    assert listed.limit == 1000
     assert [r.id for r in listed.items] == [r.id for r in reversed(created)]  # newest first
     page = client.send(Calls.list_runs(limit=2, offset=2))
     assert [r.id for r in page.items] == [first.id]
@@ -138,6 +138,8 @@ def test_cancel_in_every_state(client: Client) -> None:
     assert cancelled.cancel_requested
     with pytest.raises(errors.Conflict, match="already cancelled"):
         client.send(Calls.cancel_run(queued.id))
+    audit = client.send(Calls.audit(target_id=queued.id)).items
+    assert sorted(entry.action for entry in audit) == ["run.cancel", "run.create"]
 
     node = FakeNode(client, "worker", {"pool": "x"}, max_concurrent=3)
     node.heartbeat()

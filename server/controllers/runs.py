@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.datastructures import State
 from litestar.params import Parameter
 
 from nodeapi import models as m
-from server.auth import admin_guard, node_guard
+from server.auth import actor_of, admin_guard, node_guard
 from server.controllers.params import MAX_OFFSET
 from server.runs_extension import RunServices
 from server.services.runs import DEFAULT_EVENTS_LIMIT, DEFAULT_LIMIT, MAX_EVENTS_WAIT, MAX_LIMIT
@@ -29,9 +29,9 @@ class RunController(Controller):
     tags = ["runs"]
 
     @post("/", guards=[admin_guard], status_code=201)
-    async def create_run(self, state: State, data: m.RunCreate) -> m.Run:
+    async def create_run(self, state: State, request: Request[None, None, State], data: m.RunCreate) -> m.Run:
         """Queue a run; the scheduler places it on a matching node."""
-        return await _services(state).runs.create(data)
+        return await _services(state).runs.create(data, actor_of(request))
 
     @get("/", guards=[admin_guard])
     async def list_runs(
@@ -52,9 +52,9 @@ class RunController(Controller):
         return await _services(state).runs.get(run_id)
 
     @post("/{run_id:str}/cancel", guards=[admin_guard], status_code=200)
-    async def cancel_run(self, state: State, run_id: RunId) -> m.Run:
+    async def cancel_run(self, state: State, request: Request[None, None, State], run_id: RunId) -> m.Run:
         """Queued: cancelled at once. Scheduled or running: the node is told to stop it. Finished: 409."""
-        return await _services(state).runs.cancel(run_id)
+        return await _services(state).runs.cancel(run_id, actor_of(request))
 
     @get("/{run_id:str}/events", guards=[admin_guard])
     async def run_events(

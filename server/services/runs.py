@@ -11,12 +11,13 @@ from nodeapi.models import TERMINAL_RUN_STATUSES
 from server.db.models import RunRow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.repositories import runs as repo
+from server.services.audit import record
 from server.services.mappers import now_utc, run_to_wire, utc
 from server.services.notifier import wait_event
 from server.services.run_context import RunContext, record_events
 from server.services.run_validation import validate_run_create
 
-DEFAULT_LIMIT = 100
+DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 DEFAULT_EVENTS_LIMIT = 1000
 MAX_EVENTS_WAIT = 30.0
@@ -53,7 +54,7 @@ class RunService:
     def __init__(self, ctx: RunContext) -> None:
         self._ctx = ctx
 
-    async def create(self, req: m.RunCreate) -> m.Run:
+    async def create(self, req: m.RunCreate, actor: str = "admin") -> m.Run:
         validate_run_create(req)
         now = now_utc()
         row = RunRow(
@@ -77,6 +78,8 @@ class RunService:
                 [("created", {"image": row.image, "command": row.command}), ("queued", {})],
                 now,
             )
+            details = {"image": row.image, "node_selector": row.node_selector, "env": sorted(row.env)}
+            await record(session, actor, "run.create", "run", row.id, details)
         await self._ctx.publish([row.id])
         return run_to_wire(row)
 
@@ -102,17 +105,17 @@ class RunService:
             raise NotFound(f"run {run_id!r} not found")
         return run_to_wire(row)
 
-    async def cancel(self, run_id: str) -> m.Run:
+    async def cancel(self, run_id: str, actor: str = "admin") -> m.Run:
         """Queued (or placed but not yet claimed by its node): cancelled at once.
         Claimed or running: `cancel_requested`, handed to the node, which stops the container
         and reports `cancelled`. Already finished: 409."""
         for _ in range(MAX_CANCEL_ATTEMPTS):
-            outcome = await self._try_cancel(run_id)
+            outcome = await self._try_cancel(run_id, actor)
             if outcome is not None:
                 return outcome
         raise Conflict(f"run {run_id!r} is changing state concurrently; retry the cancel")
 
-    async def _try_cancel(self, run_id: str) -> m.Run | None:
+    async def _try_cancel(self, run_id: str, actor: str) -> m.Run | None:
         now = now_utc()
         async with self._ctx.sessionmaker.begin() as session:
             row = await repo.get_run(session, run_id, for_update=True)
@@ -145,6 +148,9 @@ class RunService:
                 ):
                     return None
                 await record_events(session, run_id, [("cancel_requested", {"node_id": node_id})], now)
+            else:
+                return run_to_wire(row)  # cancel already requested: nothing changes
+            await record(session, actor, "run.cancel", "run", run_id, {"status": row.status})
             fresh = await repo.get_run(session, run_id)
         assert fresh is not None
         self._ctx.run_updates.notify(run_id)
