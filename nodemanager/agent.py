@@ -236,12 +236,9 @@ class Agent:
                 return
         if run_id in self._finished:
             return
-        try:
-            run = await self.client.send(Calls.get_run(run_id))
-        except NotFound:
-            return
-        if run.node_id == self.config.node_id and run.status in m.ACTIVE_RUN_STATUSES:
-            self._report_end(run_id, run.last_node_seq, "cancelled", {})
+        state = await self._probe(run_id)
+        if state is not None and state.status in m.ACTIVE_RUN_STATUSES:
+            self._report_end(run_id, state.last_node_seq, "cancelled", {})
 
     def _report_end(self, run_id: str, last_node_seq: int, type_: str, data: dict[str, object]) -> None:
         supervisor = self._supervisor(run_id, last_node_seq)

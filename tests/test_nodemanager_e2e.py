@@ -347,3 +347,32 @@ def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0)
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting until {what}")
+
+
+def test_node_works_with_its_join_token_and_is_refused_without(tmp_path: Path) -> None:
+    tokens = {"ADMIN_TOKEN": "admin-secret", "NODE_JOIN_TOKEN": "join-secret"}
+    env = {"NODE_HEARTBEAT_INTERVAL": "1", "NODE_OFFLINE_AFTER": "30", **tokens}
+    (tmp_path / "server").mkdir()
+    with ServerProcess(env=env, data_dir=tmp_path / "server") as srv:
+        api = Api(srv)
+        good = NodeManagerProcess(
+            srv.base_url, tmp_path, "good", {"RUNTIME": "process", "NODE_JOIN_TOKEN": "join-secret"}
+        )
+        bad = NodeManagerProcess(
+            srv.base_url, tmp_path, "bad", {"RUNTIME": "process", "NODE_JOIN_TOKEN": "wrong"}
+        )
+        try:
+            good.start()
+            bad.start()
+            api.wait_node("good")
+            run_id = api.submit("ignored", ["sh", "-c", "echo authorised"])
+            run = api.wait_status(run_id, TERMINAL)
+            bad.wait_for_log("invalid token")
+
+            assert (run["status"], run["node_id"]) == ("succeeded", "good")
+            assert api.log_texts(run_id) == ["authorised"]
+            assert api.http.get("/api/v1/nodes/bad").status_code == 404
+        finally:
+            good.stop()
+            bad.stop()
+            api.http.close()
