@@ -239,3 +239,24 @@ def test_events_long_poll_answers_when_an_event_arrives(client: Client) -> None:
     finished = client.send(Calls.run_events(run.id, after=answered.items[-1].seq + 1, wait=10))
     assert finished.items == []
     assert finished.status == "succeeded"
+
+
+def test_node_token_reaches_only_the_node_endpoints(apiserver: ApiServerFactory) -> None:
+    server = apiserver({"ADMIN_TOKEN": "admin-secret", "NODE_JOIN_TOKEN": "join-secret"})
+    with (
+        Client(server.base_url, token="admin-secret") as admin,
+        Client(server.base_url, token="join-secret") as as_node,
+    ):
+        node = FakeNode(as_node, "n-auth")
+        node.heartbeat()
+        run = submit(admin)
+        wait_run_status(admin, run.id, "scheduled")
+        assert [a.run.id for a in node.poll().assignments] == [run.id]
+        assert node.start(run.id).status == "running"
+        with pytest.raises(errors.Unauthorized) as denied:
+            submit(as_node)
+        assert denied.value.status_code == 403
+        with pytest.raises(errors.Unauthorized):
+            as_node.send(Calls.cancel_run(run.id))
+        with Client(server.base_url) as anonymous, pytest.raises(errors.Unauthorized):
+            anonymous.send(Calls.poll_work("n-auth"))
