@@ -30,7 +30,7 @@ def _status_line(event: m.RunEvent) -> None:
     output.info(f"[{event.at:%H:%M:%S}] {event.type}" + ("" if detail == "-" else f" {detail}"))
 
 
-@app.command("submit", context_settings={"allow_interspersed_args": False})
+@app.command("submit")
 def submit(
     ctx: typer.Context,
     image: Annotated[str, typer.Argument(help="Container image.", show_default=False)],
