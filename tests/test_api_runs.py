@@ -166,7 +166,8 @@ def test_cancel_in_every_state(client: Client) -> None:
         assert "cancel_requested" in event_types(client, run.id)
     work = node.poll()
     assert sorted(work.cancel_runs) == sorted([claimed.id, running.id])
-    assert sorted(node.heartbeat([claimed.id, running.id]).stop_runs) == sorted([claimed.id, running.id])
+    # not in stop_runs: the node must report `cancelled`, not just drop them
+    assert node.heartbeat([claimed.id, running.id, "run-unknown"]).stop_runs == ["run-unknown"]
 
     ack = node.report(running.id, ("cancelled", {"exit_code": 137}))
     assert ack.status == "cancelled"
