@@ -343,5 +343,9 @@ class Agent:
     # housekeeping ----------------------------------------------------------------
     async def _cleanup(self) -> float:
         active = set(self.supervisors)
+        for handle in await self.runtime.list():
+            # a finished run whose container removal failed earlier
+            if not handle.running and handle.run_id in self._finished and handle.run_id not in active:
+                await self.runtime.remove(handle.run_id)
         await asyncio.to_thread(self.workspaces.cleanup_finished, self.config.workspace_retention, active)
         return min(CLEANUP_INTERVAL, max(1.0, self.config.workspace_retention / 4))

@@ -15,6 +15,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
 from nodeapi.errors import HTTPStatusError
@@ -23,6 +25,7 @@ from nodemanager.loops import TRANSIENT_ERRORS, Backoff
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 200
+MAX_BATCH_BYTES = 512 * 1024  # encoded; well under the apiserver's default 1 MiB body limit
 LINGER = 0.2  # seconds a batch waits for more log lines before it is sent
 MAX_PENDING = 20_000  # log lines buffered per run before the reader is paused
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
@@ -41,6 +44,7 @@ class RunReporter:
         self._node_id = node_id
         self._next_seq = last_node_seq + 1
         self._pending: list[m.NodeEventIn] = []
+        self._sizes: list[int] = []  # encoded size of each pending event
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -59,7 +63,9 @@ class RunReporter:
             raise RuntimeError(f"run {self.run_id}: event {type_!r} after the final event")
         seq = self._next_seq
         self._next_seq += 1
-        self._pending.append(m.NodeEventIn(node_seq=seq, type=type_, data=data or {}, at=datetime.now(UTC)))
+        event = m.NodeEventIn(node_seq=seq, type=type_, data=data or {}, at=datetime.now(UTC))
+        self._pending.append(event)
+        self._sizes.append(len(msgspec.json.encode(event)))
         if type_ in FINAL_EVENTS:
             self._final_seq = seq
         if len(self._pending) >= MAX_PENDING:
@@ -119,7 +125,7 @@ class RunReporter:
                 await self._wakeup.wait()
             if self._final_seq is None and len(self._pending) < MAX_BATCH and self._pending[-1].type == "log":
                 await asyncio.sleep(LINGER)
-            batch = self._pending[:MAX_BATCH]
+            batch = self._pending[: self._batch_length()]
             try:
                 ack = await self._client.send(
                     Calls.post_run_events(self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch))
@@ -135,11 +141,20 @@ class RunReporter:
                 return
             backoff.reset()
             del self._pending[: len(batch)]
+            del self._sizes[: len(batch)]
             if len(self._pending) < MAX_PENDING // 2:
                 self._room.set()
             self.cancel_requested = self.cancel_requested or ack.cancel_requested
             self.server_status = ack.status
             await self._set_acked(batch[-1].node_seq)
+
+    def _batch_length(self) -> int:
+        total = 0
+        for index, size in enumerate(self._sizes[:MAX_BATCH]):
+            total += size
+            if total > MAX_BATCH_BYTES and index > 0:
+                return index
+        return min(len(self._pending), MAX_BATCH)
 
     async def _set_acked(self, seq: int) -> None:
         async with self._acked:
@@ -148,6 +163,7 @@ class RunReporter:
 
     async def _set_rejected(self, exc: EventsRejected) -> None:
         self._pending.clear()
+        self._sizes.clear()
         self._room.set()
         async with self._acked:
             self._rejected = exc

@@ -47,9 +47,16 @@ class Api:
         return run
 
     def events(self, run_id: str) -> list[dict[str, Any]]:
-        response = self.http.get(f"/api/v1/runs/{run_id}/events")
-        assert response.status_code == 200, response.text
-        return list(response.json()["items"])
+        events: list[dict[str, Any]] = []
+        for _ in range(100):  # pages
+            after = events[-1]["seq"] if events else 0
+            response = self.http.get(f"/api/v1/runs/{run_id}/events", params={"after": after})
+            assert response.status_code == 200, response.text
+            page = response.json()["items"]
+            if not page:
+                break
+            events.extend(page)
+        return events
 
     def log_texts(self, run_id: str) -> list[str]:
         return [e["data"]["text"] for e in self.events(run_id) if e["type"] == "log"]
@@ -149,6 +156,17 @@ def test_output_becomes_log_events_and_exit_code_decides_status(
     assert all(e["data"]["ts"] for e in api.events(ok) if e["type"] == "log")
     assert api.log_texts(bad) == ["failing"]
     assert ok_run["container_id"]
+
+
+@pytest.mark.docker
+def test_a_flood_of_output_arrives_complete_and_in_order(
+    docker_node: NodeFactory, api: Api, test_image: str
+) -> None:
+    docker_node()
+    run_id = api.submit(test_image, ["seq", "1", "5000"])
+
+    assert api.wait_status(run_id, TERMINAL)["status"] == "succeeded"
+    assert api.log_texts(run_id) == [str(i) for i in range(1, 5001)]
 
 
 @pytest.mark.docker
