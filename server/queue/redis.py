@@ -50,7 +50,10 @@ class RedisStreamsQueue(RunQueue):
                 self.url,
                 decode_responses=True,
                 socket_connect_timeout=2.0,
-                socket_timeout=MAX_BLOCK_SECONDS + 5.0,
+                # no socket_timeout: redis-py's read timeout swallows task cancellation on
+                # Python 3.11 (a blocked XREADGROUP would never stop); keepalive detects dead peers
+                socket_timeout=None,
+                socket_keepalive=True,
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
             )
         return self._redis

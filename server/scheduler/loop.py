@@ -94,12 +94,16 @@ class Scheduler:
     async def start(self) -> None:
         if self._tasks:
             return
+        steps: dict[str, tuple[Callable[[], Awaitable[None]], float]] = {
+            "consume": (self._consume_once, 0.0),
+            "parked": (self._parked_once, 0.0),
+            "rescan": (self._rescan_once, self.rescan_interval),
+            "outbox": (self._outbox_once, self.outbox_interval),
+            "reclaim": (self._reclaim_once, self.reclaim_interval),
+        }
         self._tasks = [
-            asyncio.create_task(self._supervise("consume", self._consume_once, 0.0)),
-            asyncio.create_task(self._supervise("parked", self._parked_once, 0.0)),
-            asyncio.create_task(self._supervise("rescan", self._rescan_once, self.rescan_interval)),
-            asyncio.create_task(self._supervise("outbox", self._outbox_once, self.outbox_interval)),
-            asyncio.create_task(self._supervise("reclaim", self._reclaim_once, self.reclaim_interval)),
+            asyncio.create_task(self._supervise(name, step, every), name=f"scheduler-{name}")
+            for name, (step, every) in steps.items()
         ]
 
     async def stop(self) -> None:

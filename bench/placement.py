@@ -1,0 +1,221 @@
+"""Scheduler benchmark; prints one JSON document.
+
+    python bench/placement.py [--nodes 1000] [--runs 10000]
+
+Measures: end-to-end placements/s (queue -> place -> SQLite apply -> commit -> ack) on the
+in-process queue and, when redis-server is installed, on Redis Streams; the pure place()
+cost per placement at 100 / 1,000 / 10,000 nodes; paced queue-to-assignment latency; and
+a raw redis-py XREADGROUP + XACK loop on the same machine, as a yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.queue import MemoryQueue, RunQueue
+from server.queue.redis import RedisStreamsQueue
+from server.scheduler.loop import Scheduler
+from server.scheduler.placement import NodeSnapshot, PendingRun, place
+from server.scheduler.selectors import compile_selector
+from tests.support.redis import RedisServer
+from tests.support.scheduler_db import NODES, RUNS, fresh_engine, insert_rows, node_row, run_row
+
+SELECTORS = [({}, ()), ({"gpu": "true"}, ()), ({}, ("rack in (r1,r2,r3)",)), ({"os": "linux"}, ("!spot",))]
+
+
+def progress(step: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {step}", file=sys.stderr, flush=True)
+
+
+def labels_of(i: int) -> dict[str, str]:
+    labels = {"os": "linux", "rack": f"r{i % 10}", "gpu": "true" if i % 4 == 0 else "false"}
+    if i % 7 == 0:
+        labels["spot"] = "yes"
+    return labels
+
+
+def pure_place_cost(node_counts: list[int], batch: int, rounds: int) -> list[dict[str, Any]]:
+    results = []
+    runs = [PendingRun(f"r{i}", compile_selector(*SELECTORS[i % len(SELECTORS)])) for i in range(batch)]
+    for count in node_counts:
+        nodes = [NodeSnapshot(f"n{i:05}", labels_of(i), i % 3, 64) for i in range(count)]
+        timings = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            decisions = place(runs, nodes)
+            timings.append(time.perf_counter() - started)
+        assert len(decisions) == batch
+        best = min(timings)
+        results.append({"nodes": count, "batch": batch, "us_per_placement": round(best / batch * 1e6, 2)})
+    return results
+
+
+async def seed(engine: AsyncEngine, nodes: int, runs: int, max_concurrent: int) -> list[str]:
+    node_rows = [
+        node_row(f"n{i:05}", max_concurrent=max_concurrent, labels=labels_of(i)) for i in range(nodes)
+    ]
+    for start in range(0, nodes, 500):
+        await insert_rows(engine, NODES, node_rows[start : start + 500])
+    run_ids = [f"run-{i:06}" for i in range(runs)]
+    for start in range(0, runs, 1000):
+        await insert_rows(
+            engine, RUNS, [run_row(run_id, age=1.0) for run_id in run_ids[start : start + 1000]]
+        )
+    return run_ids
+
+
+def scheduler_for(engine: AsyncEngine, queue: RunQueue, on_assigned: Any = None) -> Scheduler:
+    return Scheduler(
+        engine,
+        queue,
+        offline_after=600,
+        block=0.2,
+        recheck_interval=3600,
+        rescan_interval=3600,
+        outbox_interval=3600,
+        reclaim_interval=3600,
+        on_assigned=on_assigned,
+    )
+
+
+async def end_to_end(queue: RunQueue, workdir: Path, nodes: int, runs: int) -> dict[str, Any]:
+    engine = await fresh_engine(f"sqlite:///{workdir / f'e2e-{time.monotonic_ns()}.db'}")
+    # selector-free runs so every run fits: this measures throughput, not rejection
+    run_ids = await seed(engine, nodes, runs, max_concurrent=-(-runs // nodes) + 1)
+    await queue.start()
+    await queue.publish(run_ids)
+    all_assigned = asyncio.Event()
+
+    def on_assigned(_: list[tuple[str, str]]) -> None:
+        if scheduler.stats.assigned >= runs:
+            all_assigned.set()
+
+    scheduler = scheduler_for(engine, queue, on_assigned)
+    started = time.perf_counter()
+    await scheduler.start()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_assigned.wait(), 60)
+    elapsed = time.perf_counter() - started
+    await scheduler.stop()
+    await queue.close()
+    await engine.dispose()
+    return {
+        "nodes": nodes,
+        "runs": runs,
+        "assigned": scheduler.stats.assigned,
+        "seconds": round(elapsed, 3),
+        "placements_per_s": round(scheduler.stats.assigned / elapsed),
+        "passes": scheduler.stats.passes,
+    }
+
+
+async def paced_latency(
+    queue: RunQueue, workdir: Path, nodes: int, rate: float, count: int
+) -> dict[str, Any]:
+    engine = await fresh_engine(f"sqlite:///{workdir / f'lat-{time.monotonic_ns()}.db'}")
+    await seed(engine, nodes, 0, max_concurrent=4)
+    published: dict[str, float] = {}
+    latencies: list[float] = []
+    all_assigned = asyncio.Event()
+
+    def on_assigned(pairs: list[tuple[str, str]]) -> None:
+        now = time.perf_counter()
+        latencies.extend(now - published[run_id] for run_id, _ in pairs)
+        if len(latencies) >= count:
+            all_assigned.set()
+
+    await queue.start()
+    scheduler = scheduler_for(engine, queue, on_assigned)
+    await scheduler.start()
+    await asyncio.sleep(0.3)  # past the start-up rescan
+    for i in range(count):
+        # as the runs API does: commit the row, then publish its id
+        run_id = f"paced-{i:05}"
+        await insert_rows(engine, RUNS, [run_row(run_id, age=0.0)])
+        published[run_id] = time.perf_counter()
+        await queue.publish([run_id])
+        await asyncio.sleep(1 / rate)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_assigned.wait(), 10)
+    await scheduler.stop()
+    await queue.close()
+    await engine.dispose()
+    ordered = sorted(latencies)
+    return {
+        "rate_per_s": rate,
+        "runs": count,
+        "measured": len(ordered),
+        "p50_ms": round(statistics.median(ordered) * 1000, 2),
+        "p99_ms": round(ordered[int(len(ordered) * 0.99) - 1] * 1000, 2),
+    }
+
+
+async def raw_redis_loop(url: str, messages: int, count: int) -> dict[str, Any]:
+    redis = Redis.from_url(url, decode_responses=True)
+    key = "bench:raw"
+    await redis.xgroup_create(key, "g", id="0", mkstream=True)
+    async with redis.pipeline(transaction=False) as pipe:
+        for i in range(messages):
+            pipe.xadd(key, {"run_id": f"run-{i}"})
+        await pipe.execute()
+    done = 0
+    started = time.perf_counter()
+    while done < messages:
+        reply = await redis.xreadgroup("g", "c", {key: ">"}, count=count, block=100)
+        entries = reply[0][1]
+        await redis.xack(key, "g", *[entry_id for entry_id, _ in entries])
+        done += len(entries)
+    elapsed = time.perf_counter() - started
+    await redis.aclose()
+    return {"messages": messages, "count": count, "messages_per_s": round(messages / elapsed)}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=10000)
+    args = parser.parse_args()
+    report: dict[str, Any] = {"pure_place": pure_place_cost([100, 1000, 10000], batch=256, rounds=5)}
+    report["pure_place_large_batch"] = pure_place_cost([100, 1000, 10000], batch=5000, rounds=2)
+    first, last = report["pure_place"][0], report["pure_place"][-1]
+    report["pure_place_growth_100x_nodes"] = round(last["us_per_placement"] / first["us_per_placement"], 1)
+    with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
+        workdir = Path(tmp)
+        progress("end to end, in-process queue")
+        report["end_to_end_memory"] = await end_to_end(MemoryQueue(), workdir, args.nodes, args.runs)
+        progress("paced latency, in-process queue")
+        report["latency_memory"] = await paced_latency(MemoryQueue(), workdir, args.nodes, 200, 400)
+        if shutil.which("redis-server"):
+            with RedisServer() as server:
+                queue = RedisStreamsQueue(server.url, "bench:runs")
+                progress("end to end, Redis")
+                report["end_to_end_redis"] = await end_to_end(queue, workdir, args.nodes, args.runs)
+                queue = RedisStreamsQueue(server.url, "bench:latency")
+                progress("paced latency, Redis")
+                report["latency_redis"] = await paced_latency(queue, workdir, args.nodes, 200, 400)
+                progress("raw redis-py loop")
+                report["raw_redis_xreadgroup_xack"] = await raw_redis_loop(server.url, args.runs, 256)
+            raw = report["raw_redis_xreadgroup_xack"]["messages_per_s"]
+            report["ratio_scheduler_to_raw_redis"] = round(
+                report["end_to_end_redis"]["placements_per_s"] / raw, 3
+            )
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
