@@ -199,7 +199,8 @@ def run_proxy_test(
     request = m.ProxyTestRequest(
         proxy=proxy_config, url=url, https_url=https_url, timeout=timeout, in_container=in_container
     )
-    wait = None if timeout is None else max(30.0, timeout * 3 + 10.0)
+    # the node runs up to three steps of `timeout` each; the server waits for it at most 60 s
+    wait = None if timeout is None else min(60.0, max(30.0, timeout * 3 + 10.0))
     result = session(ctx).send(Calls.test_proxy(node_id, request, wait=wait))
     if not output.print_data(result, fmt):
         _print_proxy_report(result)

@@ -9,10 +9,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 import yaml
 
-from nodeapi.client import Client
+from nodeapi import models as m
+from nodeapi.client import Calls, Client
 from tests.support.fake_node import FakeNode, eventually, wait_run_status
 from tests.support.nodectl import base_env, invoke, run, tsv
 from tests.support.server import REPO_ROOT, ServerProcess
@@ -221,3 +223,55 @@ def test_drain_deadline_cancels_what_is_left(env: dict[str, str], node: FakeNode
     assert drainer.returncode == 0, err
     assert f"run/{run_id} cancel requested" in err
     assert wait_run_status(client, run_id, "cancelled").status == "cancelled"
+
+
+# ------------------------------------------------------------ env test-proxy (the node is scripted)
+
+
+def _answer_proxy_test(node: FakeNode, result: m.ProxyTestResult) -> dict[str, object]:
+    """Wait for the node's test_proxy command, answer it with `result`; the command's payload."""
+    commands: list[m.NodeCommand] = []
+    eventually(lambda: commands.extend(node.poll(wait=1.0).commands) or commands, timeout=20)
+    (command,) = commands
+    assert command.type == "test_proxy"
+    answer = m.CommandResult(ok=True, result=msgspec.to_builtins(result))
+    node.client.send(Calls.post_command_result(node.node_id, command.id, answer))
+    return command.payload
+
+
+def test_proxy_test_report_and_exit_codes(env: dict[str, str], node: FakeNode) -> None:
+    ok = m.ProxyTestResult(
+        ok=True, reason="ok", message="works", proxy="http://u:***@127.0.0.1:3128", node_id=node.node_id,
+        steps=[m.ProxyTestStep(name="connect", ok=True, latency_ms=1.5),
+               m.ProxyTestStep(name="http", ok=True, latency_ms=12.0, status_code=200)],
+    )  # fmt: skip
+    tester = _spawn(
+        env, "env", "test-proxy", node.node_id, "--proxy", "http://u:pw@127.0.0.1:3128",
+        "--url", "http://example.test/", "--timeout", "5",
+    )  # fmt: skip
+    payload = _answer_proxy_test(node, ok)
+    out, err = tester.communicate(timeout=60)
+    assert tester.returncode == 0, err
+    assert payload["url"] == "http://example.test/"
+    assert payload["timeout"] == 5
+    lines = dict(line.split(":", 1) for line in out.splitlines())
+    assert lines["Step http"].strip() == "ok HTTP 200 12 ms"
+    assert lines["Result"].strip() == "ok"
+
+    failed = m.ProxyTestResult(
+        ok=False, reason="refused", message="the proxy refused the connection", node_id=node.node_id,
+        steps=[m.ProxyTestStep(name="connect", ok=False, latency_ms=0.4, detail="connection refused")],
+    )  # fmt: skip
+    tester = _spawn(env, "env", "test-proxy", node.node_id, "-o", "json")
+    _answer_proxy_test(node, failed)
+    out, err = tester.communicate(timeout=60)
+    assert tester.returncode == 1
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert report["reason"] == "refused"
+    assert "proxy test failed: refused" in err
+
+
+def test_proxy_test_on_unknown_node_and_bad_proxy(env: dict[str, str]) -> None:
+    assert invoke(env, "env", "test-proxy", "no-such-node").exit_code == 5
+    assert invoke(env, "env", "test-proxy", "no-such-node", "--proxy", "gopher://x").exit_code == 2
