@@ -231,7 +231,12 @@ def test_drain_deadline_cancels_what_is_left(env: dict[str, str], node: FakeNode
 def _answer_proxy_test(node: FakeNode, result: m.ProxyTestResult) -> dict[str, object]:
     """Wait for the node's test_proxy command, answer it with `result`; the command's payload."""
     commands: list[m.NodeCommand] = []
-    eventually(lambda: commands.extend(node.poll(wait=1.0).commands) or commands, timeout=20)
+
+    def received() -> bool:
+        commands.extend(node.poll(wait=1.0).commands)
+        return bool(commands)
+
+    eventually(received, timeout=20)
     (command,) = commands
     assert command.type == "test_proxy"
     answer = m.CommandResult(ok=True, result=msgspec.to_builtins(result))
