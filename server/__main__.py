@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import logging
 import sys
@@ -32,9 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         settings = Settings.from_env()
-        overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-        if overrides:
-            settings = Settings(**{**settings.__dict__, **overrides})
+        if args.host is not None:
+            settings = dataclasses.replace(settings, host=args.host)
+        if args.port is not None:
+            if not 0 <= args.port <= 65535:
+                raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
+            settings = dataclasses.replace(settings, port=args.port)
         settings.check_listen_address()
     except ConfigError as exc:
         print(f"apiserver: configuration error: {exc}", file=sys.stderr)

@@ -11,6 +11,7 @@ Other parts of the server plug in at two places below, one line each:
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -70,6 +71,9 @@ async def _lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         for service in state.services:
             await service.start()
             started.append(service)
+        # the many long-lived objects of start-up (routes, ORM metadata) need no more GC scans;
+        # that keeps full collections short while big node lists are built
+        gc.freeze()
         yield
     finally:
         for service in reversed(started):

@@ -13,23 +13,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.models import NodeRow, RunRow
 
 col = NodeRow.__table__.c  # type: ignore[attr-defined]
-# every column the wire Node needs, fetched as plain Core rows (no ORM identity-map cost)
-NODE_COLUMNS: tuple[Any, ...] = tuple(
-    col[name]
-    for name in (
-        "id",
-        "labels",
-        "max_concurrent",
-        "running",
-        "draining",
-        "info",
-        "last_heartbeat_at",
-        "created_at",
-        "updated_at",
-        "resource_version",
-        "last_proxy_test",
-    )
+# the columns the wire Node needs, in the order services.mappers.node_from_columns takes them
+NODE_FIELDS = (
+    "id",
+    "labels",
+    "max_concurrent",
+    "running",
+    "draining",
+    "info",
+    "last_heartbeat_at",
+    "created_at",
+    "updated_at",
+    "resource_version",
+    "last_proxy_test",
 )
+# fetched as plain Core rows (no ORM identity-map cost)
+NODE_COLUMNS: tuple[Any, ...] = tuple(col[name] for name in NODE_FIELDS)
 ACTIVE_RUN_STATUSES = ("scheduled", "running")
 
 
@@ -123,7 +122,7 @@ async def upsert_heartbeat(
             "info": stmt.excluded.info,
             "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
         },
-    ).returning(col.id, col.draining, col.last_heartbeat_at, col.created_at, col.running)
+    ).returning(*NODE_COLUMNS)
     return (await session.execute(stmt)).one()
 
 

@@ -22,7 +22,7 @@ from server.errors import Conflict, InvalidInput, NotFound
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
-from server.services.mappers import node_status, node_to_wire, now_utc
+from server.services.mappers import node_from_columns, now_utc
 
 log = logging.getLogger("server.nodes")
 
@@ -80,13 +80,11 @@ class NodeService:
             stop_runs: list[str] = []
             for reconcile in self._hooks.reconcile:
                 stop_runs.extend(await reconcile(session, req.node_id, list(req.active_runs)))
-        status = node_status(row.last_heartbeat_at, row.draining, self.offline_before(now))
-        if self._hooks.after_heartbeat:
-            node = await self.get(req.node_id)
-            await self._hooks.notify(self._hooks.after_heartbeat, node)
+        node = node_from_columns(row, self.offline_before(now))
+        await self._hooks.notify(self._hooks.after_heartbeat, node)
         return m.HeartbeatResponse(
             node_id=req.node_id,
-            status=status,
+            status=node.status,
             heartbeat_interval=self._settings.heartbeat_interval,
             offline_after=self._settings.offline_after,
             stop_runs=sorted(set(stop_runs)),
@@ -108,7 +106,7 @@ class NodeService:
                 raise _invalid(exc) from exc
         async with self._sessionmaker() as session:
             rows, total = await repo.list_nodes(session, conditions, limit, offset)
-        items = [node_to_wire(row, offline_before) for row in rows]
+        items = [node_from_columns(row, offline_before) for row in rows]
         return m.NodeList(items=items, total=total, limit=limit, offset=offset)
 
     async def get(self, node_id: str) -> m.Node:
@@ -116,7 +114,7 @@ class NodeService:
             row = await repo.get_node(session, node_id)
         if row is None:
             raise NotFound(f"node {node_id!r} not found")
-        return node_to_wire(row, self.offline_before())
+        return node_from_columns(row, self.offline_before())
 
     async def patch(self, node_id: str, patch: m.NodePatch, actor: str, if_match: int | None) -> m.Node:
         expected = patch.resource_version if patch.resource_version is not None else if_match
