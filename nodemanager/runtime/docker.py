@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, cast
 
@@ -48,6 +50,8 @@ LABEL_RUN_ID = "agentnodes.run_id"
 LABEL_NODE_ID = "agentnodes.node_id"
 LABEL_MANAGED = "agentnodes.managed"
 WORKSPACE_MOUNT = "/workspace"
+DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
+PROBE_API_VERSION = "1.24"  # the oldest the SDK speaks; a ping answers on any
 
 _STREAMS = {1: "stdout", 2: "stderr"}
 _FRAME_HEADER = struct.Struct(">BxxxL")
@@ -66,17 +70,45 @@ def container_name(run_id: str) -> str:
 
 def connect_client(base_url: str | None = None, timeout: float = 60.0, ping_timeout: float = 5.0) -> Any:
     """A DockerClient that answered a ping within `ping_timeout` (blocking; RuntimeUnavailable otherwise)."""
+    # The probe names an API version: an auto-negotiating client contacts the engine in its
+    # constructor and, when that fails, leaks the socket with no client left to close.
+    _probe_unix_socket(base_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_SOCKET, ping_timeout)
+    probe_options: dict[str, Any] = {"version": PROBE_API_VERSION, "timeout": ping_timeout}
     try:
-        client = (
-            docker.DockerClient(base_url=base_url, timeout=ping_timeout)
+        probe = (
+            docker.DockerClient(base_url=base_url, **probe_options)
             if base_url
-            else docker.from_env(timeout=ping_timeout)
+            else docker.from_env(**probe_options)
         )
-        client.ping()
+    except docker.errors.DockerException as exc:
+        raise RuntimeUnavailable(f"Docker engine not reachable: {exc}") from exc
+    try:
+        probe.ping()
     except (docker.errors.DockerException, OSError) as exc:
         raise RuntimeUnavailable(f"Docker engine not reachable: {exc}") from exc
-    client.api.timeout = timeout
-    return client
+    finally:
+        probe.close()
+    try:
+        return (
+            docker.DockerClient(base_url=base_url, timeout=timeout)
+            if base_url
+            else docker.from_env(timeout=timeout)
+        )
+    except (docker.errors.DockerException, OSError) as exc:
+        raise RuntimeUnavailable(f"Docker engine not reachable: {exc}") from exc
+
+
+def _probe_unix_socket(url: str, timeout: float) -> None:
+    """Connect to a unix socket engine ourselves: the SDK leaks the socket of a failed connect."""
+    if not url.startswith(("unix://", "http+unix://")):
+        return
+    path = url.split("://", 1)[1]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(timeout)
+            probe.connect(path)
+    except OSError as exc:
+        raise RuntimeUnavailable(f"Docker engine not reachable at {url}: {exc}") from exc
 
 
 class DockerRuntime(Runtime):
@@ -225,6 +257,10 @@ class DockerRuntime(Runtime):
                 yield line
         except docker.errors.NotFound as exc:
             raise RunNotFound(f"run {run_id} was removed while reading its output") from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:  # "dead or marked for removal"
+                raise RunNotFound(f"run {run_id} is being removed: {_explain(exc)}") from exc
+            raise _unavailable(exc) from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise _unavailable(exc) from exc
         finally:
@@ -249,6 +285,10 @@ class DockerRuntime(Runtime):
             await asyncio.to_thread(container.remove, force=True)
         except (RunNotFound, docker.errors.NotFound):
             return
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409 and "in progress" in _explain(exc):
+                return  # someone else is removing it already
+            raise _unavailable(exc) from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise _unavailable(exc) from exc
 
@@ -278,37 +318,60 @@ class _FollowedLogs:
         self._closed = False
 
     def lines(self) -> Iterator[LogLine]:
-        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": 1, "tail": "all"}
-        if self.since_ns is not None:
-            params["since"] = self.since_ns // 1_000_000_000  # whole seconds; the rest is filtered below
+        assemblers = {stream: LineAssembler(stream) for stream in _STREAMS.values()}
+        for stream, ts, data in self._all_frames():
+            for line in assemblers[stream].feed(data, ts):
+                if self._wanted(line):
+                    yield line
+        for assembler in assemblers.values():
+            yield from (line for line in assembler.flush() if self._wanted(line))
+
+    def _all_frames(self) -> Iterator[tuple[str, str | None, bytes]]:
+        """Followed frames, then one more unfollowed read after the run has exited.
+
+        Docker 20.10 may end a followed stream before the run's last, unterminated output
+        reaches the log; the catch-up read picks it up, skipping frames already seen.
+        """
+        last_ns = None if self.since_ns is None else self.since_ns - self.since_ns % 1_000_000_000
+        follow = True
+        while not self._closed:
+            for frame in self._frames(follow, last_ns):
+                if frame[1] is not None:
+                    last_ns = parse_ns(frame[1])
+                yield frame
+            if not follow or self._closed:
+                return
+            state = self.api.inspect_container(self.container_id).get("State", {})
+            follow = bool(state.get("Running"))
+            if follow:
+                time.sleep(0.1)  # the stream ended early (e.g. daemon restart): follow again
+
+    def _frames(self, follow: bool, after_ns: int | None) -> Iterator[tuple[str, str | None, bytes]]:
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow)}
+        if after_ns is not None:
+            params["since"] = after_ns // 1_000_000_000  # whole seconds; the rest is filtered here
         response = self.api._get(
             self.api._url("/containers/{0}/logs", self.container_id), params=params, stream=True
         )
-        self.api._raise_for_status(response)
-        self._socket = self.api._get_raw_response_socket(response)
-        self.api._disable_socket_timeout(self._socket)
-        assemblers = {stream: LineAssembler(stream) for stream in _STREAMS.values()}
         try:
-            for stream, ts, data in self._frames(response):
-                for line in assemblers[stream].feed(data, ts):
-                    if self._wanted(line):
-                        yield line
-            for assembler in assemblers.values():
-                yield from (line for line in assembler.flush() if self._wanted(line))
+            self.api._raise_for_status(response)
+            self._socket = self.api._get_raw_response_socket(response)
+            self.api._disable_socket_timeout(self._socket)
+            while not self._closed:
+                header = response.raw.read(_FRAME_HEADER.size)
+                if len(header) < _FRAME_HEADER.size:
+                    return
+                stream_id, length = _FRAME_HEADER.unpack(header)
+                payload = response.raw.read(length) if length else b""
+                if length and not payload:
+                    return
+                stamp, _, data = payload.partition(b" ")
+                ts = _timestamp(stamp)
+                if after_ns is not None and ts is not None and parse_ns(ts) <= after_ns:
+                    continue
+                yield _STREAMS.get(stream_id, "stdout"), ts, data
         finally:
             response.close()
-
-    def _frames(self, response: Any) -> Iterator[tuple[str, str | None, bytes]]:
-        while not self._closed:
-            header = response.raw.read(_FRAME_HEADER.size)
-            if len(header) < _FRAME_HEADER.size:
-                return
-            stream_id, length = _FRAME_HEADER.unpack(header)
-            payload = response.raw.read(length) if length else b""
-            if length and not payload:
-                return
-            stamp, _, data = payload.partition(b" ")
-            yield _STREAMS.get(stream_id, "stdout"), _timestamp(stamp), data
 
     def _wanted(self, line: LogLine) -> bool:
         return self.since_ns is None or line.ts is None or parse_ns(line.ts) > self.since_ns

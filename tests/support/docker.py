@@ -1,23 +1,24 @@
 """Pytest plugin for tests on the real Docker engine. Load with
 `pytest_plugins = ["tests.support.docker"]`.
 
-Every test container carries the label `agentnodes.test=1`; they are removed by that
-label before and after each test that uses `docker_client`.
+Every test container carries the labels `agentnodes.test=1` and
+`agentnodes.test.session=<pid of the pytest process>` (tests.support.images.TEST_LABELS).
+`docker_client` removes this session's containers before and after each test; the first use
+also removes leftovers of sessions that are gone. Containers of another pytest session that
+runs at the same time on the same engine are left alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.support.images import ensure_test_image
+from tests.support.images import SESSION_LABEL, TEST_LABEL, TEST_SESSION, ensure_test_image
 from tests.support.ports import IN_CI
-
-TEST_LABEL = "agentnodes.test"
-TEST_LABELS = {TEST_LABEL: "1"}
 
 
 def connect_or_skip() -> Any:
@@ -36,20 +37,41 @@ def connect_or_skip() -> Any:
     return client
 
 
-def remove_test_containers(client: Any) -> int:
+def _session_alive(session: str | None) -> bool:
+    if not session or not session.isdigit():
+        return False
+    try:
+        os.kill(int(session), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_test_containers(client: Any, *, leftovers: bool = False) -> int:
+    """Remove this session's test containers (and with `leftovers`, those of ended sessions)."""
     import docker.errors
 
     containers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}, ignore_removed=True)
+    removed = 0
     for container in containers:
-        with contextlib.suppress(docker.errors.NotFound):
-            container.remove(force=True)
-    return len(containers)
+        session = container.labels.get(SESSION_LABEL)
+        mine = session == TEST_SESSION
+        stale = session != TEST_SESSION and not _session_alive(session) and container.status != "running"
+        if mine or (leftovers and (stale or (session and not _session_alive(session)))):
+            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                container.remove(force=True)
+                removed += 1
+    return removed
 
 
 @pytest.fixture(scope="session")
 def docker_session_client() -> Iterator[Any]:
     client = connect_or_skip()
+    remove_test_containers(client, leftovers=True)
     yield client
+    remove_test_containers(client)
     client.close()
 
 

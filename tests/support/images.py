@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from typing import Any
 
 from tests.support.ports import require_binary
 
 TEST_IMAGE = "agentnodes-test/busybox:latest"
+TEST_LABEL = "agentnodes.test"  # on every container a test starts
+# the pytest process that started it: concurrent sessions on one engine leave each other's alone
+SESSION_LABEL = "agentnodes.test.session"
+TEST_SESSION = str(os.getpid())
+TEST_LABELS = {TEST_LABEL: "1", SESSION_LABEL: TEST_SESSION}
 APPLETS = (
     "sh", "echo", "sleep", "cat", "env", "wget", "printf", "ls", "true", "false", "kill", "pwd",
     "touch", "mkdir", "rm", "id", "head", "tail", "seq", "date",
@@ -47,7 +53,7 @@ def ensure_test_image(client: Any) -> str:
     busybox = require_binary("/bin/busybox", "a static busybox (Debian package busybox-static)")
     repository, tag = TEST_IMAGE.rsplit(":", 1)
     client.api.import_image_from_data(
-        rootfs_tarball(busybox), repository=repository, tag=tag, changes=['ENV PATH=/bin', 'CMD ["sh"]']
+        rootfs_tarball(busybox), repository=repository, tag=tag, changes=["ENV PATH=/bin", 'CMD ["sh"]']
     )
     client.images.get(TEST_IMAGE)
     return TEST_IMAGE
