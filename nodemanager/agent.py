@@ -30,6 +30,7 @@ from nodemanager.workspace import Workspaces
 log = logging.getLogger(__name__)
 
 WORK_WAIT = 20.0
+WORK_RETRY_CEILING = 10.0  # seconds; new runs wait on this after an outage, heartbeats back off to 30
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 CLEANUP_INTERVAL = 300.0
 SHUTDOWN_FLUSH_DEADLINE = 3.0
@@ -67,7 +68,10 @@ class Agent:
         )
         loops = [
             asyncio.create_task(service_loop("heartbeat", self._heartbeat, stop=stop), name="heartbeat"),
-            asyncio.create_task(service_loop("work", self._poll_work, stop=stop), name="work"),
+            asyncio.create_task(
+                service_loop("work", self._poll_work, backoff_ceiling=WORK_RETRY_CEILING, stop=stop),
+                name="work",
+            ),
             asyncio.create_task(service_loop("cleanup", self._cleanup, stop=stop), name="cleanup"),
         ]
         try:

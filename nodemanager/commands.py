@@ -13,6 +13,10 @@ from nodemanager.runtime.base import Runtime
 log = logging.getLogger(__name__)
 
 
+class CommandUnsupported(Exception):
+    """The node knows the command but cannot carry it out."""
+
+
 async def run_command(command: m.NodeCommand, config: NodeConfig, runtime: Runtime) -> m.CommandResult:
     """The command's result; never raises (a failure is a result the server shows the admin)."""
     try:
@@ -21,6 +25,8 @@ async def run_command(command: m.NodeCommand, config: NodeConfig, runtime: Runti
             result = await _test_proxy(request, config, runtime)
             return m.CommandResult(ok=True, result=msgspec.to_builtins(result))
         return m.CommandResult(ok=False, error=f"unknown command type {command.type!r}")
+    except CommandUnsupported as exc:
+        return m.CommandResult(ok=False, error=str(exc))
     except msgspec.ValidationError as exc:
         return m.CommandResult(ok=False, error=f"invalid {command.type} payload: {exc}")
     except Exception as exc:
@@ -29,4 +35,4 @@ async def run_command(command: m.NodeCommand, config: NodeConfig, runtime: Runti
 
 
 async def _test_proxy(request: m.ProxyTestRequest, config: NodeConfig, runtime: Runtime) -> m.ProxyTestResult:
-    raise NotImplementedError("proxy test not available yet")
+    raise CommandUnsupported("this nodemanager cannot run proxy tests yet")

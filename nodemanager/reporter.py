@@ -28,6 +28,7 @@ MAX_BATCH = 200
 MAX_BATCH_BYTES = 512 * 1024  # encoded; well under the apiserver's default 1 MiB body limit
 LINGER = 0.2  # seconds a batch waits for more log lines before it is sent
 MAX_PENDING = 20_000  # log lines buffered per run before the reader is paused
+RETRY_CEILING = 10.0  # seconds; events are what users wait for, so retry sooner than heartbeats
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
 
 
@@ -118,7 +119,7 @@ class RunReporter:
 
     # sending -------------------------------------------------------------------
     async def _send_loop(self) -> None:
-        backoff = Backoff(base=0.2, ceiling=30.0)
+        backoff = Backoff(base=0.2, ceiling=RETRY_CEILING)
         while self._rejected is None:
             if not self._pending:
                 self._wakeup.clear()
