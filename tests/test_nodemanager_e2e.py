@@ -260,6 +260,22 @@ def test_max_concurrent_is_never_exceeded(
 
 
 @pytest.mark.docker
+def test_two_nodes_share_the_runs_and_none_runs_twice(
+    docker_node: NodeFactory, api: Api, test_image: str, docker_client: Any
+) -> None:
+    docker_node("node-a", MAX_CONCURRENT="1")
+    docker_node("node-b", MAX_CONCURRENT="1")
+    run_ids = [api.submit(test_image, ["sh", "-c", "echo once; sleep 0.5"]) for _ in range(4)]
+
+    runs = [api.wait_status(r, TERMINAL) for r in run_ids]
+
+    assert [r["status"] for r in runs] == ["succeeded"] * 4
+    assert {r["node_id"] for r in runs} == {"node-a", "node-b"}
+    assert all(api.log_texts(r) == ["once"] for r in run_ids)
+    assert all([e["type"] for e in api.events(r)].count("started") == 1 for r in run_ids)
+
+
+@pytest.mark.docker
 def test_missing_image_fails_the_run_with_a_clear_message(docker_node: NodeFactory, api: Api) -> None:
     docker_node()
     run_id = api.submit("agentnodes-test/not-there:1.0", ["true"])
