@@ -71,6 +71,10 @@ async def seed(engine: AsyncEngine, nodes: int, runs: int, max_concurrent: int) 
     ]
     for start in range(0, nodes, 500):
         await insert_rows(engine, NODES, node_rows[start : start + 500])
+    return await seed_runs(engine, runs)
+
+
+async def seed_runs(engine: AsyncEngine, runs: int) -> list[str]:
     run_ids = [f"run-{i:06}" for i in range(runs)]
     for start in range(0, runs, 1000):
         await insert_rows(
@@ -94,11 +98,12 @@ def scheduler_for(engine: AsyncEngine, queue: RunQueue, on_assigned: Any = None)
 
 
 async def end_to_end(queue: RunQueue, workdir: Path, nodes: int, runs: int) -> dict[str, Any]:
+    """Runs reach the scheduler through the queue only: it is started (and its start-up rescan
+    is over) before the run rows are written and published, as the runs API does for a burst."""
     engine = await fresh_engine(f"sqlite:///{workdir / f'e2e-{time.monotonic_ns()}.db'}")
     # selector-free runs so every run fits: this measures throughput, not rejection
-    run_ids = await seed(engine, nodes, runs, max_concurrent=-(-runs // nodes) + 1)
+    await seed(engine, nodes, 0, max_concurrent=-(-runs // nodes) + 1)
     await queue.start()
-    await queue.publish(run_ids)
     all_assigned = asyncio.Event()
 
     def on_assigned(_: list[tuple[str, str]]) -> None:
@@ -106,8 +111,11 @@ async def end_to_end(queue: RunQueue, workdir: Path, nodes: int, runs: int) -> d
             all_assigned.set()
 
     scheduler = scheduler_for(engine, queue, on_assigned)
-    started = time.perf_counter()
     await scheduler.start()
+    await asyncio.sleep(0.3)  # past the start-up rescan
+    run_ids = await seed_runs(engine, runs)
+    started = time.perf_counter()
+    await queue.publish(run_ids)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_assigned.wait(), 60)
     elapsed = time.perf_counter() - started

@@ -6,23 +6,28 @@ write re-checks its precondition in SQL and the batch is settled from what the
 statements report back:
 
 - nodes: `running = running + k WHERE running + k <= max_concurrent AND NOT draining AND
-  fresh heartbeat` (k = runs given to that node in this batch), one statement for all nodes;
-  a node that no longer fits sends its runs back for the next pass;
-- runs: `status = 'scheduled' ... WHERE status = 'queued'`, one statement; a run that moved
-  meanwhile gives its slot back (node counter decremented again);
+  fresh heartbeat` (k = runs given to that node in this batch), one statement per distinct k
+  (nearly always one or two); a node that no longer fits sends its runs back for the next pass;
+- runs: `status = 'scheduled' ... WHERE status = 'queued'`, one statement, then each moved
+  run's `node_id` in one executemany; a run that moved meanwhile gives its slot back (node
+  counter decremented again);
 - unschedulable runs get `message = reason` and an `unschedulable` event only when the
-  reason differs from the stored one, so a parked run does not collect identical events.
+  reason differs from the stored one, so a parked run does not collect identical events;
+  one statement per distinct reason.
+
+Statements take plain IN lists and bound values, never a per-row CASE: their compiled form
+is cached, and building a CASE of a few hundred branches cost more than running it.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, false, update
+from sqlalchemy import bindparam, false, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import SQLModel
 
@@ -55,27 +60,31 @@ async def apply_decisions(
     return result
 
 
-def _by_id(column: Any, mapping: dict[str, Any]) -> ColumnElement[Any]:
-    return case(mapping, value=column)
+def _grouped(pairs: Iterable[tuple[str, Any]]) -> dict[Any, list[str]]:
+    """(key, value) pairs -> {value: [keys]}: one statement per distinct value instead of a CASE."""
+    groups: dict[Any, list[str]] = defaultdict(list)
+    for key, value in pairs:
+        groups[value].append(key)
+    return groups
 
 
 async def _apply_assignments(
     session: AsyncSession, assigns: list[Assign], now: datetime, cutoff: datetime, result: ApplyResult
 ) -> None:
-    wanted = Counter(a.node_id for a in assigns)
-    increment = _by_id(NODES.c.id, dict(wanted))
-    taken = await session.execute(
-        update(NODES)
-        .where(
-            NODES.c.id.in_(list(wanted)),
-            NODES.c.running + increment <= NODES.c.max_concurrent,
-            NODES.c.draining == false(),
-            NODES.c.last_heartbeat_at > cutoff,
+    granted: set[str] = set()
+    for count, node_ids in _grouped(Counter(a.node_id for a in assigns).items()).items():
+        taken = await session.execute(
+            update(NODES)
+            .where(
+                NODES.c.id.in_(node_ids),
+                NODES.c.running + count <= NODES.c.max_concurrent,
+                NODES.c.draining == false(),
+                NODES.c.last_heartbeat_at > cutoff,
+            )
+            .values(running=NODES.c.running + count)
+            .returning(NODES.c.id)
         )
-        .values(running=NODES.c.running + increment)
-        .returning(NODES.c.id)
-    )
-    granted = set(taken.scalars())
+        granted.update(taken.scalars())
     result.retry.extend(a.run_id for a in assigns if a.node_id not in granted)
     placing = [a for a in assigns if a.node_id in granted]
     if not placing:
@@ -87,7 +96,6 @@ async def _apply_assignments(
         .where(RUNS.c.id.in_(list(node_of)), RUNS.c.status == "queued")
         .values(
             status="scheduled",
-            node_id=_by_id(RUNS.c.id, node_of),
             scheduled_at=now,
             updated_at=now,
             message=None,
@@ -97,6 +105,12 @@ async def _apply_assignments(
         .returning(RUNS.c.id, RUNS.c.last_event_seq)
     )
     seq_of = {run_id: int(seq) for run_id, seq in moved.all()}
+    if seq_of:
+        # same transaction: nobody sees a scheduled run without its node
+        await session.execute(
+            update(RUNS).where(RUNS.c.id == bindparam("b_run")).values(node_id=bindparam("b_node")),
+            [{"b_run": run_id, "b_node": node_of[run_id]} for run_id in seq_of],
+        )
     await insert_event_rows(
         session,
         [event_row(rid, seq, "scheduled", {"node_id": node_of[rid]}, now) for rid, seq in seq_of.items()],
@@ -107,28 +121,24 @@ async def _apply_assignments(
         else:
             result.gone.append(assign.run_id)
     unused = Counter(node_of[run_id] for run_id in node_of if run_id not in seq_of)
-    if unused:
-        decrement = _by_id(NODES.c.id, dict(unused))
+    for count, node_ids in _grouped(unused.items()).items():
         await session.execute(
-            update(NODES).where(NODES.c.id.in_(list(unused))).values(running=NODES.c.running - decrement)
+            update(NODES).where(NODES.c.id.in_(node_ids)).values(running=NODES.c.running - count)
         )
 
 
 async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedulable], now: datetime) -> None:
     reason_of = {d.run_id: d.reason[:MESSAGE_MAX] for d in decisions}
-    reason = _by_id(RUNS.c.id, reason_of)
-    changed = await session.execute(
-        update(RUNS)
-        .where(
-            RUNS.c.id.in_(list(reason_of)), RUNS.c.status == "queued", RUNS.c.message.is_distinct_from(reason)
+    changed: list[tuple[str, int]] = []
+    for reason, run_ids in _grouped(reason_of.items()).items():
+        rows = await session.execute(
+            update(RUNS)
+            .where(RUNS.c.id.in_(run_ids), RUNS.c.status == "queued", RUNS.c.message.is_distinct_from(reason))
+            .values(message=reason, updated_at=now, last_event_seq=RUNS.c.last_event_seq + 1)
+            .returning(RUNS.c.id, RUNS.c.last_event_seq)
         )
-        .values(message=reason, updated_at=now, last_event_seq=RUNS.c.last_event_seq + 1)
-        .returning(RUNS.c.id, RUNS.c.last_event_seq)
-    )
+        changed.extend((run_id, int(seq)) for run_id, seq in rows.all())
     await insert_event_rows(
         session,
-        [
-            event_row(rid, int(seq), "unschedulable", {"reason": reason_of[rid]}, now)
-            for rid, seq in changed.all()
-        ],
+        [event_row(rid, seq, "unschedulable", {"reason": reason_of[rid]}, now) for rid, seq in changed],
     )
