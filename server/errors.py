@@ -36,7 +36,7 @@ from litestar.exceptions import (
     SerializationException,
 )
 from litestar.types import ExceptionHandlersMap
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from nodeapi.models import ErrorBody
 from server.queue.base import QueueUnavailable
@@ -131,11 +131,28 @@ def _validation_summary(detail: str, extra: dict[str, Any] | list[Any]) -> str:
 
 
 def _database_error(_: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response[ErrorBody]:
+    if _is_data_error(exc):
+        # the database refused a value (e.g. PostgreSQL and NUL characters): the input's fault
+        log.info("database refused a value: %s", getattr(exc, "orig", exc))
+        return error_response(
+            400, "a value in the request cannot be stored or compared (invalid characters?)"
+        )
     if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _is_busy(exc):
         log.warning("database unavailable: %s", exc)
         return error_response(503, "database unavailable, retry later", headers={"Retry-After": "1"})
     log.exception("database error", exc_info=exc)
     return error_response(500, "internal database error")
+
+
+def _is_data_error(exc: SQLAlchemyError) -> bool:
+    if isinstance(exc, DataError):
+        return True
+    orig = getattr(exc, "orig", None)
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str) and code.startswith("22"):  # SQLSTATE class 22: data exception
+            return True
+    return False
 
 
 def _is_busy(exc: SQLAlchemyError) -> bool:

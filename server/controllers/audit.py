@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from nodeapi import models as m
 from server.auth import admin_guard
 from server.controllers.params import MAX_OFFSET
+from server.errors import InvalidInput
 from server.services.audit import list_entries
 
 
@@ -29,4 +30,7 @@ class AuditController(Controller):
         action: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> m.AuditList:
         """Newest first."""
+        for name, value in (("target_id", target_id), ("action", action)):
+            if value is not None and "\x00" in value:
+                raise InvalidInput(f"{name} must not contain NUL characters")
         return await list_entries(state.sessionmaker, limit, offset, target_id, action)

@@ -10,7 +10,7 @@ from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import actor_of, admin_guard, node_guard
-from server.controllers.params import MAX_OFFSET, parse_if_match
+from server.controllers.params import MAX_OFFSET, existing_node_id, parse_if_match
 from server.repositories import nodes as repo
 from server.services.env_config import EnvConfigService
 from server.services.mappers import run_to_wire
@@ -48,7 +48,7 @@ class NodeController(Controller):
 
     @get("/{node_id:str}", guards=[admin_guard])
     async def get_node(self, state: State, node_id: NodeId) -> m.Node:
-        return await _nodes(state).get(node_id)
+        return await _nodes(state).get(existing_node_id(node_id))
 
     @patch("/{node_id:str}", guards=[admin_guard])
     async def patch_node(
@@ -60,12 +60,14 @@ class NodeController(Controller):
         if_match: IfMatch,
     ) -> m.Node:
         """JSON merge patch: labels (null removes a key, sticky across heartbeats), status, max_concurrent."""
-        return await _nodes(state).patch(node_id, data, actor_of(request), parse_if_match(if_match))
+        return await _nodes(state).patch(
+            existing_node_id(node_id), data, actor_of(request), parse_if_match(if_match)
+        )
 
     @delete("/{node_id:str}", guards=[admin_guard], status_code=204)
     async def delete_node(self, state: State, request: Request[None, None, State], node_id: NodeId) -> None:
         """409 while runs are scheduled or running on the node."""
-        await _nodes(state).delete(node_id, actor_of(request))
+        await _nodes(state).delete(existing_node_id(node_id), actor_of(request))
 
     @get("/{node_id:str}/runs", guards=[admin_guard])
     async def node_runs(
@@ -77,14 +79,14 @@ class NodeController(Controller):
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> m.RunList:
-        await _nodes(state).get(node_id)
+        await _nodes(state).get(existing_node_id(node_id))
         async with state.sessionmaker() as session:
             rows, total = await repo.runs_of_node(session, node_id, status, limit, offset)
         return m.RunList(items=[run_to_wire(row) for row in rows], total=total, limit=limit, offset=offset)
 
     @get("/{node_id:str}/env-config", guards=[admin_guard])
     async def get_env_config(self, state: State, node_id: NodeId) -> m.EnvConfig:
-        return await EnvConfigService(state.sessionmaker).get(node_id)
+        return await EnvConfigService(state.sessionmaker).get(existing_node_id(node_id))
 
     @put("/{node_id:str}/env-config", guards=[admin_guard])
     async def put_env_config(
@@ -97,4 +99,6 @@ class NodeController(Controller):
     ) -> m.EnvConfig:
         """Replace the proxy settings and env vars the node injects into every new container."""
         service = EnvConfigService(state.sessionmaker)
-        return await service.replace(node_id, data, actor_of(request), parse_if_match(if_match))
+        return await service.replace(
+            existing_node_id(node_id), data, actor_of(request), parse_if_match(if_match)
+        )

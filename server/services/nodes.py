@@ -29,6 +29,7 @@ log = logging.getLogger("server.nodes")
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 MAX_UPDATE_ATTEMPTS = 5
+MAX_INFO_STRING = 256
 
 # (session, node_id, active_runs the node reported) -> run ids the node must stop; runs in the
 # heartbeat's transaction. Filled by the runs service.
@@ -72,7 +73,7 @@ class NodeService:
         except ValueError as exc:
             raise _invalid(exc) from exc
         now = now_utc()
-        info = {k: v for k, v in msgspec.to_builtins(req.info).items() if v is not None}
+        info = _clean_info(msgspec.to_builtins(req.info))
         async with self._sessionmaker.begin() as session:
             row = await repo.upsert_heartbeat(
                 session, req.node_id, dict(req.labels), req.capacity.max_concurrent, info, now
@@ -180,6 +181,15 @@ def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[
         values["max_concurrent"] = patch.max_concurrent
         values["max_concurrent_override"] = patch.max_concurrent
     return values
+
+
+def _clean_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Informational fields only: drop empty ones, cut long strings, drop NULs PostgreSQL refuses."""
+    return {
+        key: value.replace("\x00", "")[:MAX_INFO_STRING] if isinstance(value, str) else value
+        for key, value in info.items()
+        if value is not None
+    }
 
 
 def effective_labels(reported: dict[str, str], overrides: dict[str, str | None]) -> dict[str, str]:
