@@ -64,11 +64,13 @@ class RunReporter:
             raise RuntimeError(f"run {self.run_id}: event {type_!r} after the final event")
         seq = self._next_seq
         self._next_seq += 1
+        if type_ in FINAL_EVENTS:
+            self._final_seq = seq
+        if self._rejected is not None:
+            return seq  # the server will not take it; wait_acked() raises for it
         event = m.NodeEventIn(node_seq=seq, type=type_, data=data or {}, at=datetime.now(UTC))
         self._pending.append(event)
         self._sizes.append(len(msgspec.json.encode(event)))
-        if type_ in FINAL_EVENTS:
-            self._final_seq = seq
         if len(self._pending) >= MAX_PENDING:
             self._room.clear()
         self._wakeup.set()
@@ -91,6 +93,11 @@ class RunReporter:
         if self._final_seq is None:
             raise RuntimeError(f"run {self.run_id}: no final event emitted")
         await self.wait_acked(self._final_seq)
+
+    @property
+    def paused(self) -> bool:
+        """Log producers are held back until the server catches up."""
+        return not self._room.is_set()
 
     @property
     def pending(self) -> int:

@@ -140,10 +140,7 @@ class RunSupervisor:
         pump = asyncio.create_task(self._pump_logs(), name=f"logs:{self.run_id}")
         try:
             exit_code = await self._wait()
-            try:
-                await asyncio.wait_for(asyncio.shield(pump), LOG_DRAIN_TIMEOUT)
-            except TimeoutError:
-                log.warning("run %s: output still streaming after exit; cut off", self.run_id)
+            await self._drain(pump)
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,6 +151,17 @@ class RunSupervisor:
             await self._finish("cancelled", {"exit_code": exit_code})
         else:
             await self._finish("exited", {"exit_code": exit_code})
+
+    async def _drain(self, pump: asyncio.Task[None]) -> None:
+        """Let the output stream catch up with the exit; a reader held back by the reporter
+        waits as long as it takes, one that the runtime never ends is cut off."""
+        while not pump.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(pump), LOG_DRAIN_TIMEOUT)
+            except TimeoutError:
+                if not self.reporter.paused:
+                    log.warning("run %s: output still streaming after exit; cut off", self.run_id)
+                    return
 
     async def _wait(self) -> int | None:
         delay = 0.5
