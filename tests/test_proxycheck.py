@@ -1,0 +1,196 @@
+"""The on-node proxy test against real proxies (tinyproxy, proxy.py) and targets on loopback."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from nodeapi.models import ProxyConfig, ProxyTestResult
+from nodemanager.proxycheck import check_proxy, check_proxy_config, mask_proxy_url
+from tests.support.proxies import (
+    PROXY_PASSWORD,
+    PROXY_USER,
+    Blackhole,
+    ProxyProcess,
+    SelfSignedCert,
+    TargetServer,
+)
+
+pytest_plugins = ["tests.support.fixtures_proxies"]
+
+PROXIES = ["tinyproxy", "proxy_py"]
+AUTH_PROXIES = ["tinyproxy_auth", "proxy_py_auth"]
+
+
+def assert_no_password(result: ProxyTestResult) -> None:
+    assert PROXY_PASSWORD not in msgspec.json.encode(result).decode()
+
+
+async def test_mask_proxy_url_hides_only_the_password() -> None:
+    assert mask_proxy_url("http://agent:pa%40ss@proxy.local:3128") == "http://agent:***@proxy.local:3128"
+    assert mask_proxy_url("http://proxy.local:3128") == "http://proxy.local:3128"
+    assert mask_proxy_url("http://agent@proxy.local:3128") == "http://agent@proxy.local:3128"
+    assert mask_proxy_url(None) is None
+
+
+@pytest.mark.parametrize("proxy_name", PROXIES)
+async def test_a_working_proxy_passes_every_step(
+    request: pytest.FixtureRequest,
+    proxy_name: str,
+    http_target: TargetServer,
+    https_target: TargetServer,
+    target_cert: SelfSignedCert,
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(proxy_name)
+    result = await check_proxy(
+        proxy.url(), http_target.url(), https_target.url(), timeout=5, ca_file=str(target_cert.cert_file)
+    )
+    assert (result.ok, result.reason) == (True, "ok"), result.message
+    assert [(step.name, step.ok) for step in result.steps] == [
+        ("connect", True),
+        ("http", True),
+        ("https", True),
+    ]
+    assert all(step.latency_ms is not None and step.latency_ms >= 0 for step in result.steps)
+    assert [step.status_code for step in result.steps[1:]] == [200, 200]
+
+
+@pytest.mark.parametrize("proxy_name", AUTH_PROXIES)
+async def test_proxy_credentials(
+    request: pytest.FixtureRequest,
+    proxy_name: str,
+    http_target: TargetServer,
+    https_target: TargetServer,
+    target_cert: SelfSignedCert,
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(proxy_name)
+    ca_file = str(target_cert.cert_file)
+    targets = (http_target.url(), https_target.url())
+
+    missing = await check_proxy(proxy.url(), *targets, timeout=5, ca_file=ca_file)
+    assert (missing.ok, missing.reason) == (False, "auth_required")
+    assert "requires authentication" in missing.message
+
+    wrong = await check_proxy(
+        proxy.url(PROXY_USER, "wrong-" + PROXY_PASSWORD), *targets, timeout=5, ca_file=ca_file
+    )
+    assert (wrong.ok, wrong.reason) == (False, "auth_required")
+    assert "rejected the credentials" in wrong.message
+    assert_no_password(wrong)
+
+    right = await check_proxy(proxy.url(PROXY_USER, PROXY_PASSWORD), *targets, timeout=5, ca_file=ca_file)
+    assert (right.ok, right.reason) == (True, "ok"), right.message
+    assert right.proxy == f"http://{PROXY_USER}:***@127.0.0.1:{proxy.port}"
+    assert_no_password(right)
+
+
+async def test_https_step_uses_the_https_proxy_and_a_connect_401_is_auth_required(
+    tinyproxy_auth: ProxyProcess,
+    http_target: TargetServer,
+    https_target: TargetServer,
+    target_cert: SelfSignedCert,
+) -> None:
+    """tinyproxy answers a CONNECT with bad credentials by 401, not 407."""
+    config = ProxyConfig(
+        http_proxy=tinyproxy_auth.url(PROXY_USER, PROXY_PASSWORD),
+        https_proxy=tinyproxy_auth.url(PROXY_USER, "wrong"),
+    )
+    result = await check_proxy_config(
+        config, http_target.url(), https_target.url(), timeout=5, ca_file=str(target_cert.cert_file)
+    )
+    assert (result.reason, [step.ok for step in result.steps]) == ("auth_required", [True, True, False])
+    assert result.steps[-1].status_code == 401
+
+
+async def test_closed_proxy_port_is_refused(closed_port: int, http_target: TargetServer) -> None:
+    result = await check_proxy(f"http://127.0.0.1:{closed_port}", http_target.url(), timeout=3)
+    assert (result.ok, result.reason) == (False, "refused")
+    assert [(step.name, step.ok) for step in result.steps] == [("connect", False)]
+
+
+async def test_a_proxy_that_never_answers_times_out(blackhole: Blackhole, http_target: TargetServer) -> None:
+    result = await check_proxy(blackhole.url(), http_target.url(), timeout=0.5)
+    assert (result.ok, result.reason) == (False, "timeout")
+    assert [(step.name, step.ok) for step in result.steps] == [("connect", True), ("http", False)]
+    assert "timed out after 0.5s" in result.message
+
+
+@pytest.mark.parametrize("proxy_name", PROXIES)
+async def test_unreachable_target_is_an_upstream_error(
+    request: pytest.FixtureRequest, proxy_name: str, closed_port: int
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(proxy_name)
+    result = await check_proxy(proxy.url(), f"http://127.0.0.1:{closed_port}/", timeout=5)
+    assert (result.ok, result.reason) == (False, "upstream_error")
+    assert [step.ok for step in result.steps] == [True, False]
+    assert result.steps[-1].status_code in (500, 502)  # tinyproxy's and proxy.py's way to say it
+
+
+@pytest.mark.parametrize("proxy_name", PROXIES)
+async def test_unreachable_https_target_is_an_upstream_error(
+    request: pytest.FixtureRequest, proxy_name: str, http_target: TargetServer, closed_port: int
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(proxy_name)
+    result = await check_proxy(proxy.url(), http_target.url(), f"https://127.0.0.1:{closed_port}/", timeout=5)
+    assert (result.ok, result.reason) == (False, "upstream_error")
+    assert [step.ok for step in result.steps] == [True, True, False]
+
+
+@pytest.mark.parametrize("proxy_name", PROXIES)
+async def test_target_error_status_is_bad_status(
+    request: pytest.FixtureRequest, proxy_name: str, http_target: TargetServer
+) -> None:
+    proxy: ProxyProcess = request.getfixturevalue(proxy_name)
+    result = await check_proxy(proxy.url(), http_target.url("/fail"), timeout=5)
+    assert (result.ok, result.reason) == (False, "bad_status")
+    assert result.steps[-1].status_code == 500
+
+
+async def test_untrusted_tls_target_is_a_tls_error_and_ok_with_its_ca(
+    tinyproxy: ProxyProcess,
+    http_target: TargetServer,
+    https_target: TargetServer,
+    target_cert: SelfSignedCert,
+) -> None:
+    untrusted = await check_proxy(tinyproxy.url(), http_target.url(), https_target.url(), timeout=5)
+    assert (untrusted.ok, untrusted.reason) == (False, "tls_error")
+    assert "certificate verify failed" in untrusted.message
+    trusted = await check_proxy(
+        tinyproxy.url(), http_target.url(), https_target.url(), timeout=5, ca_file=str(target_cert.cert_file)
+    )
+    assert trusted.ok, trusted.message
+    unverified = await check_proxy(
+        tinyproxy.url(), http_target.url(), https_target.url(), timeout=5, verify=False
+    )
+    assert unverified.ok, unverified.message
+
+
+async def test_https_target_error_status_is_bad_status(
+    proxy_py: ProxyProcess, http_target: TargetServer, https_target: TargetServer, target_cert: SelfSignedCert
+) -> None:
+    result = await check_proxy(
+        proxy_py.url(),
+        http_target.url(),
+        https_target.url("/fail"),
+        timeout=5,
+        ca_file=str(target_cert.cert_file),
+    )
+    assert (result.reason, result.steps[-1].status_code) == ("bad_status", 500)
+
+
+async def test_unresolvable_proxy_host_is_dns(http_target: TargetServer) -> None:
+    result = await check_proxy(
+        f"http://{PROXY_USER}:{PROXY_PASSWORD}@proxy.nonexistent.invalid:3128", http_target.url(), timeout=3
+    )
+    assert (result.ok, result.reason) == (False, "dns")
+    assert result.proxy == f"http://{PROXY_USER}:***@proxy.nonexistent.invalid:3128"
+    assert_no_password(result)
+
+
+async def test_unsupported_schemes_and_missing_config_are_clear_errors() -> None:
+    socks = await check_proxy(f"socks5://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:1080")
+    assert (socks.reason, socks.ok) == ("error", False)
+    assert "not supported" in socks.message
+    assert_no_password(socks)
+    empty = await check_proxy_config(ProxyConfig())
+    assert (empty.reason, empty.message) == ("error", "no proxy configured (set http_proxy or https_proxy)")
