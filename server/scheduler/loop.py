@@ -2,13 +2,20 @@
 
 Tasks (all supervised: errors are logged and retried with backoff and jitter):
 - consume: up to `batch_size` messages (blocking ~1 s), placed and applied in one transaction,
-  acked only after the commit;
+  acked only after the commit; the next batch is read while this one is placed and committed;
 - parked: runs that fit nowhere wait in memory and are placed again on `wake()` or every
   `recheck_interval` (skipped while the node snapshot is unchanged); every `rescan_interval`
   (and at start) all queued runs are loaded from the database, so runs parked by a replica
   that died, or whose message was lost, are never forgotten;
 - outbox: runs committed while the queue was down (`enqueued = false`) are published;
 - reclaim: messages left pending by a dead consumer for `reclaim_min_idle` are taken over.
+
+Node snapshot: a pass reuses the previous pass's `Placer` (snapshot, label groups, candidate
+heaps, and the load this process added since) for up to `snapshot_max_age` seconds, so a
+batch does not pay for loading and grouping every node. Staleness is safe: the apply step
+re-checks capacity in SQL. It is bounded: a run is only declared unschedulable on a snapshot
+loaded in that pass, and a pass whose writes were refused (another replica filled a node,
+a run moved) drops the kept snapshot. Capacity freed meanwhile is seen on the next load.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import contextlib
 import inspect
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -28,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from server.queue.base import Message, RunQueue
 from server.repositories.events import RUNS
 from server.scheduler.apply import NODES, apply_decisions
-from server.scheduler.placement import NodeSnapshot, NodeState, PendingRun, Unschedulable, place
+from server.scheduler.placement import Decision, NodeSnapshot, NodeState, PendingRun, Placer, Unschedulable
 from server.scheduler.selectors import compile_selector
 
 log = logging.getLogger("server.scheduler")
@@ -66,6 +75,7 @@ class Scheduler:
         outbox_grace: float = 1.0,
         reclaim_interval: float = 10.0,
         reclaim_min_idle: float = 30.0,
+        snapshot_max_age: float = 1.0,
         on_assigned: OnAssigned | None = None,
     ) -> None:
         self.sessionmaker = (
@@ -81,6 +91,7 @@ class Scheduler:
         self.outbox_grace = outbox_grace
         self.reclaim_interval = reclaim_interval
         self.reclaim_min_idle = reclaim_min_idle
+        self.snapshot_max_age = snapshot_max_age
         self.on_assigned = on_assigned
         self.stats = SchedulerStats()
         self.parked: dict[str, None] = {}  # run ids, oldest first
@@ -88,6 +99,9 @@ class Scheduler:
         self._pass_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_fingerprint: int | None = None
+        self._next_batch: asyncio.Task[list[Message]] | None = None
+        self._placer: Placer | None = None
+        self._placer_loaded_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -107,7 +121,11 @@ class Scheduler:
         ]
 
     async def stop(self) -> None:
-        tasks, self._tasks = self._tasks, []
+        tasks: list[asyncio.Task[Any]] = [*self._tasks]
+        if self._next_batch is not None:
+            # messages it may have read stay pending and are reclaimed, as after a crash
+            tasks.append(self._next_batch)
+        self._tasks, self._next_batch = [], None
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -140,9 +158,14 @@ class Scheduler:
     # ------------------------------------------------------------------ steps
 
     async def _consume_once(self) -> None:
-        messages = await self.queue.consume(self.batch_size, self.block)
+        fetch, self._next_batch = self._next_batch or self._fetch(), None
+        messages = await fetch
         if messages:
+            self._next_batch = self._fetch()  # the queue round trip overlaps the database work
             await self._settle_messages(messages)
+
+    def _fetch(self) -> asyncio.Task[list[Message]]:
+        return asyncio.create_task(self.queue.consume(self.batch_size, self.block), name="scheduler-fetch")
 
     async def _reclaim_once(self) -> None:
         messages = await self.queue.reclaim(self.reclaim_min_idle, self.batch_size)
@@ -208,12 +231,15 @@ class Scheduler:
         """Place the given runs (those still queued) and commit the result in one transaction."""
         async with self._pass_lock:
             now = utcnow()
+            placer, self._placer = self._placer, None  # kept again only if the pass commits cleanly
             async with self.sessionmaker() as session:
                 pending, invalid = await self._load_runs(session, run_ids)
-                nodes = await self._snapshot(session, now) if pending else []
-                decisions = [*place(pending, nodes), *invalid]
+                placer, placed = await self._place(session, placer, pending, now) if pending else (placer, [])
+                decisions = [*placed, *invalid]
                 result = await apply_decisions(session, decisions, now=now, offline_after=self.offline_after)
                 await session.commit()
+            if not (result.retry or result.gone):
+                self._placer = placer
             self.stats.passes += 1
             self.stats.assigned += len(result.assigned)
             self.stats.unschedulable += len(result.unschedulable)
@@ -242,6 +268,18 @@ class Scheduler:
         except Exception:
             log.exception("on_assigned callback failed for %d assignment(s)", len(assigned))
 
+    async def _place(
+        self, session: AsyncSession, placer: Placer | None, pending: list[PendingRun], now: datetime
+    ) -> tuple[Placer, list[Decision]]:
+        if placer is not None and time.monotonic() - self._placer_loaded_at < self.snapshot_max_age:
+            decisions = placer.place(pending)
+            if not any(isinstance(decision, Unschedulable) for decision in decisions):
+                return placer, decisions
+        # the placer that said "unschedulable" counted this batch's other runs as load: drop it
+        placer = Placer(await self._snapshot(session, now))
+        self._placer_loaded_at = time.monotonic()
+        return placer, placer.place(pending)
+
     async def _load_runs(
         self, session: AsyncSession, run_ids: Sequence[str]
     ) -> tuple[list[PendingRun], list[Unschedulable]]:
@@ -261,19 +299,16 @@ class Scheduler:
 
     async def _snapshot(self, session: AsyncSession, now: datetime) -> list[NodeSnapshot]:
         cutoff = now - timedelta(seconds=self.offline_after)
+        # freshness compared in SQL: no timestamp parsing per node
+        fresh = NODES.c.last_heartbeat_at > cutoff
         rows = await session.execute(
             select(
-                NODES.c.id,
-                NODES.c.labels,
-                NODES.c.running,
-                NODES.c.max_concurrent,
-                NODES.c.draining,
-                NODES.c.last_heartbeat_at,
+                NODES.c.id, NODES.c.labels, NODES.c.running, NODES.c.max_concurrent, NODES.c.draining, fresh
             )
         )
         return [
-            NodeSnapshot(node_id, labels or {}, running, max_concurrent, _state(draining, seen, cutoff))
-            for node_id, labels, running, max_concurrent, draining, seen in rows.all()
+            NodeSnapshot(node_id, labels or {}, running, max_concurrent, _state(draining, is_fresh))
+            for node_id, labels, running, max_concurrent, draining, is_fresh in rows.all()
         ]
 
     async def _fingerprint(self) -> int:
@@ -286,11 +321,7 @@ class Scheduler:
         )
 
 
-def _state(draining: bool, last_heartbeat_at: datetime | None, cutoff: datetime) -> NodeState:
-    if last_heartbeat_at is None:
-        return "offline"
-    if last_heartbeat_at.tzinfo is None:  # SQLite keeps no offset; everything is stored in UTC
-        last_heartbeat_at = last_heartbeat_at.replace(tzinfo=UTC)
-    if last_heartbeat_at <= cutoff:
+def _state(draining: bool, fresh: bool | None) -> NodeState:
+    if not fresh:  # NULL when the node never sent a heartbeat
         return "offline"
     return "draining" if draining else "online"

@@ -6,7 +6,9 @@ running/max_concurrent, then lower running, then node id.
 
 Cost: nodes are grouped by identical label sets, a selector is matched once per group,
 and each distinct selector keeps a heap of its candidate nodes (stale entries are
-skipped lazily), so a batch costs O(nodes + runs·log nodes) rather than O(runs·nodes).
+skipped lazily). Building that is O(nodes) per selector; each run then costs O(log nodes).
+`place()` builds it for one batch; a `Placer` keeps it for many batches placed on the same
+snapshot, so with a kept placer a batch costs O(runs·log nodes) whatever the node count.
 """
 
 from __future__ import annotations
@@ -54,16 +56,32 @@ Decision = Assign | Unschedulable
 
 def place(runs: Sequence[PendingRun], nodes: Sequence[NodeSnapshot]) -> list[Decision]:
     """One decision per run, in order; assignments made earlier in the batch count as load."""
-    cluster = _Cluster(nodes)
-    decisions: list[Decision] = []
-    for run in runs:
-        pool = cluster.pool(run.selector)
-        index = pool.take()
-        if index is None:
-            decisions.append(Unschedulable(run.id, pool.reason()))
-        else:
-            decisions.append(Assign(run.id, cluster.nodes[index].id))
-    return decisions
+    return Placer(nodes).place(runs)
+
+
+class Placer:
+    """Placement over one node snapshot, kept across batches: every assignment it hands out
+    counts as load for the runs placed after it, in this batch or a later one. The inputs are
+    never changed."""
+
+    def __init__(self, nodes: Sequence[NodeSnapshot]) -> None:
+        self._cluster = _Cluster(nodes)
+
+    @property
+    def node_count(self) -> int:
+        return len(self._cluster.nodes)
+
+    def place(self, runs: Sequence[PendingRun]) -> list[Decision]:
+        cluster = self._cluster
+        decisions: list[Decision] = []
+        for run in runs:
+            pool = cluster.pool(run.selector)
+            index = pool.take()
+            if index is None:
+                decisions.append(Unschedulable(run.id, pool.reason()))
+            else:
+                decisions.append(Assign(run.id, cluster.nodes[index].id))
+        return decisions
 
 
 @dataclass
@@ -75,7 +93,11 @@ class _Group:
 class _Cluster:
     def __init__(self, nodes: Sequence[NodeSnapshot]) -> None:
         self.nodes = nodes
+        # per node index, flat lists: the hot loops below read these, not the snapshots
+        self.ids = [node.id for node in nodes]
         self.running = [node.running for node in nodes]
+        self.limit = [node.max_concurrent if node.state == "online" else _NO_ROOM for node in nodes]
+        self.divisor = [max(node.max_concurrent, 1) for node in nodes]
         groups: dict[frozenset[tuple[str, str]], _Group] = {}
         for index, node in enumerate(nodes):
             key = frozenset(node.labels.items())
@@ -95,11 +117,13 @@ class _Cluster:
 
     def entry(self, index: int) -> tuple[float, int, str, int]:
         running = self.running[index]
-        return (running / max(self.nodes[index].max_concurrent, 1), running, self.nodes[index].id, index)
+        return (running / self.divisor[index], running, self.ids[index], index)
 
     def has_room(self, index: int) -> bool:
-        node = self.nodes[index]
-        return node.state == "online" and self.running[index] < node.max_concurrent
+        return self.running[index] < self.limit[index]
+
+
+_NO_ROOM = float("-inf")  # the limit of a node that is not online: never has room
 
 
 class _Pool:
@@ -109,7 +133,13 @@ class _Pool:
         self.cluster = cluster
         self.selector = selector
         self.matching = matching
-        self.heap = [cluster.entry(i) for group in matching for i in group.members if cluster.has_room(i)]
+        running, limit, divisor, ids = cluster.running, cluster.limit, cluster.divisor, cluster.ids
+        self.heap = [
+            (running[i] / divisor[i], running[i], ids[i], i)
+            for group in matching
+            for i in group.members
+            if running[i] < limit[i]
+        ]
         heapq.heapify(self.heap)
         self._reason: str | None = None
 
