@@ -249,7 +249,7 @@ class Agent:
         self._spawn(run_id, supervisor.finish_without_start(type_, data))
 
     async def _answer(self, command: m.NodeCommand) -> None:
-        result = await run_command(command, self.config, self.runtime)
+        result = await run_command(command, self.config, self.runtime, self.workspaces)
         backoff = Backoff(base=0.5, ceiling=5.0)
         for _ in range(5):
             try:

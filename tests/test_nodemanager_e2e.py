@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from tests.support.nodemanager import NodeManagerProcess
+from tests.support.proxies import SelfSignedCert, TargetServer
 from tests.support.server import ServerProcess
 
-pytest_plugins = ["tests.support.docker"]
+pytest_plugins = ["tests.support.docker", "tests.support.fixtures_proxies"]
 
 TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
 RUN_TIMEOUT = 40.0
@@ -410,3 +411,67 @@ def test_node_works_with_its_join_token_and_is_refused_without(tmp_path: Path) -
             good.stop()
             bad.stop()
             api.http.close()
+
+
+def test_proxy_test_runs_on_the_node(
+    process_node: NodeFactory,
+    api: Api,
+    tinyproxy: Any,
+    http_target: TargetServer,
+    https_target: TargetServer,
+    target_cert: SelfSignedCert,
+    closed_port: int,
+) -> None:
+    process_node(SSL_CERT_FILE=str(target_cert.cert_file))
+    targets = {"url": http_target.url(), "https_url": https_target.url(), "timeout": 5}
+
+    good = api.http.post(
+        "/api/v1/nodes/node-a/env-config/test-proxy",
+        json={"proxy": {"http_proxy": tinyproxy.url()}, **targets},
+    )
+    refused = api.http.post(
+        "/api/v1/nodes/node-a/env-config/test-proxy",
+        json={"proxy": {"http_proxy": f"http://127.0.0.1:{closed_port}"}, **targets},
+    )
+
+    assert good.status_code == 200, good.text
+    assert (good.json()["ok"], good.json()["reason"], good.json()["in_container"]) == (True, "ok", False)
+    assert refused.status_code == 200, refused.text
+    assert (refused.json()["ok"], refused.json()["reason"]) == (False, "refused")
+
+
+@pytest.mark.docker
+def test_proxy_test_in_a_container(
+    docker_node: NodeFactory,
+    api: Api,
+    test_image: str,
+    tinyproxy: Any,
+    http_target: TargetServer,
+    closed_port: int,
+) -> None:
+    docker_node(DOCKER_NETWORK="host", PROXY_PROBE_IMAGE=test_image)
+    body = {
+        "url": http_target.url(),
+        "https_url": http_target.url().replace("http://", "https://"),
+        "timeout": 5,
+    }
+
+    refused = api.http.post(
+        "/api/v1/nodes/node-a/env-config/test-proxy",
+        json={"proxy": {"http_proxy": f"http://127.0.0.1:{closed_port}"}, "in_container": True, **body},
+    )
+    reached = api.http.post(
+        "/api/v1/nodes/node-a/env-config/test-proxy",
+        json={"proxy": {"http_proxy": tinyproxy.url()}, "in_container": True, **body},
+    )
+
+    assert refused.status_code == 200, refused.text
+    assert (refused.json()["ok"], refused.json()["reason"], refused.json()["in_container"]) == (
+        False,
+        "refused",
+        True,
+    )
+    assert reached.status_code == 200, reached.text
+    steps = reached.json()["steps"]
+    assert steps[0]["name"] == "http"
+    assert steps[0]["ok"] is True  # the HTTP target answered through tinyproxy from inside the container
