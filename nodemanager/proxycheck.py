@@ -238,7 +238,7 @@ def _auth_failure(proxy: ProxyEndpoint, head: ResponseHead) -> ProxyCheckError:
     return ProxyCheckError("auth_required", message, head.status)
 
 
-def _classify_relayed(proxy: ProxyEndpoint, target: Target, head: ResponseHead) -> None:
+def classify_response(proxy: ProxyEndpoint, target: Target, head: ResponseHead) -> None:
     """Raise unless a response to a request for `target` (relayed or not) means success."""
     if head.status == 407 or (head.status == 401 and head.from_proxy):
         raise _auth_failure(proxy, head)
@@ -274,7 +274,7 @@ async def _http_get(
     )
     writer.write(request.encode("ascii"))
     head = await _read_head(reader, seconds, f"the proxy to answer GET {target.url}")
-    _classify_relayed(proxy, target, head)
+    classify_response(proxy, target, head)
     return head
 
 

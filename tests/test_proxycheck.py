@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 import pytest
 
 from nodeapi.models import ProxyConfig, ProxyTestResult
 from nodemanager.proxycheck import check_proxy, check_proxy_config, mask_proxy_url
+from nodemanager.proxycheck_container import check_proxy_in_container
+from nodemanager.runtime.docker import DockerRuntime
+from tests.support.images import TEST_LABELS
 from tests.support.proxies import (
     PROXY_PASSWORD,
     PROXY_USER,
@@ -16,7 +21,7 @@ from tests.support.proxies import (
     TargetServer,
 )
 
-pytest_plugins = ["tests.support.fixtures_proxies"]
+pytest_plugins = ["tests.support.fixtures_proxies", "tests.support.docker"]
 
 PROXIES = ["tinyproxy", "proxy_py"]
 AUTH_PROXIES = ["tinyproxy_auth", "proxy_py_auth"]
@@ -194,3 +199,32 @@ async def test_unsupported_schemes_and_missing_config_are_clear_errors() -> None
     assert_no_password(socks)
     empty = await check_proxy_config(ProxyConfig())
     assert (empty.reason, empty.message) == ("error", "no proxy configured (set http_proxy or https_proxy)")
+
+
+@pytest.mark.docker
+async def test_in_container_variant_takes_the_agents_network_path(
+    docker_client: Any,
+    test_image: str,
+    tinyproxy_auth: ProxyProcess,
+    http_target: TargetServer,
+    closed_port: int,
+) -> None:
+    runtime = DockerRuntime(docker_client, "test-node-proxy", pull_policy="never", extra_labels=TEST_LABELS)
+    working = await check_proxy_in_container(
+        runtime, test_image, tinyproxy_auth.url(PROXY_USER, PROXY_PASSWORD), http_target.url(), timeout=5
+    )
+    assert (working.ok, working.reason, working.in_container) == (True, "ok", True), working.message
+    assert working.steps[0].status_code == 200
+    assert_no_password(working)
+
+    rejected = await check_proxy_in_container(
+        runtime, test_image, tinyproxy_auth.url(PROXY_USER, "wrong"), http_target.url(), timeout=5
+    )
+    assert (rejected.ok, rejected.reason) == (False, "auth_required")
+
+    refused = await check_proxy_in_container(
+        runtime, test_image, f"http://127.0.0.1:{closed_port}", http_target.url(), timeout=5
+    )
+    assert (refused.ok, refused.reason) == (False, "refused")
+    probes = docker_client.containers.list(all=True, filters={"label": "agentnodes.proxycheck=1"})
+    assert [c for c in probes if c.labels.get("agentnodes.node_id") == "test-node-proxy"] == []

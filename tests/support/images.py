@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import os
 import tarfile
@@ -17,8 +19,11 @@ TEST_SESSION = str(os.getpid())
 TEST_LABELS = {TEST_LABEL: "1", SESSION_LABEL: TEST_SESSION}
 APPLETS = (
     "sh", "echo", "sleep", "cat", "env", "wget", "printf", "ls", "true", "false", "kill", "pwd",
-    "touch", "mkdir", "rm", "id", "head", "tail", "seq", "date",
+    "touch", "mkdir", "rm", "id", "head", "tail", "seq", "date", "timeout", "grep", "sed",
 )  # fmt: skip
+# marks the image's content: one imported from another applet list is imported again
+# (`docker import --change` takes ENV, not LABEL)
+CONTENT_ENV = "AGENTNODES_TEST_IMAGE=" + hashlib.sha256(" ".join(APPLETS).encode()).hexdigest()[:12]
 
 
 def rootfs_tarball(busybox_path: str) -> bytes:
@@ -45,15 +50,24 @@ def ensure_test_image(client: Any) -> str:
     """The tag of the test image, imported once (later calls find it present)."""
     import docker.errors
 
+    outdated = None
     try:
-        client.images.get(TEST_IMAGE)
-        return TEST_IMAGE
+        present = client.images.get(TEST_IMAGE)
+        if CONTENT_ENV in (present.attrs["Config"].get("Env") or []):
+            return TEST_IMAGE
+        outdated = present.id
     except docker.errors.ImageNotFound:
         pass
     busybox = require_binary("/bin/busybox", "a static busybox (Debian package busybox-static)")
     repository, tag = TEST_IMAGE.rsplit(":", 1)
     client.api.import_image_from_data(
-        rootfs_tarball(busybox), repository=repository, tag=tag, changes=["ENV PATH=/bin", 'CMD ["sh"]']
+        rootfs_tarball(busybox),
+        repository=repository,
+        tag=tag,
+        changes=[f"ENV PATH=/bin {CONTENT_ENV}", 'CMD ["sh"]'],
     )
     client.images.get(TEST_IMAGE)
+    if outdated:
+        with contextlib.suppress(docker.errors.APIError):  # still used by a container: leave it
+            client.images.remove(outdated)
     return TEST_IMAGE

@@ -1,0 +1,232 @@
+"""The proxy test from inside a container: the exact network path of an agent on this node.
+
+A throwaway container of a busybox image runs `wget` with `http_proxy` set, as an agent's
+tools would, and its output is classified into the same reasons as the on-node test.
+
+Limits: busybox `wget` does not tunnel HTTPS through a proxy and does not validate
+certificates, so this variant covers the plain HTTP step only; the HTTPS path (CONNECT + TLS)
+is covered by `nodemanager.proxycheck.check_proxy`, run by the nodemanager itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import re
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import quote, urlsplit
+
+import docker.errors
+
+from nodeapi.models import ProxyTestResult, ProxyTestStep
+from nodemanager.proxycheck import (
+    DEFAULT_HTTP_TARGET,
+    DEFAULT_TIMEOUT,
+    ProxyCheckError,
+    ProxyEndpoint,
+    ResponseHead,
+    Target,
+    classify_response,
+    mask_proxy_url,
+)
+from nodemanager.runtime.base import ImageNotFound, RuntimeError_
+from nodemanager.runtime.docker import LABEL_NODE_ID, DockerRuntime
+
+PROBE_LABEL = "agentnodes.proxycheck"
+CONTAINER_GRACE_SECONDS = 15.0  # container start and teardown, on top of the step timeout
+
+# `wget -T` crashes some busybox builds: the applet `timeout` bounds it instead.
+# Times come from /proc/uptime (busybox `date` has no sub-second format).
+PROBE_SCRIPT = r"""
+read t0 _ </proc/uptime
+timeout "$PROBE_TIMEOUT" wget -S -O /dev/null "$PROBE_URL" 2>&1
+rc=$?
+read t1 _ </proc/uptime
+echo "@@step http $rc $t0 $t1"
+"""
+
+_STEP_LINE = re.compile(r"^@@step (\S+) (\d+) ([\d.]+) ([\d.]+)$")
+_STATUS_LINE = re.compile(r"^\s+HTTP/\d(?:\.\d)? (\d{3}) ?(.*)$")
+_HEADER_LINE = re.compile(r"^\s+([A-Za-z0-9-]+):\s*(.*)$")
+
+
+async def check_proxy_in_container(
+    runtime: DockerRuntime,
+    image: str,
+    proxy_url: str,
+    http_url: str | None = None,
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - the limit of the step, as in ProxyTestRequest
+    node_id: str | None = None,
+    network_mode: str = "host",
+    labels: dict[str, str] | None = None,
+) -> ProxyTestResult:
+    step_timeout = timeout or DEFAULT_TIMEOUT
+    target_url = http_url or DEFAULT_HTTP_TARGET
+    result = ProxyTestResult(
+        ok=False,
+        reason="error",
+        message="",
+        proxy=mask_proxy_url(proxy_url),
+        target_http=target_url,
+        in_container=True,
+        node_id=node_id,
+        tested_at=datetime.now(UTC),
+    )
+    try:
+        proxy = ProxyEndpoint.parse(proxy_url)
+        target = Target.parse(target_url, "http")
+        await runtime.ensure_image(image)
+        output = await asyncio.to_thread(
+            _run_probe, runtime, image, proxy_url, target_url, step_timeout, network_mode, labels or {}
+        )
+    except ProxyCheckError as exc:
+        result.reason, result.message = exc.reason, exc.message
+        return result
+    except ImageNotFound as exc:
+        result.message = f"probe image unavailable: {exc}"
+        return result
+    except RuntimeError_ as exc:
+        result.message = f"could not run the probe container: {exc}"
+        return result
+    output = _scrub(output, proxy)
+    step, failure = _classify_output(output, proxy, target, step_timeout)
+    result.steps = [step]
+    if failure is None:
+        result.ok, result.reason = True, "ok"
+        result.message = (
+            f"from a container, proxy {result.proxy} fetched {target_url} ({step.detail}); "
+            "HTTPS is tested by the node itself"
+        )
+    else:
+        result.reason, result.message = failure.reason, f"from a container: {failure.message}"
+    return result
+
+
+def _run_probe(
+    runtime: DockerRuntime,
+    image: str,
+    proxy_url: str,
+    target_url: str,
+    step_timeout: float,
+    network_mode: str,
+    labels: dict[str, str],
+) -> str:
+    """Start the probe container, wait for it, return its output; always removes it."""
+    seconds = max(1, math.ceil(step_timeout))
+    environment = {
+        "http_proxy": proxy_url,  # busybox wget reads only the lower-case name
+        "HTTP_PROXY": proxy_url,
+        "PROBE_URL": target_url,
+        "PROBE_TIMEOUT": str(seconds),
+    }
+    all_labels = {**labels, **runtime.extra_labels, PROBE_LABEL: "1", LABEL_NODE_ID: runtime.node_id}
+    try:
+        container = runtime.client.containers.create(
+            image,
+            command=["sh", "-c", PROBE_SCRIPT],
+            name=f"agentnodes-proxycheck-{uuid.uuid4().hex[:12]}",
+            environment=environment,
+            labels=all_labels,
+            network_mode=network_mode,
+            detach=True,
+        )
+    except docker.errors.ImageNotFound as exc:
+        raise ImageNotFound(f"image {image} not present on node") from exc
+    except (docker.errors.DockerException, OSError) as exc:
+        raise RuntimeError_(str(exc)) from exc
+    try:
+        container.start()
+        try:
+            container.wait(timeout=seconds + CONTAINER_GRACE_SECONDS)
+        except OSError as exc:  # requests' ConnectionError: the wait itself timed out
+            raise ProxyCheckError("timeout", f"the probe container did not finish within {seconds}s") from exc
+        return bytes(container.logs(stdout=True, stderr=True)).decode("utf-8", errors="replace")
+    except docker.errors.DockerException as exc:
+        raise RuntimeError_(str(exc)) from exc
+    finally:
+        with contextlib.suppress(docker.errors.DockerException, OSError):
+            container.remove(force=True)
+
+
+def _scrub(output: str, proxy: ProxyEndpoint) -> str:
+    if proxy.password:
+        for form in {proxy.password, quote(proxy.password, safe="")}:
+            output = output.replace(form, "***")
+    return output
+
+
+def _classify_output(
+    output: str, proxy: ProxyEndpoint, target: Target, step_timeout: float
+) -> tuple[ProxyTestStep, ProxyCheckError | None]:
+    lines = output.splitlines()
+    marker = next((m for m in map(_STEP_LINE.match, lines) if m), None)
+    latency = round((float(marker.group(4)) - float(marker.group(3))) * 1000, 1) if marker else None
+    exit_code = int(marker.group(2)) if marker else None
+    head = _last_response_head(lines)
+    failure = _failure(lines, exit_code, head, proxy, target, step_timeout)
+    if failure is None:
+        detail = f"{target.url} answered {head.describe()}" if head else "fetched"
+        status = head.status if head else None
+        return ProxyTestStep(
+            name="http", ok=True, latency_ms=latency, detail=detail, status_code=status
+        ), None
+    step = ProxyTestStep(
+        name="http", ok=False, latency_ms=latency, detail=failure.message, status_code=failure.status_code
+    )
+    return step, failure
+
+
+def _last_response_head(lines: list[str]) -> ResponseHead | None:
+    head: ResponseHead | None = None
+    for line in lines:
+        status = _STATUS_LINE.match(line)
+        if status:
+            head = ResponseHead(int(status.group(1)), status.group(2).strip(), {})
+            continue
+        header = _HEADER_LINE.match(line)
+        if head is not None and header:
+            head.headers[header.group(1).lower()] = header.group(2).strip()
+    return head
+
+
+def _failure(
+    lines: list[str],
+    exit_code: int | None,
+    head: ResponseHead | None,
+    proxy: ProxyEndpoint,
+    target: Target,
+    step_timeout: float,
+) -> ProxyCheckError | None:
+    text = "\n".join(lines)
+    where = f"{proxy.host}:{proxy.port}"
+    if exit_code in (124, 143) or "timed out" in text:
+        return ProxyCheckError("timeout", f"timed out after {math.ceil(step_timeout)}s fetching {target.url}")
+    if head is not None and head.status == 401 and not head.headers and proxy.username is not None:
+        # wget shows no headers of an error answer, so a proxy's 401 (tinyproxy's way to reject
+        # credentials) looks like the target's: with credentials set, blame them
+        return ProxyCheckError(
+            "auth_required",
+            f"proxy {proxy.display} rejected the credentials of user {proxy.username!r} (401)",
+            401,
+        )
+    if head is not None:
+        try:
+            classify_response(proxy, target, head)
+        except ProxyCheckError as exc:
+            return exc
+        if exit_code == 0:
+            return None
+    if exit_code == 0:
+        return None
+    if "bad address" in text or "resolve" in text:
+        host = urlsplit(proxy.display).hostname
+        return ProxyCheckError("dns", f"cannot resolve proxy host {host!r} inside the container")
+    if "Connection refused" in text:
+        return ProxyCheckError("refused", f"proxy {where} refused the connection from the container")
+    last = next((line for line in reversed(lines) if line and not line.startswith("@@")), "no output")
+    if exit_code is None:
+        return ProxyCheckError("error", f"the probe did not run: {last}")
+    return ProxyCheckError("error", f"wget failed (exit {exit_code}): {last}")
