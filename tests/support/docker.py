@@ -4,8 +4,9 @@
 Every test container carries the labels `agentnodes.test=1` and
 `agentnodes.test.session=<pid of the pytest process>` (tests.support.images.TEST_LABELS).
 `docker_client` removes this session's containers before and after each test; the first use
-also removes leftovers of sessions that are gone. Containers of another pytest session that
-runs at the same time on the same engine are left alone.
+also removes leftovers of sessions that are gone. Containers labelled with another pytest
+session that runs at the same time on the same engine are left alone. To get the same
+protection, give containers started by a program under test TEST_LABELS too.
 """
 
 from __future__ import annotations
@@ -50,16 +51,16 @@ def _session_alive(session: str | None) -> bool:
 
 
 def remove_test_containers(client: Any, *, leftovers: bool = False) -> int:
-    """Remove this session's test containers (and with `leftovers`, those of ended sessions)."""
+    """Remove this session's test containers and those without a session label (started by
+    a nodemanager under test with only `agentnodes.test=1`); with `leftovers`, also those of
+    sessions that have ended."""
     import docker.errors
 
     containers = client.containers.list(all=True, filters={"label": f"{TEST_LABEL}=1"}, ignore_removed=True)
     removed = 0
     for container in containers:
         session = container.labels.get(SESSION_LABEL)
-        mine = session == TEST_SESSION
-        stale = session != TEST_SESSION and not _session_alive(session) and container.status != "running"
-        if mine or (leftovers and (stale or (session and not _session_alive(session)))):
+        if session is None or session == TEST_SESSION or (leftovers and not _session_alive(session)):
             with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                 container.remove(force=True)
                 removed += 1
