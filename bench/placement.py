@@ -3,9 +3,12 @@
     python bench/placement.py [--nodes 1000] [--runs 10000]
 
 Measures: end-to-end placements/s (queue -> place -> SQLite apply -> commit -> ack) on the
-in-process queue and, when redis-server is installed, on Redis Streams; the pure place()
-cost per placement at 100 / 1,000 / 10,000 nodes; paced queue-to-assignment latency; and
-a raw redis-py XREADGROUP + XACK loop on the same machine, as a yardstick.
+in-process queue and, when redis-server is installed, on Redis Streams, at --nodes and at
+10 times as many; the pure place() cost per placement at 100 / 1,000 / 10,000 nodes, both
+from scratch and with a kept Placer (as the scheduler places consecutive batches); paced
+queue-to-assignment latency; and a raw redis-py XREADGROUP + XACK loop on the same machine,
+as a yardstick. The machine's load average is recorded: figures from a busy machine are
+pessimistic, ratios within one run are comparable.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -30,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.queue import MemoryQueue, RunQueue
 from server.queue.redis import RedisStreamsQueue
 from server.scheduler.loop import Scheduler
-from server.scheduler.placement import NodeSnapshot, PendingRun, place
+from server.scheduler.placement import NodeSnapshot, PendingRun, Placer, place
 from server.scheduler.selectors import compile_selector
 from tests.support.redis import RedisServer
 from tests.support.scheduler_db import NODES, RUNS, fresh_engine, insert_rows, node_row, run_row
@@ -51,9 +55,9 @@ def labels_of(i: int) -> dict[str, str]:
 
 def pure_place_cost(node_counts: list[int], batch: int, rounds: int) -> list[dict[str, Any]]:
     results = []
-    runs = [PendingRun(f"r{i}", compile_selector(*SELECTORS[i % len(SELECTORS)])) for i in range(batch)]
+    runs = bench_runs(batch)
     for count in node_counts:
-        nodes = [NodeSnapshot(f"n{i:05}", labels_of(i), i % 3, 64) for i in range(count)]
+        nodes = bench_nodes(count)
         timings = []
         for _ in range(rounds):
             started = time.perf_counter()
@@ -63,6 +67,32 @@ def pure_place_cost(node_counts: list[int], batch: int, rounds: int) -> list[dic
         best = min(timings)
         results.append({"nodes": count, "batch": batch, "us_per_placement": round(best / batch * 1e6, 2)})
     return results
+
+
+def kept_placer_cost(node_counts: list[int], batch: int, batches: int) -> list[dict[str, Any]]:
+    """Consecutive batches on one Placer, the first one (which builds it) not counted."""
+    results = []
+    runs = bench_runs(batch)
+    for count in node_counts:
+        placer = Placer(bench_nodes(count))
+        placer.place(runs)
+        started = time.perf_counter()
+        for _ in range(batches):
+            decisions = placer.place(runs)
+        elapsed = time.perf_counter() - started
+        assert all(type(d).__name__ == "Assign" for d in decisions)
+        results.append(
+            {"nodes": count, "batch": batch, "us_per_placement": round(elapsed / (batch * batches) * 1e6, 2)}
+        )
+    return results
+
+
+def bench_runs(count: int) -> list[PendingRun]:
+    return [PendingRun(f"r{i}", compile_selector(*SELECTORS[i % len(SELECTORS)])) for i in range(count)]
+
+
+def bench_nodes(count: int) -> list[NodeSnapshot]:
+    return [NodeSnapshot(f"n{i:05}", labels_of(i), i % 3, 64) for i in range(count)]
 
 
 async def seed(engine: AsyncEngine, nodes: int, runs: int, max_concurrent: int) -> list[str]:
@@ -114,11 +144,11 @@ async def end_to_end(queue: RunQueue, workdir: Path, nodes: int, runs: int) -> d
     await scheduler.start()
     await asyncio.sleep(0.3)  # past the start-up rescan
     run_ids = await seed_runs(engine, runs)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     await queue.publish(run_ids)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(all_assigned.wait(), 60)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     await scheduler.stop()
     await queue.close()
     await engine.dispose()
@@ -128,6 +158,8 @@ async def end_to_end(queue: RunQueue, workdir: Path, nodes: int, runs: int) -> d
         "assigned": scheduler.stats.assigned,
         "seconds": round(elapsed, 3),
         "placements_per_s": round(scheduler.stats.assigned / elapsed),
+        # this process only (publish included, redis-server not): less sensitive to machine load
+        "cpu_us_per_placement": round(cpu / max(scheduler.stats.assigned, 1) * 1e6),
         "passes": scheduler.stats.passes,
     }
 
@@ -184,7 +216,7 @@ async def raw_redis_loop(url: str, messages: int, count: int) -> dict[str, Any]:
     done = 0
     started = time.perf_counter()
     while done < messages:
-        reply = await redis.xreadgroup("g", "c", {key: ">"}, count=count, block=100)
+        reply: Any = await redis.xreadgroup("g", "c", {key: ">"}, count=count, block=100)
         entries = reply[0][1]
         await redis.xack(key, "g", *[entry_id for entry_id, _ in entries])
         done += len(entries)
@@ -198,10 +230,14 @@ async def main() -> None:
     parser.add_argument("--nodes", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=10000)
     args = parser.parse_args()
-    report: dict[str, Any] = {"pure_place": pure_place_cost([100, 1000, 10000], batch=256, rounds=5)}
+    report: dict[str, Any] = {"load_average_at_start": os.getloadavg()}
+    report["pure_place"] = pure_place_cost([100, 1000, 10000], batch=256, rounds=5)
     report["pure_place_large_batch"] = pure_place_cost([100, 1000, 10000], batch=5000, rounds=2)
-    first, last = report["pure_place"][0], report["pure_place"][-1]
-    report["pure_place_growth_100x_nodes"] = round(last["us_per_placement"] / first["us_per_placement"], 1)
+    report["kept_placer"] = kept_placer_cost([100, 1000, 10000], batch=256, batches=10)
+    for key in ("pure_place", "kept_placer"):
+        first, last = report[key][0], report[key][-1]
+        report[f"{key}_growth_100x_nodes"] = round(last["us_per_placement"] / first["us_per_placement"], 1)
+    scaled = args.nodes * 10
     with tempfile.TemporaryDirectory(prefix="bench-sched-") as tmp:
         workdir = Path(tmp)
         progress("end to end, in-process queue")
@@ -210,18 +246,27 @@ async def main() -> None:
         report["latency_memory"] = await paced_latency(MemoryQueue(), workdir, args.nodes, 200, 400)
         if shutil.which("redis-server"):
             with RedisServer() as server:
-                queue = RedisStreamsQueue(server.url, "bench:runs")
                 progress("end to end, Redis")
+                queue = RedisStreamsQueue(server.url, "bench:runs")
                 report["end_to_end_redis"] = await end_to_end(queue, workdir, args.nodes, args.runs)
+                progress(f"end to end, Redis, {scaled} nodes")
+                queue = RedisStreamsQueue(server.url, "bench:runs-scaled")
+                report["end_to_end_redis_10x_nodes"] = await end_to_end(queue, workdir, scaled, args.runs)
                 queue = RedisStreamsQueue(server.url, "bench:latency")
                 progress("paced latency, Redis")
                 report["latency_redis"] = await paced_latency(queue, workdir, args.nodes, 200, 400)
                 progress("raw redis-py loop")
                 report["raw_redis_xreadgroup_xack"] = await raw_redis_loop(server.url, args.runs, 256)
             raw = report["raw_redis_xreadgroup_xack"]["messages_per_s"]
-            report["ratio_scheduler_to_raw_redis"] = round(
-                report["end_to_end_redis"]["placements_per_s"] / raw, 3
+            redis_e2e, redis_scaled = report["end_to_end_redis"], report["end_to_end_redis_10x_nodes"]
+            report["ratio_scheduler_redis_to_raw_redis"] = round(redis_e2e["placements_per_s"] / raw, 3)
+            report["ratio_scheduler_redis_to_memory"] = round(
+                redis_e2e["placements_per_s"] / report["end_to_end_memory"]["placements_per_s"], 3
             )
+            report["cpu_per_placement_growth_10x_nodes"] = round(
+                redis_scaled["cpu_us_per_placement"] / redis_e2e["cpu_us_per_placement"], 2
+            )
+    report["load_average_at_end"] = os.getloadavg()
     print(json.dumps(report, indent=2))
 
 
