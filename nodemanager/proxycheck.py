@@ -445,7 +445,11 @@ async def check_proxy_config(
     ca_file: str | None = None,
     node_id: str | None = None,
 ) -> ProxyTestResult:
-    """The test for a node's env config: http_proxy for the HTTP step, https_proxy for HTTPS."""
+    """The test for a node's env config: http_proxy for the HTTP step, https_proxy for HTTPS.
+
+    With only one of the two set, both steps go through it. `no_proxy` is not consulted: the
+    targets are meant to be reached through the proxy.
+    """
     proxy_url = config.http_proxy or config.https_proxy
     if not proxy_url:
         return ProxyTestResult(

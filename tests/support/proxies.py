@@ -6,8 +6,6 @@ The fixtures are in tests/support/fixtures_proxies.py.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import ipaddress
 import os
 import signal
 import socket
@@ -132,38 +130,18 @@ class SelfSignedCert:
 
 
 def make_self_signed_cert(directory: Path) -> SelfSignedCert:
-    """A certificate for localhost and 127.0.0.1 that is its own CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "agentnodes test target")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    """A certificate for localhost and 127.0.0.1 that is its own CA (made by the openssl CLI)."""
+    openssl = require_binary("openssl", "the openssl CLI (Debian package openssl)")
     cert_file, key_file = directory / "target-cert.pem", directory / "target-key.pem"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    key_options = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"]
+    extensions = ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    extensions += ["-addext", "basicConstraints=critical,CA:TRUE"]
+    files = ["-keyout", str(key_file), "-out", str(cert_file)]
+    subprocess.run(
+        [openssl, "req", "-x509", *key_options, *files, "-subj", "/CN=agentnodes test target", *extensions],
+        check=True,
+        capture_output=True,
+        timeout=30,
     )
     return SelfSignedCert(cert_file, key_file)
 
