@@ -7,6 +7,7 @@ message naming the variable, instead of failing later on first use.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,6 +84,12 @@ class Settings:
                 f"refusing to listen on {self.host!r} in protected mode: neither ADMIN_TOKEN nor "
                 "NODE_JOIN_TOKEN is set, so the API would be open to the network. Set ADMIN_TOKEN "
                 "(and NODE_JOIN_TOKEN for nodes), or listen on 127.0.0.1."
+            )
+        if not self.admin_token and not is_loopback(self.host):
+            logging.getLogger("server.config").warning(
+                "ADMIN_TOKEN is not set: the admin API on %s is open to anyone who can reach it; "
+                "NODE_JOIN_TOKEN only guards the node endpoints",
+                self.host,
             )
 
 

@@ -207,6 +207,13 @@ def test_env_config(apiserver: ApiServerFactory) -> None:
         empty = client.get("/api/v1/nodes/n1/env-config").json()
         assert empty["proxy"] == {"http_proxy": None, "https_proxy": None, "no_proxy": None}
         assert empty["env"] == {}
+        assert empty["resource_version"] == 0
+        first = {"env": {"WHO": "first"}, "resource_version": 0}
+        assert client.put("/api/v1/nodes/n1/env-config", json=first).status_code == 200
+        # a second editor that also read "no config yet" must not overwrite the first save
+        second = client.put("/api/v1/nodes/n1/env-config", json={"env": {"WHO": "second"}, "resource_version": 0})
+        assert second.status_code == 409, second.text
+        assert client.get("/api/v1/nodes/n1/env-config").json()["env"] == {"WHO": "first"}
         config = {
             "proxy": {
                 "http_proxy": "http://bob:hunter2@proxy.local:3128",
@@ -234,7 +241,7 @@ def test_env_config(apiserver: ApiServerFactory) -> None:
         stale = client.put("/api/v1/nodes/n1/env-config", json={**config, "resource_version": 99})
         assert stale.status_code == 409
         audit = client.get("/api/v1/audit", params={"action": "env_config.replace"}).json()
-        assert audit["total"] == 1
+        assert audit["total"] == 2  # the first save above, then `config`
         entry = audit["items"][0]
         assert entry["actor"] == "admin"
         assert entry["target_id"] == "n1"

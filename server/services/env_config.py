@@ -53,8 +53,9 @@ class EnvConfigService:
                 raise NotFound(f"node {node_id!r} not found")
             if expected is not None:
                 current = await repo.get(session, node_id)
-                current_version = current.resource_version if current is not None else None
-                if current_version is not None and current_version != expected:
+                # 0 stands for "no config saved yet", so two first saves conflict like any other pair
+                current_version = current.resource_version if current is not None else 0
+                if current_version != expected:
                     raise Conflict(
                         f"the env config of node {node_id!r} was changed meanwhile (resource_version is "
                         f"{current_version}, the edit was based on {expected}); reload and retry",

@@ -108,9 +108,9 @@ def run_to_wire(row: Any) -> m.Run:
 
 
 def env_config_to_wire(row: Any | None) -> m.EnvConfig:
-    """The empty config for a node that has none yet."""
+    """The empty config, at resource_version 0, for a node that has none yet."""
     if row is None:
-        return m.EnvConfig()
+        return m.EnvConfig(resource_version=0)
     proxy = row.proxy or {}
     return m.EnvConfig(
         proxy=m.ProxyConfig(
