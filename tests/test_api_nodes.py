@@ -211,7 +211,8 @@ def test_env_config(apiserver: ApiServerFactory) -> None:
         first = {"env": {"WHO": "first"}, "resource_version": 0}
         assert client.put("/api/v1/nodes/n1/env-config", json=first).status_code == 200
         # a second editor that also read "no config yet" must not overwrite the first save
-        second = client.put("/api/v1/nodes/n1/env-config", json={"env": {"WHO": "second"}, "resource_version": 0})
+        second_body = {"env": {"WHO": "second"}, "resource_version": 0}
+        second = client.put("/api/v1/nodes/n1/env-config", json=second_body)
         assert second.status_code == 409, second.text
         assert client.get("/api/v1/nodes/n1/env-config").json()["env"] == {"WHO": "first"}
         config = {
