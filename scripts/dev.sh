@@ -22,6 +22,11 @@ if ! .venv/bin/python -c "import server, nodemanager, nodectl" 2>/dev/null \
 fi
 
 mkdir -p data
+IMAGE=agentnodes/busybox:latest
+if docker info >/dev/null 2>&1 && ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+    echo "building the local example image $IMAGE (no registry needed)" >&2
+    ./scripts/build-local-image.sh "$IMAGE" >/dev/null || echo "could not build $IMAGE; see scripts/build-local-image.sh" >&2
+fi
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -47,7 +52,7 @@ cat >&2 <<MSG
   apiserver   $API_SERVER_URL   (console: $API_SERVER_URL/, API docs: $API_SERVER_URL/schema)
   nodemanager NODE_ID=${NODE_ID:-dev-node-01}
   CLI         .venv/bin/nodectl nodes list
-              .venv/bin/nodectl runs submit busybox --wait -- echo hello
+              .venv/bin/nodectl runs submit $IMAGE --wait -- echo hello
 
   Ctrl-C stops both.
 MSG
