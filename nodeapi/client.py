@@ -237,7 +237,9 @@ def _transport_error(base_url: str, exc: httpx.TransportError) -> TransportError
 class Client:
     """Blocking client (nodectl)."""
 
-    def __init__(self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
@@ -263,7 +265,9 @@ class Client:
 class AsyncClient:
     """asyncio client (nodemanager)."""
 
-    def __init__(self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
