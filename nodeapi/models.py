@@ -70,6 +70,7 @@ class ProxyTestStep(Struct):
     latency_ms: float | None = None
     detail: str | None = None
     status_code: int | None = None
+    skipped: bool = False  # not attempted (e.g. HTTPS in a container); `ok` is then false
 
 
 class ProxyTestResult(Struct):
@@ -248,6 +249,9 @@ class WorkResponse(Struct):
     cancel_runs: list[str] = msgspec.field(default_factory=list)
     commands: list[NodeCommand] = msgspec.field(default_factory=list)
     draining: bool = False
+    # runs the server has as `running` here: a restarted node reports those it has no
+    # container for as failed
+    running_runs: list[str] = msgspec.field(default_factory=list)
 
 
 class CommandResult(Struct):

@@ -186,9 +186,16 @@ def run_proxy_test(
     in_container: Annotated[
         bool, typer.Option("--in-container", help="Run the check inside a container on the node.")
     ] = False,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait", min=1.0, max=60.0, help="Seconds to wait for the node (default from --timeout)."
+        ),
+    ] = None,
     fmt: OutputOpt = Format.table,
 ) -> None:
-    """Test the node's proxy from the node itself; exit 0 when it works, 1 when it does not."""
+    """Test the node's proxy from the node itself; exit 0 when it works, 1 when it does not,
+    3 when the node does not answer in time, 6 when it is offline."""
     from nodeapi import models as m
     from nodeapi.client import Calls
 
@@ -199,8 +206,9 @@ def run_proxy_test(
     request = m.ProxyTestRequest(
         proxy=proxy_config, url=url, https_url=https_url, timeout=timeout, in_container=in_container
     )
-    # the node runs up to three steps of `timeout` each; the server waits for it at most 60 s
-    wait = None if timeout is None else min(60.0, max(30.0, timeout * 3 + 10.0))
+    if wait is None:
+        # the node runs up to three steps of `timeout` (its default: 10 s) each; the server waits 60 s at most
+        wait = min(60.0, max(30.0, (timeout or 10.0) * 3 + 10.0))
     result = session(ctx).send(Calls.test_proxy(node_id, request, wait=wait))
     if not output.print_data(result, fmt):
         _print_proxy_report(result)
@@ -213,12 +221,16 @@ def _print_proxy_report(result: m.ProxyTestResult) -> None:
         ("Node", result.node_id or "-"),
         ("Proxy", result.proxy or "(none)"),
         ("Where", "in a container" if result.in_container else "on the node"),
+        ("Targets", " ".join(t for t in (result.target_http, result.target_https) if t) or "-"),
     ]
     for step in result.steps:
         latency = "" if step.latency_ms is None else f" {step.latency_ms:.0f} ms"
         status = "" if step.status_code is None else f" HTTP {step.status_code}"
         detail = f" - {step.detail}" if step.detail else ""
-        mark, style = ("ok", "green") if step.ok else ("FAILED", "red")
+        if step.skipped:
+            mark, style = "skipped", "yellow"
+        else:
+            mark, style = ("ok", "green") if step.ok else ("FAILED", "red")
         pairs.append((f"Step {step.name}", (f"{mark}{status}{latency}{detail}", style)))
     verdict = ("ok", "bold green") if result.ok else (f"failed ({result.reason})", "bold red")
     pairs += [("Result", verdict), ("Message", result.message)]

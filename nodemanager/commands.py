@@ -8,8 +8,7 @@ import msgspec
 
 from nodeapi import models as m
 from nodemanager.config import NodeConfig
-from nodemanager.proxycheck import check_proxy_config
-from nodemanager.proxyprobe import probe_in_container
+from nodemanager.proxycheck import check_proxy_config, mask_proxy_url
 from nodemanager.runtime.base import Runtime
 from nodemanager.workspace import Workspaces
 
@@ -19,39 +18,58 @@ TEST_PROXY = "test_proxy"
 
 
 async def run_command(
-    command: m.NodeCommand, config: NodeConfig, runtime: Runtime, workspaces: Workspaces
+    command: m.NodeCommand, config: NodeConfig, runtime: Runtime, workspaces: Workspaces | None = None
 ) -> m.CommandResult:
-    """The command's result; never raises (a failure is a result the server shows the admin)."""
+    """The command's result; never raises (a failure is a result the server shows the admin).
+
+    `workspaces` is accepted for the agent's call and unused: the probe container needs none.
+    """
     try:
         if command.type == TEST_PROXY:
             request = msgspec.convert(command.payload, m.ProxyTestRequest)
-            result = await _test_proxy(command.id, request, config, runtime, workspaces)
+            result = await test_proxy(request, config, runtime)
             return m.CommandResult(ok=True, result=msgspec.to_builtins(result))
         return m.CommandResult(ok=False, error=f"unknown command type {command.type!r}")
     except msgspec.ValidationError as exc:
         return m.CommandResult(ok=False, error=f"invalid {command.type} payload: {exc}")
     except Exception as exc:
+        # the message of an unexpected error may quote the payload: never echo it, it holds passwords
         log.exception("command %s (%s) failed", command.id, command.type)
-        return m.CommandResult(ok=False, error=f"{command.type} failed on the node: {exc}")
+        return m.CommandResult(ok=False, error=f"{command.type} failed on the node ({type(exc).__name__})")
 
 
-async def _test_proxy(
-    command_id: str, request: m.ProxyTestRequest, config: NodeConfig, runtime: Runtime, workspaces: Workspaces
-) -> m.ProxyTestResult:
+async def test_proxy(request: m.ProxyTestRequest, config: NodeConfig, runtime: Runtime) -> m.ProxyTestResult:
+    proxy = request.proxy or m.ProxyConfig()
     if request.in_container:
-        return await probe_in_container(
-            request,
+        # imported here: the docker SDK is needed only by this variant
+        from nodemanager.proxycheck_container import check_proxy_in_container
+        from nodemanager.runtime.docker import DockerRuntime
+
+        if not isinstance(runtime, DockerRuntime):
+            return m.ProxyTestResult(
+                ok=False,
+                reason="error",
+                message="the in-container proxy test needs the Docker runtime; this node runs processes",
+                proxy=mask_proxy_url(proxy.http_proxy or proxy.https_proxy),
+                in_container=True,
+                node_id=config.node_id,
+            )
+        return await check_proxy_in_container(
             runtime,
-            workspaces,
-            probe_id=f"proxytest-{command_id}",
-            default_image=config.proxy_probe_image,
-            labels=dict(config.container_labels),
+            request.image or config.proxy_probe_image,
+            proxy,
+            request.url,
+            request.https_url,
+            timeout=request.timeout,
             node_id=config.node_id,
+            network_mode=config.docker_network,
+            labels=dict(config.container_labels),
         )
     return await check_proxy_config(
-        request.proxy or m.ProxyConfig(),
+        proxy,
         request.url,
         request.https_url,
         timeout=request.timeout,
+        ca_file=str(config.proxy_test_ca_file) if config.proxy_test_ca_file else None,
         node_id=config.node_id,
     )

@@ -38,6 +38,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("WORKSPACE_RETENTION", "86400", "seconds a finished run's workspace is kept"),
     ("DOCKER_NETWORK", "host", "network of agent containers (host | none | a network name)"),
     ("PROXY_PROBE_IMAGE", "busybox:latest", "image used for in-container proxy tests"),
+    ("PROXY_TEST_CA_FILE", "(unset)", "extra CA certificates (PEM) trusted for proxy-test HTTPS targets"),
     ("CONTAINER_LABELS", "(none)", "extra labels put on every container, k=v,k2=v2"),
     ("LOG_LEVEL", "INFO", "CRITICAL | ERROR | WARNING | INFO | DEBUG"),
 )
@@ -61,6 +62,7 @@ class NodeConfig:
     workspace_retention: float = 24 * 3600.0
     docker_network: str = "host"
     proxy_probe_image: str = "busybox:latest"
+    proxy_test_ca_file: Path | None = None
     container_labels: dict[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
 
@@ -94,6 +96,7 @@ class NodeConfig:
             workspace_retention=reader.seconds("WORKSPACE_RETENTION", 24 * 3600.0, maximum=365 * 86400.0),
             docker_network=reader.text("DOCKER_NETWORK") or "host",
             proxy_probe_image=reader.text("PROXY_PROBE_IMAGE") or "busybox:latest",
+            proxy_test_ca_file=reader.readable_file("PROXY_TEST_CA_FILE"),
             container_labels=reader.labels("CONTAINER_LABELS"),
             log_level=log_level,
         )
@@ -151,6 +154,15 @@ class _Reader:
         if not 0 <= value <= maximum:
             raise ConfigError(f"{name} must be between 0 and {maximum:g} seconds, got {raw!r}")
         return value
+
+    def readable_file(self, name: str) -> Path | None:
+        raw = self.text(name)
+        if raw is None:
+            return None
+        path = Path(raw)
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ConfigError(f"{name} must name a readable file, got {raw!r}")
+        return path
 
     def choice(self, name: str, choices: tuple[_C, ...], default: _C) -> _C:
         raw = (self.text(name) or default).lower()

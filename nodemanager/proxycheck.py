@@ -332,7 +332,13 @@ def _ssl_reason(exc: ssl.SSLError) -> str:
 
 
 def tls_context(verify: bool = True, ca_file: str | None = None) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=ca_file)
+    """The system's trusted CAs, plus those in `ca_file` (the node's PROXY_TEST_CA_FILE)."""
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ProxyCheckError("error", f"cannot load the CA file {ca_file}: {exc}") from exc
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE

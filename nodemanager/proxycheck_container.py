@@ -1,11 +1,13 @@
 """The proxy test from inside a container: the exact network path of an agent on this node.
 
-A throwaway container of a busybox image runs `wget` with `http_proxy` set, as an agent's
-tools would, and its output is classified into the same reasons as the on-node test.
+A throwaway container of a busybox image (PROXY_PROBE_IMAGE, or the request's image) on the
+runs' network gets the proxy variables as runs get them (both cases: busybox `wget` reads only
+`http_proxy`) and fetches the HTTP target with `wget -S`; its output is classified into the
+same reasons as the on-node test (`nodemanager.proxycheck`).
 
-Limits: busybox `wget` does not tunnel HTTPS through a proxy and does not validate
-certificates, so this variant covers the plain HTTP step only; the HTTPS path (CONNECT + TLS)
-is covered by `nodemanager.proxycheck.check_proxy`, run by the nodemanager itself.
+Limits, reported rather than hidden: busybox `wget` cannot tunnel HTTPS through a proxy
+(no CONNECT), so the `https` step is answered `skipped`; the on-node test covers CONNECT + TLS.
+`wget -T` crashes busybox 1.35, so the `timeout` applet bounds the fetch instead.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from urllib.parse import quote, urlsplit
 
 import docker.errors
 
-from nodeapi.models import ProxyTestResult, ProxyTestStep
+from nodeapi.models import ProxyConfig, ProxyTestResult, ProxyTestStep
 from nodemanager.proxycheck import (
     DEFAULT_HTTP_TARGET,
+    DEFAULT_HTTPS_TARGET,
     DEFAULT_TIMEOUT,
     ProxyCheckError,
     ProxyEndpoint,
@@ -36,8 +39,11 @@ from nodemanager.runtime.docker import LABEL_NODE_ID, DockerRuntime
 
 PROBE_LABEL = "agentnodes.proxycheck"
 CONTAINER_GRACE_SECONDS = 15.0  # container start and teardown, on top of the step timeout
+HTTPS_SKIPPED = (
+    "not tested inside the container: busybox wget cannot tunnel HTTPS through a proxy "
+    "(run the test on the node for the CONNECT + TLS step)"
+)
 
-# `wget -T` crashes some busybox builds: the applet `timeout` bounds it instead.
 # Times come from /proc/uptime (busybox `date` has no sub-second format).
 PROBE_SCRIPT = r"""
 read t0 _ </proc/uptime
@@ -52,11 +58,23 @@ _STATUS_LINE = re.compile(r"^\s+HTTP/\d(?:\.\d)? (\d{3}) ?(.*)$")
 _HEADER_LINE = re.compile(r"^\s+([A-Za-z0-9-]+):\s*(.*)$")
 
 
+def probe_environment(config: ProxyConfig, proxy_url: str) -> dict[str, str]:
+    """The proxy variables as runs get them; `http_proxy` falls back to the HTTPS proxy, as in
+    the on-node test, so a config with only `https_proxy` is still tested through a proxy."""
+    values = {"http_proxy": proxy_url, "https_proxy": config.https_proxy, "no_proxy": config.no_proxy}
+    env: dict[str, str] = {}
+    for name, value in values.items():
+        if value:
+            env[name] = env[name.upper()] = value
+    return env
+
+
 async def check_proxy_in_container(
     runtime: DockerRuntime,
     image: str,
-    proxy_url: str,
+    config: ProxyConfig,
     http_url: str | None = None,
+    https_url: str | None = None,
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - the limit of the step, as in ProxyTestRequest
     node_id: str | None = None,
@@ -65,22 +83,28 @@ async def check_proxy_in_container(
 ) -> ProxyTestResult:
     step_timeout = timeout or DEFAULT_TIMEOUT
     target_url = http_url or DEFAULT_HTTP_TARGET
+    proxy_url = config.http_proxy or config.https_proxy
     result = ProxyTestResult(
         ok=False,
         reason="error",
         message="",
         proxy=mask_proxy_url(proxy_url),
         target_http=target_url,
+        target_https=https_url or DEFAULT_HTTPS_TARGET,
         in_container=True,
         node_id=node_id,
         tested_at=datetime.now(UTC),
     )
+    if not proxy_url:
+        result.message = "no proxy configured (set http_proxy or https_proxy)"
+        return result
     try:
         proxy = ProxyEndpoint.parse(proxy_url)
         target = Target.parse(target_url, "http")
         await runtime.ensure_image(image)
+        environment = probe_environment(config, proxy_url)
         output = await asyncio.to_thread(
-            _run_probe, runtime, image, proxy_url, target_url, step_timeout, network_mode, labels or {}
+            _run_probe, runtime, image, environment, target_url, step_timeout, network_mode, labels or {}
         )
     except ProxyCheckError as exc:
         result.reason, result.message = exc.reason, exc.message
@@ -94,21 +118,22 @@ async def check_proxy_in_container(
     output = _scrub(output, proxy)
     step, failure = _classify_output(output, proxy, target, step_timeout)
     result.steps = [step]
-    if failure is None:
-        result.ok, result.reason = True, "ok"
-        result.message = (
-            f"from a container, proxy {result.proxy} fetched {target_url} ({step.detail}); "
-            "HTTPS is tested by the node itself"
-        )
-    else:
+    if failure is not None:
         result.reason, result.message = failure.reason, f"from a container: {failure.message}"
+        return result
+    result.steps.append(ProxyTestStep(name="https", ok=False, skipped=True, detail=HTTPS_SKIPPED))
+    result.ok, result.reason = True, "ok"
+    result.message = (
+        f"from a container ({image}), proxy {result.proxy} fetched {target_url} ({step.detail}); "
+        "HTTPS was not tested in the container (busybox wget cannot tunnel it through a proxy)"
+    )
     return result
 
 
 def _run_probe(
     runtime: DockerRuntime,
     image: str,
-    proxy_url: str,
+    proxy_environment: dict[str, str],
     target_url: str,
     step_timeout: float,
     network_mode: str,
@@ -116,12 +141,7 @@ def _run_probe(
 ) -> str:
     """Start the probe container, wait for it, return its output; always removes it."""
     seconds = max(1, math.ceil(step_timeout))
-    environment = {
-        "http_proxy": proxy_url,  # busybox wget reads only the lower-case name
-        "HTTP_PROXY": proxy_url,
-        "PROBE_URL": target_url,
-        "PROBE_TIMEOUT": str(seconds),
-    }
+    environment = {**proxy_environment, "PROBE_URL": target_url, "PROBE_TIMEOUT": str(seconds)}
     all_labels = {**labels, **runtime.extra_labels, PROBE_LABEL: "1", LABEL_NODE_ID: runtime.node_id}
     try:
         container = runtime.client.containers.create(

@@ -1,4 +1,5 @@
-"""The on-node proxy test against real proxies (tinyproxy, proxy.py) and targets on loopback."""
+"""The on-node and in-container proxy tests against real proxies (tinyproxy, proxy.py) and targets
+on loopback."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import msgspec
 import pytest
 
 from nodeapi.models import ProxyConfig, ProxyTestResult
-from nodemanager.proxycheck import check_proxy, check_proxy_config, mask_proxy_url
-from nodemanager.proxycheck_container import check_proxy_in_container
+from nodemanager.proxycheck import check_proxy, check_proxy_config, mask_proxy_url, tls_context
+from nodemanager.proxycheck_container import check_proxy_in_container, probe_environment
 from nodemanager.runtime.docker import DockerRuntime
 from tests.support.images import TEST_LABELS
 from tests.support.proxies import (
@@ -201,30 +202,83 @@ async def test_unsupported_schemes_and_missing_config_are_clear_errors() -> None
     assert (empty.reason, empty.message) == ("error", "no proxy configured (set http_proxy or https_proxy)")
 
 
+async def test_the_ca_file_adds_to_the_system_trust_store(
+    tinyproxy: ProxyProcess,
+    http_target: TargetServer,
+    https_target: TargetServer,
+    target_cert: SelfSignedCert,
+) -> None:
+    context = tls_context(ca_file=str(target_cert.cert_file))
+    system_only = tls_context()
+    assert len(context.get_ca_certs()) == len(system_only.get_ca_certs()) + 1
+    missing = await check_proxy(
+        tinyproxy.url(), http_target.url(), https_target.url(), timeout=5, ca_file="/nonexistent/ca.pem"
+    )
+    assert (missing.ok, missing.reason) == (False, "error")
+    assert "cannot load the CA file /nonexistent/ca.pem" in missing.message
+
+
 @pytest.mark.docker
 async def test_in_container_variant_takes_the_agents_network_path(
     docker_client: Any,
     test_image: str,
     tinyproxy_auth: ProxyProcess,
     http_target: TargetServer,
+    https_target: TargetServer,
     closed_port: int,
 ) -> None:
     runtime = DockerRuntime(docker_client, "test-node-proxy", pull_policy="never", extra_labels=TEST_LABELS)
+    targets = (http_target.url(), https_target.url())
+
+    def config(url: str) -> ProxyConfig:
+        return ProxyConfig(http_proxy=url, https_proxy=url, no_proxy="example.invalid")
+
     working = await check_proxy_in_container(
-        runtime, test_image, tinyproxy_auth.url(PROXY_USER, PROXY_PASSWORD), http_target.url(), timeout=5
+        runtime, test_image, config(tinyproxy_auth.url(PROXY_USER, PROXY_PASSWORD)), *targets, timeout=5
     )
     assert (working.ok, working.reason, working.in_container) == (True, "ok", True), working.message
+    assert [(s.name, s.ok, s.skipped) for s in working.steps] == [
+        ("http", True, False),
+        ("https", False, True),
+    ]
     assert working.steps[0].status_code == 200
+    assert "busybox wget cannot tunnel HTTPS" in (working.steps[1].detail or "")
+    assert "HTTPS was not tested" in working.message
     assert_no_password(working)
 
     rejected = await check_proxy_in_container(
-        runtime, test_image, tinyproxy_auth.url(PROXY_USER, "wrong"), http_target.url(), timeout=5
+        runtime, test_image, config(tinyproxy_auth.url(PROXY_USER, "wrong")), *targets, timeout=5
     )
     assert (rejected.ok, rejected.reason) == (False, "auth_required")
+    assert [step.name for step in rejected.steps] == ["http"]  # stops at the first failure
 
     refused = await check_proxy_in_container(
-        runtime, test_image, f"http://127.0.0.1:{closed_port}", http_target.url(), timeout=5
+        runtime, test_image, config(f"http://127.0.0.1:{closed_port}"), *targets, timeout=5
     )
     assert (refused.ok, refused.reason) == (False, "refused")
+
+    https_only = await check_proxy_in_container(
+        runtime, test_image, ProxyConfig(https_proxy=f"http://127.0.0.1:{closed_port}"), *targets, timeout=5
+    )
+    assert https_only.reason == "refused"  # http_proxy falls back to the HTTPS proxy, as on the node
+
+    missing_image = await check_proxy_in_container(
+        runtime, "agentnodes-test/absent:latest", config(f"http://127.0.0.1:{closed_port}"), timeout=5
+    )
+    assert (missing_image.ok, missing_image.reason) == (False, "error")
+    assert "probe image unavailable" in missing_image.message
+
     probes = docker_client.containers.list(all=True, filters={"label": "agentnodes.proxycheck=1"})
     assert [c for c in probes if c.labels.get("agentnodes.node_id") == "test-node-proxy"] == []
+
+
+def test_probe_environment_injects_both_cases() -> None:
+    env = probe_environment(ProxyConfig(https_proxy="http://p:1", no_proxy="a.example"), "http://p:1")
+    assert env == {
+        "http_proxy": "http://p:1",
+        "HTTP_PROXY": "http://p:1",
+        "https_proxy": "http://p:1",
+        "HTTPS_PROXY": "http://p:1",
+        "no_proxy": "a.example",
+        "NO_PROXY": "a.example",
+    }

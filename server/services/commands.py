@@ -5,6 +5,10 @@ work long-poll; the node runs the check and posts the result; the waiting reques
 the row (so the result may arrive through any apiserver replica) and answers it, or 504
 at its deadline (the command is then marked expired). Every result is also kept on the
 node (`last_proxy_test`), so `nodes get` and the console show the latest one.
+
+The payload carries the proxy URL with its password (the node needs it); once the command is
+answered or expired the stored payload is masked, and any proxy password a node's result
+repeats is replaced by `***` before the result is stored or answered.
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from nodeapi import models as m
@@ -149,6 +155,8 @@ class CommandService:
         async with self._ctx.sessionmaker.begin() as session:
             expired = await repo.expire(session, command_id, now_utc())
             row = None if expired else await repo.get(session, command_id)
+            if expired:
+                await _forget_secrets(session, command_id)
         if row is not None and row.state == "done":
             return _result_of(node_id, row)
         raise GatewayTimeout(f"node {node_id} did not answer the proxy test within {wait:g} s")
@@ -160,9 +168,10 @@ class CommandService:
             row = await repo.get(session, command_id)
             if row is None or row.node_id != node_id:
                 raise NotFound(f"command {command_id!r} of node {node_id!r} not found")
-            stored = _normalise(node_id, result, now)
+            stored = _normalise(node_id, result, now, _proxy_passwords(row.payload))
             if not await repo.complete(session, command_id, stored, now):
                 return
+            await _forget_secrets(session, command_id)
             if row.type == TEST_PROXY:
                 await session.execute(
                     update(NodeRow)
@@ -172,7 +181,57 @@ class CommandService:
                 )
 
 
-def _normalise(node_id: str, result: m.CommandResult, now: datetime) -> dict[str, Any]:
+def _proxy_passwords(payload: dict[str, Any]) -> set[str]:
+    proxy = payload.get("proxy") or {}
+    passwords: set[str] = set()
+    for name in ("http_proxy", "https_proxy"):
+        url = proxy.get(name)
+        try:
+            password = urlsplit(url).password if isinstance(url, str) else None
+        except ValueError:
+            password = None
+        if password:
+            passwords |= {password, unquote(password)}
+    return passwords
+
+
+def _without(text: str | None, passwords: set[str]) -> str | None:
+    if text is None:
+        return None
+    for password in sorted(passwords, key=len, reverse=True):
+        text = text.replace(password, "***")
+    return text
+
+
+def _scrub(result: m.ProxyTestResult, passwords: set[str]) -> None:
+    """Defence in depth: a node's free-text answers must not repeat a proxy password."""
+    if not passwords:
+        return
+    result.message = _without(result.message, passwords) or ""
+    result.proxy = _without(result.proxy, passwords)
+    for step in result.steps:
+        step.detail = _without(step.detail, passwords)
+
+
+async def _forget_secrets(session: AsyncSession, command_id: str) -> None:
+    """Mask the proxy URLs kept in a command nobody will read again."""
+    row = await repo.get(session, command_id)
+    proxy = (row.payload or {}).get("proxy") if row is not None else None
+    if row is None or not isinstance(proxy, dict):
+        return
+    masked = {
+        name: validation.mask_url_password(value) if isinstance(value, str) else value
+        for name, value in proxy.items()
+    }
+    await session.execute(
+        update(NodeCommandRow)
+        .where(col(NodeCommandRow.id) == command_id)
+        .values(payload={**row.payload, "proxy": masked})
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _normalise(node_id: str, result: m.CommandResult, now: datetime, passwords: set[str]) -> dict[str, Any]:
     """Keep the command result; for a proxy test, as a complete ProxyTestResult."""
     try:
         proxy_result = msgspec.convert(result.result, m.ProxyTestResult) if result.result else None
@@ -183,8 +242,9 @@ def _normalise(node_id: str, result: m.CommandResult, now: datetime) -> dict[str
         proxy_result = m.ProxyTestResult(ok=False, reason="error", message=message)
     proxy_result.node_id = node_id
     proxy_result.tested_at = proxy_result.tested_at or now
+    _scrub(proxy_result, passwords)
     body: dict[str, Any] = msgspec.to_builtins(proxy_result)
-    return {"ok": result.ok, "error": result.error, "result": body}
+    return {"ok": result.ok, "error": _without(result.error, passwords), "result": body}
 
 
 def _result_of(node_id: str, row: NodeCommandRow) -> m.ProxyTestResult:
