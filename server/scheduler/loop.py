@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+import msgspec
+from sqlalchemy import String, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.queue.base import Message, RunQueue
@@ -299,17 +300,21 @@ class Scheduler:
 
     async def _snapshot(self, session: AsyncSession, now: datetime) -> list[NodeSnapshot]:
         cutoff = now - timedelta(seconds=self.offline_after)
-        # freshness compared in SQL: no timestamp parsing per node
+        # freshness compared in SQL: no timestamp parsing per node; labels fetched as JSON text
+        # and decoded once per distinct text, since most nodes share their label set with others
         fresh = NODES.c.last_heartbeat_at > cutoff
+        labels_json = cast(NODES.c.labels, String)
         rows = await session.execute(
-            select(
-                NODES.c.id, NODES.c.labels, NODES.c.running, NODES.c.max_concurrent, NODES.c.draining, fresh
-            )
+            select(NODES.c.id, labels_json, NODES.c.running, NODES.c.max_concurrent, NODES.c.draining, fresh)
         )
-        return [
-            NodeSnapshot(node_id, labels or {}, running, max_concurrent, _state(draining, is_fresh))
-            for node_id, labels, running, max_concurrent, draining, is_fresh in rows.all()
-        ]
+        decoded: dict[str | None, dict[str, str]] = {}
+        nodes = []
+        for node_id, text, running, max_concurrent, draining, is_fresh in rows.all():
+            labels = decoded.get(text)
+            if labels is None:
+                labels = decoded[text] = (msgspec.json.decode(text) if text else None) or {}
+            nodes.append(NodeSnapshot(node_id, labels, running, max_concurrent, _state(draining, is_fresh)))
+        return nodes
 
     async def _fingerprint(self) -> int:
         async with self.sessionmaker() as session:
