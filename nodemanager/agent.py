@@ -51,6 +51,7 @@ class Agent:
         self._info: m.NodeInfo | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.draining = False
+        self._vanished_check_pending = False
 
     # lifecycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -148,6 +149,8 @@ class Agent:
     async def _poll_work(self) -> float:
         work = await self.client.send(Calls.poll_work(self.config.node_id, wait=WORK_WAIT))
         self.draining = work.draining
+        if self._vanished_check_pending:
+            await self._report_vanished(work.running_runs)
         for assignment in work.assignments:
             self._accept(assignment)
         for run_id in work.cancel_runs:
@@ -261,37 +264,28 @@ class Agent:
 
     # adoption --------------------------------------------------------------------
     async def _adopt_existing(self) -> None:
-        handles = await self.runtime.list()
-        for handle in handles:
+        """Follow the runtime's runs of this node. Runs the server placed here and that have
+        no container come by the work channel: not started yet (claimed before a crash or
+        not) as assignments, running ones in `running_runs` (see _report_vanished)."""
+        for handle in await self.runtime.list():
             if handle.run_id not in self.supervisors:
                 await self._adopt(handle)
-        present = {h.run_id for h in handles}
-        for run in await self._assigned_runs():
-            if run.id in present or self._known(run.id) or run.node_id != self.config.node_id:
-                continue
-            if run.status == "scheduled":
-                # claimed before a crash but never started (unclaimed ones also come by the work channel)
-                log.info("run %s: assigned here but never started; starting it", run.id)
-                env_config = await self.client.send(Calls.get_env_config(self.config.node_id))
-                self._accept(m.Assignment(run=run, env_config=env_config))
-            else:
-                log.warning("run %s: its container is gone (removed while the daemon was down?)", run.id)
-                reason = "the run's container disappeared from the node while the nodemanager was down"
-                self._report_end(run.id, run.last_node_seq, "failed", {"reason": reason})
+        self._vanished_check_pending = True
 
-    async def _assigned_runs(self) -> list[m.Run]:
-        """Runs the server has on this node; empty for a node it does not know yet."""
-        runs: list[m.Run] = []
-        try:
-            for status in sorted(m.ACTIVE_RUN_STATUSES):
-                page = await self.client.send(Calls.node_runs(self.config.node_id, status=status, limit=500))
-                runs.extend(page.items)
-        except NotFound:
-            return []
-        except Unauthorized as exc:
-            log.warning("cannot list this node's runs (%s); relying on the work channel", exc)
-            return []
-        return runs
+    async def _report_vanished(self, running_runs: list[str]) -> None:
+        """Once, on the first work answer after adoption: runs the server has as running here
+        that this daemon does not follow lost their container while it was down."""
+        present = {handle.run_id for handle in await self.runtime.list()}
+        for run_id in running_runs:
+            if run_id in present or self._known(run_id):
+                continue
+            state = await self._probe(run_id)
+            if state is None or state.status != "running":
+                continue
+            log.warning("run %s: its container is gone (removed while the daemon was down?)", run_id)
+            reason = "the run's container disappeared from the node while the nodemanager was down"
+            self._report_end(run_id, state.last_node_seq, "failed", {"reason": reason})
+        self._vanished_check_pending = False
 
     async def _adopt(self, handle: Handle) -> None:
         state = await self._probe(handle.run_id)

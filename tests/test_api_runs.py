@@ -227,6 +227,25 @@ def test_node_events_are_idempotent_and_free_the_slot_once(client: Client) -> No
     assert client.send(Calls.run_events(run.id, type="log")).items[0].data["text"] == "hello\n"
 
 
+def test_claimed_but_unstarted_run_is_handed_out_again_and_reclaimed(client: Client) -> None:
+    node = FakeNode(client, "n1")
+    node.heartbeat()
+    run = submit(client)
+    wait_run_status(client, run.id, "scheduled")
+    assert [a.run.id for a in node.poll().assignments] == [run.id]
+    assert node.report(run.id, ("claimed", {})).status == "scheduled"
+
+    # the node crashed before starting it: the work channel keeps handing it out (throttled)
+    again = node.poll(wait=10)
+    assert [a.run.id for a in again.assignments] == [run.id]
+    assert again.assignments[0].run.last_node_seq == 1
+    reclaimed = node.report(run.id, ("claimed", {}))  # the restarted node claims it once more
+    assert (reclaimed.status, reclaimed.accepted, reclaimed.last_node_seq) == ("scheduled", 1, 2)
+    assert node.report(run.id, ("started", {"container_id": "c1"})).status == "running"
+    assert node.poll().assignments == []
+    assert event_types(client, run.id).count("claimed") == 2
+
+
 def test_events_long_poll_answers_when_an_event_arrives(client: Client) -> None:
     node = FakeNode(client, "n1")
     node.heartbeat()

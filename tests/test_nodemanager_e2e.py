@@ -413,6 +413,56 @@ def test_node_works_with_its_join_token_and_is_refused_without(tmp_path: Path) -
             api.http.close()
 
 
+TOKENS = {"ADMIN_TOKEN": "admin-secret", "NODE_JOIN_TOKEN": "join-secret"}
+
+
+@pytest.fixture
+def token_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server with both tokens: the node holds only the join token, as in production."""
+    (tmp_path / "server").mkdir()
+    env = {"NODE_HEARTBEAT_INTERVAL": "1", "NODE_OFFLINE_AFTER": "30", **TOKENS}
+    with ServerProcess(env=env, data_dir=tmp_path / "server") as srv:
+        yield srv
+
+
+@pytest.fixture
+def token_api(token_server: ServerProcess) -> Iterator[Api]:
+    client = Api(token_server)
+    yield client
+    client.http.close()
+
+
+def test_run_claimed_before_a_crash_is_started_after_restart_with_tokens(
+    request: pytest.FixtureRequest, token_server: ServerProcess, token_api: Api, tmp_path: Path
+) -> None:
+    # what a node that crashed right after claiming leaves behind: scheduled, claimed, no process
+    crashed = token_server.client(token=TOKENS["NODE_JOIN_TOKEN"])
+    heartbeat = {"node_id": "node-a", "labels": {}, "capacity": {"max_concurrent": 2}}
+    assert crashed.post("/api/v1/nodes/heartbeat", json=heartbeat).status_code == 200
+    run_id = token_api.submit("ignored", ["sh", "-c", "echo once"])
+    token_api.wait_status(run_id, {"scheduled"})
+    claim = {"node_id": "node-a", "events": [{"node_seq": 1, "type": "claimed", "data": {}}]}
+    assert crashed.post(f"/api/v1/runs/{run_id}/node-events", json=claim).status_code == 200
+    crashed.close()
+
+    node = NodeManagerProcess(
+        token_server.base_url,
+        tmp_path,
+        "node-a",
+        {"RUNTIME": "process", "NODE_JOIN_TOKEN": TOKENS["NODE_JOIN_TOKEN"]},
+    )
+    try:
+        node.start()
+        run = token_api.wait_status(run_id, TERMINAL, timeout=20)
+    finally:
+        node.stop()
+        request.node.add_report_section("call", "nodemanager log", node.log())
+
+    assert (run["status"], run["node_id"]) == ("succeeded", "node-a")
+    assert token_api.log_texts(run_id) == ["once"]
+    assert [e["type"] for e in token_api.events(run_id)].count("started") == 1
+
+
 def test_proxy_test_runs_on_the_node(
     process_node: NodeFactory,
     api: Api,

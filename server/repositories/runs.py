@@ -110,19 +110,28 @@ async def release_node_slot(session: AsyncSession, node_id: str | None) -> None:
     )
 
 
-async def unclaimed_assignments(session: AsyncSession, node_id: str) -> list[RunRow]:
-    """Runs placed on the node that it has not claimed yet (re-delivered until it does)."""
+async def pending_assignments(session: AsyncSession, node_id: str) -> list[RunRow]:
+    """Runs placed on the node that it has not started yet, claimed or not: handed out until
+    the node reports them started, so a node that crashed after claiming one gets it again."""
     stmt = (
         select(RunRow)
         .where(
             col(RunRow.node_id) == node_id,
             col(RunRow.status) == "scheduled",
-            col(RunRow.claimed_at).is_(None),
             col(RunRow.cancel_requested).is_(False),
         )
         .order_by(col(RunRow.scheduled_at), col(RunRow.id))
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def running_ids(session: AsyncSession, node_id: str) -> list[str]:
+    stmt = (
+        select(col(RunRow.id))
+        .where(col(RunRow.node_id) == node_id, col(RunRow.status) == "running")
+        .order_by(col(RunRow.id))
+    )
+    return [str(run_id) for run_id in (await session.execute(stmt)).scalars()]
 
 
 async def cancel_requested_ids(session: AsyncSession, node_id: str) -> list[str]:

@@ -1,16 +1,18 @@
 """The node work channel: GET /api/v1/nodes/{id}/work?wait=S (long-poll).
 
-Answers at once when the node has something new: runs placed on it and not claimed yet
+Answers at once when the node has something new: runs placed on it and not started yet
 (each with the node's current env config, read at answer time, so a PUT that answered
 before applies to every container started from this answer on), runs to cancel, and
 pending commands (marked delivered). Otherwise it waits for an in-process wake-up
 (scheduler assignment, cancel, new command) or re-reads the database every
 WORK_RECHECK seconds, which is how work placed by another apiserver replica arrives.
 
-Unclaimed runs and pending cancels stay in every answer until the node claims them or
-reports them cancelled, so a node that restarts loses nothing. To keep a node from
-spinning while its claim is in flight, an item only counts as *new* (answer at once)
-if this process has not handed it to the node within the last REDELIVER_AFTER seconds.
+Runs not started yet (claimed or not) and pending cancels stay in every answer until the
+node reports them started or cancelled, so a node that restarts loses nothing, not even a
+run it claimed just before crashing; nodes ignore assignments they already hold. To keep a
+node from spinning while its claim or start is in flight, an item only counts as *new*
+(answer at once) if this process has not handed it to the node within the last
+REDELIVER_AFTER seconds.
 """
 
 from __future__ import annotations
@@ -58,15 +60,17 @@ class WorkService:
             node = await node_repo.get_node(session, node_id)
             if node is None:
                 raise NotFound(f"node {node_id!r} not found; it registers with its first heartbeat")
-            runs = await run_repo.unclaimed_assignments(session, node_id)
+            runs = await run_repo.pending_assignments(session, node_id)
             env_config = env_config_to_wire(await env_repo.get(session, node_id)) if runs else m.EnvConfig()
             cancel_runs = await run_repo.cancel_requested_ids(session, node_id)
+            running = await run_repo.running_ids(session, node_id)
             commands = await command_repo.claim_pending(session, node_id, now)
         return m.WorkResponse(
             assignments=[m.Assignment(run=run_to_wire(row), env_config=env_config) for row in runs],
             cancel_runs=cancel_runs,
             commands=[m.NodeCommand(id=c.id, type=c.type, payload=dict(c.payload or {})) for c in commands],
             draining=bool(node.draining),
+            running_runs=running,
         )
 
     def _has_new(self, node_id: str, keys: list[str]) -> bool:
