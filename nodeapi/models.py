@@ -227,6 +227,8 @@ class NodeEventAck(Struct):
     last_node_seq: int
     accepted: int
     cancel_requested: bool = False
+    # answers an empty batch only: the `ts` of the run's last stored log line
+    last_log_ts: str | None = None
 
 
 class Assignment(Struct):

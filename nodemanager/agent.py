@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
-from nodeapi.errors import ApiError, Conflict, NotFound, Unauthorized
+from nodeapi.errors import ApiError, Conflict, NotFound
 from nodemanager.commands import run_command
 from nodemanager.config import NodeConfig
 from nodemanager.loops import Backoff, service_loop
@@ -292,7 +292,7 @@ class Agent:
         if state is None or state.status not in m.ACTIVE_RUN_STATUSES:
             await self._abandon(handle.run_id, "its run is finished, unknown or assigned elsewhere")
             return
-        since = await self._last_log_ts(handle.run_id)
+        since = state.last_log_ts
         log.info(
             "run %s: adopting %s container %s (logs after %s)",
             handle.run_id,
@@ -318,25 +318,6 @@ class Agent:
         except (NotFound, Conflict) as exc:
             log.info("run %s: not this node's: %s", run_id, exc.detail)
             return None
-
-    async def _last_log_ts(self, run_id: str) -> str | None:
-        """ts of the run's last stored log line, so output resumes right after it."""
-        last: str | None = None
-        after = 0
-        for _ in range(10_000):  # pages; bounded so a misbehaving server cannot spin us forever
-            try:
-                page = await self.client.send(Calls.run_events(run_id, after=after, type="log"))
-            except Unauthorized as exc:
-                log.warning("run %s: cannot read its stored output (%s); resending all of it", run_id, exc)
-                return None
-            if not page.items:
-                break
-            for event in page.items:
-                ts = event.data.get("ts")
-                if isinstance(ts, str):
-                    last = ts
-            after = page.items[-1].seq
-        return last
 
     # housekeeping ----------------------------------------------------------------
     async def _cleanup(self) -> float:

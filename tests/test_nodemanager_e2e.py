@@ -463,6 +463,35 @@ def test_run_claimed_before_a_crash_is_started_after_restart_with_tokens(
     assert [e["type"] for e in token_api.events(run_id)].count("started") == 1
 
 
+@pytest.mark.docker
+def test_killed_nodemanager_resumes_output_without_gaps_or_repeats_with_tokens(
+    request: pytest.FixtureRequest,
+    token_server: ServerProcess,
+    token_api: Api,
+    tmp_path: Path,
+    docker_client: Any,
+    test_image: str,
+) -> None:
+    env = {"RUNTIME": "docker", "NODE_JOIN_TOKEN": TOKENS["NODE_JOIN_TOKEN"]}
+    node = NodeManagerProcess(token_server.base_url, tmp_path, "node-a", env)
+    script = "for i in $(seq 1 30); do echo line $i; sleep 0.2; done"
+    try:
+        node.start()
+        token_api.wait_node("node-a")
+        run_id = token_api.submit(test_image, ["sh", "-c", script])
+        token_api.wait_log(run_id, "line 3")
+        node.kill()
+        time.sleep(1.0)  # the container keeps printing while nobody listens
+        node.start()
+        run = token_api.wait_status(run_id, TERMINAL)
+    finally:
+        node.stop()
+        request.node.add_report_section("call", "nodemanager log", node.log())
+
+    assert (run["status"], run["exit_code"]) == ("succeeded", 0)
+    assert token_api.log_texts(run_id) == [f"line {i}" for i in range(1, 31)]
+
+
 def test_proxy_test_runs_on_the_node(
     process_node: NodeFactory,
     api: Api,

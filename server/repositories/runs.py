@@ -179,6 +179,19 @@ async def list_events(
     return list((await session.execute(stmt)).scalars())
 
 
+async def last_log_ts(session: AsyncSession, run_id: str) -> str | None:
+    """The runtime timestamp of the run's last stored `log` event, if it has one."""
+    stmt = (
+        select(col(RunEventRow.data))
+        .where(col(RunEventRow.run_id) == run_id, col(RunEventRow.type) == "log")
+        .order_by(col(RunEventRow.seq).desc())
+        .limit(1)
+    )
+    data = (await session.execute(stmt)).scalar_one_or_none()
+    ts = data.get("ts") if isinstance(data, dict) else None
+    return ts if isinstance(ts, str) else None
+
+
 async def latest_event_seq(session: AsyncSession, run_id: str) -> int:
     stmt = select(func.max(col(RunEventRow.seq))).where(col(RunEventRow.run_id) == run_id)
     return int((await session.execute(stmt)).scalar_one() or 0)

@@ -8,6 +8,10 @@ whose conditional UPDATE moved the run out of its active status does it.
 Events that arrive after the run already finished (a late report after it was cancelled
 or declared lost) are still stored, so the record shows what the node did, but they never
 change the status again: `log` lines as they are, other types with `data.ignored` saying why.
+
+An empty batch stores nothing: a restarted node probes its runs with it, and the ack then
+carries `last_log_ts`, the runtime timestamp of the last stored output line, so the node
+resumes the output right after it.
 """
 
 from __future__ import annotations
@@ -133,6 +137,8 @@ class NodeEventService:
                 cancel_requested=row.cancel_requested,
             )
             if not fresh:
+                if not batch.events:  # a probe (node start-up): where its output resumes
+                    ack.last_log_ts = await repo.last_log_ts(session, run_id)
                 return ack, False
             state = _RunState(status=row.status, claimed=row.claimed_at is not None)
             stored: list[tuple[str, dict[str, Any], datetime]] = []
