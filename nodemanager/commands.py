@@ -27,18 +27,22 @@ async def run_command(
     try:
         if command.type == TEST_PROXY:
             request = msgspec.convert(command.payload, m.ProxyTestRequest)
-            result = await test_proxy(request, config, runtime)
+            result = await run_proxy_test(request, config, runtime)
             return m.CommandResult(ok=True, result=msgspec.to_builtins(result))
         return m.CommandResult(ok=False, error=f"unknown command type {command.type!r}")
     except msgspec.ValidationError as exc:
         return m.CommandResult(ok=False, error=f"invalid {command.type} payload: {exc}")
     except Exception as exc:
-        # the message of an unexpected error may quote the payload: never echo it, it holds passwords
-        log.exception("command %s (%s) failed", command.id, command.type)
+        # an unexpected error's message might quote the payload, which holds proxy passwords:
+        # only its type is logged and answered; the traceback only at DEBUG, for developers
+        log.error("command %s (%s) failed: %s", command.id, command.type, type(exc).__name__)
+        log.debug("command %s failed", command.id, exc_info=True)
         return m.CommandResult(ok=False, error=f"{command.type} failed on the node ({type(exc).__name__})")
 
 
-async def test_proxy(request: m.ProxyTestRequest, config: NodeConfig, runtime: Runtime) -> m.ProxyTestResult:
+async def run_proxy_test(
+    request: m.ProxyTestRequest, config: NodeConfig, runtime: Runtime
+) -> m.ProxyTestResult:
     proxy = request.proxy or m.ProxyConfig()
     if request.in_container:
         # imported here: the docker SDK is needed only by this variant

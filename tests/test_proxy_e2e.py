@@ -218,6 +218,13 @@ def test_a_target_that_refuses_is_an_upstream_error(
     assert result["steps"][1]["status_code"] in (500, 502)
 
 
+def test_in_container_on_a_node_without_docker_says_so(cli: Cli, tinyproxy: ProxyProcess) -> None:
+    code, result = cli.test_proxy(NODE, "--in-container", "--proxy", tinyproxy.url())
+    assert (code, result["reason"], result["in_container"]) == (1, "error", True)
+    assert "needs the Docker runtime" in result["message"]
+    assert result["steps"] == []
+
+
 def test_an_offline_node_is_a_conflict(
     server: ServerProcess, workdir: Path, cli: Cli, tinyproxy: ProxyProcess
 ) -> None:
