@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import importlib.util
 import logging
+import socket
 import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from server.config import ConfigError, Settings
 
+if TYPE_CHECKING:
+    import uvicorn
+
 EXIT_CONFIG_ERROR = 2
+GRACEFUL_SHUTDOWN = 3  # seconds uvicorn gives open requests once long-polls have been answered
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,8 +59,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from server.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
@@ -59,9 +69,30 @@ def main(argv: list[str] | None = None) -> None:
         log_level=settings.log_level.lower(),
         access_log=settings.log_level == "DEBUG",
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
+    _serve(config, on_exit=app.state.run_context.begin_shutdown)
 
+
+def _serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+    """uvicorn waits for open requests before it stops; on SIGTERM/SIGINT `on_exit` answers
+    the long-polls (work channel, events wait) at once, so stopping takes moments."""
+    import uvicorn
+
+    class LongPollAwareServer(uvicorn.Server):
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().serve(sockets)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            if self.loop is not None and not self.loop.is_closed():
+                # the handler may interrupt the loop anywhere: let the loop run the wake-up
+                self.loop.call_soon_threadsafe(on_exit)
+
+    LongPollAwareServer(config).run()
 
 if __name__ == "__main__":
     main()

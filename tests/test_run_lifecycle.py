@@ -127,6 +127,38 @@ def test_assignment_reaches_a_waiting_work_poll_quickly(
         assert time.monotonic() - started >= 0.4  # nothing new: it waited
 
 
+def test_sigterm_answers_open_long_polls_and_stops_promptly(apiserver: ApiServerFactory) -> None:
+    server = apiserver()
+    answers: dict[str, int] = {}
+    with Client(server.base_url) as api:
+        FakeNode(api, "node-a").heartbeat()
+        run = submit(api, node_selector={"pool": "nowhere"})
+        eventually(lambda: "unschedulable" in event_types(api, run.id))
+        last = api.send(Calls.run_events(run.id)).items[-1].seq
+        polls = {
+            "work": "/api/v1/nodes/node-a/work?wait=30",
+            "events": f"/api/v1/runs/{run.id}/events?after={last}&wait=30",
+        }
+
+        def long_poll(name: str, path: str) -> None:
+            with server.client(timeout=40) as http:
+                answers[name] = http.get(path).status_code
+
+        threads = [threading.Thread(target=long_poll, args=item) for item in polls.items()]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # both requests are waiting now
+        assert not answers
+        stopping = time.monotonic()
+        server.stop(timeout=15)
+        stopped_after = time.monotonic() - stopping
+        for thread in threads:
+            thread.join(timeout=20)
+
+    assert stopped_after < 3.0
+    assert answers == {"work": 200, "events": 200}  # answered, not cut off
+
+
 @pytest.fixture
 def proxy_server(apiserver: ApiServerFactory) -> Iterator[Client]:
     server = apiserver({**FAST_LIVENESS, "PROXY_TEST_URL": "http://127.0.0.1:9/"})

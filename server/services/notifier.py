@@ -17,6 +17,18 @@ from contextlib import contextmanager
 class Notifier:
     def __init__(self) -> None:
         self._waiters: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Wake every waiter, now and later: the server is stopping."""
+        self._closed = True
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
 
     def notify(self, key: str) -> None:
         for event in self._waiters.get(key, ()):
@@ -34,6 +46,8 @@ class Notifier:
         notify that lands between the check and the wait is not missed.
         """
         event = asyncio.Event()
+        if self._closed:
+            event.set()
         waiters = self._waiters[key]
         waiters.add(event)
         try:

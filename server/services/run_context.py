@@ -36,6 +36,16 @@ class RunContext:
     # re-examine parked runs: a slot freed up or a node became usable
     wake_scheduler: Callable[[], None] = _no_wake
 
+    @property
+    def shutting_down(self) -> bool:
+        return self.node_work.closed
+
+    def begin_shutdown(self) -> None:
+        """Answer every long-poll at once, and later ones without waiting: the server is
+        stopping, and uvicorn waits for open requests before it stops."""
+        self.node_work.close()
+        self.run_updates.close()
+
     async def publish(self, run_ids: Sequence[str]) -> bool:
         """Put committed queued runs on the queue and mark them enqueued.
 

@@ -187,7 +187,8 @@ class RunService:
                         session, run_id, after=after, event_type=event_type, limit=limit
                     )
                 remaining = deadline - time.monotonic()
-                if rows or row.status in TERMINAL_RUN_STATUSES or remaining <= 0:
+                finished = row.status in TERMINAL_RUN_STATUSES
+                if rows or finished or remaining <= 0 or self._ctx.shutting_down:
                     items = [
                         m.RunEvent(seq=e.seq, type=e.type, at=utc(e.at), data=e.data or {})  # type: ignore[arg-type]
                         for e in rows

@@ -49,7 +49,12 @@ class WorkService:
                 woken.clear()
                 work = await self._collect(node_id)
                 keys = _item_keys(work)
-                if work.commands or self._has_new(node_id, keys) or time.monotonic() >= deadline:
+                if (
+                    work.commands
+                    or self._has_new(node_id, keys)
+                    or time.monotonic() >= deadline
+                    or self._ctx.shutting_down
+                ):
                     self._remember(node_id, keys)
                     return work
                 await wait_event(woken, min(deadline - time.monotonic(), WORK_RECHECK))

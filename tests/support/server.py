@@ -29,8 +29,11 @@ class ServerProcess:
     def __init__(self, env: dict[str, str] | None = None, data_dir: Path | None = None) -> None:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self._own_tmp = tempfile.TemporaryDirectory(prefix="apiserver-") if data_dir is None else None
-        self.data_dir = Path(self._own_tmp.name) if self._own_tmp else data_dir  # type: ignore[assignment]
+        self._own_tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._own_tmp = tempfile.TemporaryDirectory(prefix="apiserver-")
+            data_dir = Path(self._own_tmp.name)
+        self.data_dir = data_dir
         self.log_path = self.data_dir / f"apiserver-{self.port}.log"
         self.env = {
             key: value
