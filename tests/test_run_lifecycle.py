@@ -72,6 +72,26 @@ def test_silent_node_loses_running_runs_and_requeues_unstarted_ones(apiserver: A
         assert api.send(Calls.get_node("node-b")).running == 0
 
 
+def test_server_restart_gives_nodes_a_full_grace_before_reaping(apiserver: ApiServerFactory) -> None:
+    liveness = {"NODE_HEARTBEAT_INTERVAL": "1", "NODE_OFFLINE_AFTER": "3", "RUN_LOST_GRACE": "1"}
+    server = apiserver(liveness)
+    with Client(server.base_url) as api:
+        node = FakeNode(api, "node-a")
+        node.heartbeat()
+        run = submit(api)
+        wait_run_status(api, run.id, "scheduled")
+        node.start(run.id)
+
+        server.stop()
+        time.sleep(4.5)  # down longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE: the heartbeat is stale
+        server.start()
+
+        # heartbeats were missing only because the server was down: the node gets its full grace
+        assert node.heartbeat([run.id]).stop_runs == []
+        assert api.send(Calls.get_run(run.id)).status == "running"
+        assert "lost" not in event_types(api, run.id)
+
+
 @pytest.mark.redis
 @pytest.mark.slow
 def test_runs_created_while_redis_is_down_are_all_scheduled(

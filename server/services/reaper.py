@@ -7,6 +7,9 @@ A node silent for longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE is presumed go
 - a run with a pending cancel becomes `cancelled`.
 Each change is a conditional UPDATE on the run's status and node, in its own transaction
 together with the node's slot release, so two apiserver replicas never handle a run twice.
+
+Silence is counted from this process's start at the earliest: heartbeats missing because the
+server itself was down (or restarting) must not declare a healthy node's runs lost.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,8 +37,10 @@ class LostRunReaper:
         self._ctx = ctx
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
 
     async def start(self) -> None:
+        self._started = time.monotonic()
         self._task = asyncio.create_task(self._loop(), name="lost-run-reaper")
 
     async def stop(self) -> None:
@@ -56,6 +62,8 @@ class LostRunReaper:
         """Handle every run on a silent node once; the number of runs changed."""
         settings = self._ctx.settings
         silence = settings.offline_after + settings.run_lost_grace
+        if time.monotonic() - self._started < silence:
+            return 0  # nodes have not had a full grace to reach this server yet
         now = now_utc()
         async with self._ctx.sessionmaker() as session:
             rows = await run_repo.active_runs_on_silent_nodes(
