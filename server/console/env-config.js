@@ -69,17 +69,19 @@ export function proxyResultView(result) {
           h(
             "tbody",
             {},
-            result.steps.map((step) =>
-              h(
+            result.steps.map((step) => {
+              const outcome = step.ok ? "ok" : step.skipped ? "skipped" : "failed";
+              return h(
                 "tr",
-                { class: step.ok ? "step-ok" : "step-failed" },
+                { class: `step-${outcome}` },
                 h("td", {}, step.name),
-                h("td", { class: "nowrap" }, h("span", { class: `dot ${step.ok ? "dot-ok" : "dot-failed"}` }), step.ok ? "OK" : "✕",
+                h("td", { class: "nowrap" }, h("span", { class: `dot dot-${outcome}` }),
+                  step.ok ? "OK" : step.skipped ? t("proxy.skipped") : "✕",
                   step.status_code ? ` (${step.status_code})` : ""),
                 h("td", { class: "num" }, formatLatency(step.latency_ms)),
                 h("td", { class: "wrap" }, step.detail || ""),
-              ),
-            ),
+              );
+            }),
           ),
         )
       : null,
