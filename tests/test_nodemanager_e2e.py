@@ -6,6 +6,8 @@ The process-runtime variants run the same scenarios without Docker.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.nodemanager import NodeManagerProcess
+from tests.support.images import TEST_LABELS
+from tests.support.nodemanager import REPO_ROOT, NodeManagerProcess
 from tests.support.proxies import SelfSignedCert, TargetServer
 from tests.support.server import ServerProcess
 
@@ -22,6 +25,14 @@ pytest_plugins = ["tests.support.docker", "tests.support.fixtures_proxies"]
 
 TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
 RUN_TIMEOUT = 40.0
+# containers of the nodemanagers under test carry this session's label, so the per-test
+# cleanup of another pytest process on the same engine leaves them alone
+SESSION_NODE_ENV = {"CONTAINER_LABELS": ",".join(f"{key}={value}" for key, value in TEST_LABELS.items())}
+# what tests.support.docker does at every test of another pytest process using the engine
+OTHER_SESSION_CLEANUP = (
+    "import docker; from tests.support.docker import remove_test_containers; "
+    "remove_test_containers(docker.from_env())"
+)
 
 
 class Api:
@@ -104,7 +115,9 @@ def _node_factory(
     started: list[NodeManagerProcess] = []
 
     def start(node_id: str = "node-a", **env: str) -> NodeManagerProcess:
-        node = NodeManagerProcess(server.base_url, tmp_path, node_id, {"RUNTIME": runtime, **env})
+        node = NodeManagerProcess(
+            server.base_url, tmp_path, node_id, {**SESSION_NODE_ENV, "RUNTIME": runtime, **env}
+        )
         started.append(node.start())
         api.wait_node(node_id)
         return node
@@ -348,6 +361,27 @@ def test_apiserver_outage_loses_and_duplicates_no_output(
     assert [e["type"] for e in api.events(run_id)].count("exited") == 1
 
 
+@pytest.mark.docker
+def test_another_pytest_sessions_cleanup_leaves_this_sessions_runs_alone(
+    docker_node: NodeFactory, api: Api, test_image: str, docker_client: Any
+) -> None:
+    # The flaky ('failed', 137) of the outage test: a concurrent pytest session on the same
+    # engine force-removed (SIGKILL) containers that carried no session label.
+    docker_node()
+    run_id = api.submit(test_image, ["sh", "-c", "echo up; sleep 300"])
+    api.wait_log(run_id, "up")
+
+    other_session = subprocess.run(
+        [sys.executable, "-c", OTHER_SESSION_CLEANUP], cwd=REPO_ROOT, capture_output=True, timeout=60
+    )
+
+    assert other_session.returncode == 0, other_session.stderr.decode()
+    assert [c.status for c in _containers(docker_client, "node-a")] == ["running"]
+    assert api.run(run_id)["status"] == "running"
+    assert api.http.post(f"/api/v1/runs/{run_id}/cancel").status_code == 200
+    assert api.wait_status(run_id, TERMINAL, timeout=20)["status"] == "cancelled"
+
+
 # ------------------------------------------------------------------ process runtime (no Docker)
 
 
@@ -472,7 +506,7 @@ def test_killed_nodemanager_resumes_output_without_gaps_or_repeats_with_tokens(
     docker_client: Any,
     test_image: str,
 ) -> None:
-    env = {"RUNTIME": "docker", "NODE_JOIN_TOKEN": TOKENS["NODE_JOIN_TOKEN"]}
+    env = {**SESSION_NODE_ENV, "RUNTIME": "docker", "NODE_JOIN_TOKEN": TOKENS["NODE_JOIN_TOKEN"]}
     node = NodeManagerProcess(token_server.base_url, tmp_path, "node-a", env)
     script = "for i in $(seq 1 30); do echo line $i; sleep 0.2; done"
     try:
