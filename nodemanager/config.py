@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TypeVar
 
+from nodeapi.envreader import ConfigError as ConfigError
+from nodeapi.envreader import EnvReader
 from nodeapi.validation import validate_labels, validate_node_id
 
 _C = TypeVar("_C", bound=str)
@@ -44,10 +46,6 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class ConfigError(ValueError):
-    """An environment variable holds a value the daemon cannot use."""
-
-
 @dataclass(frozen=True)
 class NodeConfig:
     api_server_url: str = "http://localhost:8080"
@@ -69,7 +67,7 @@ class NodeConfig:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> NodeConfig:
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = _NodeEnvReader(env)
         url = (reader.text("API_SERVER_URL") or "http://localhost:8080").rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"API_SERVER_URL must start with http:// or https://, got {url!r}")
@@ -92,8 +90,10 @@ class NodeConfig:
             node_join_token=reader.text("NODE_JOIN_TOKEN"),
             runtime=reader.choice("RUNTIME", RUNTIMES, "auto"),
             image_pull_policy=reader.choice("IMAGE_PULL_POLICY", PULL_POLICIES, "if-not-present"),
-            stop_grace=reader.seconds("STOP_GRACE", 10.0, maximum=3600.0),
-            workspace_retention=reader.seconds("WORKSPACE_RETENTION", 24 * 3600.0, maximum=365 * 86400.0),
+            stop_grace=reader.seconds("STOP_GRACE", 10.0, maximum=3600.0, allow_zero=True),
+            workspace_retention=reader.seconds(
+                "WORKSPACE_RETENTION", 24 * 3600.0, maximum=365 * 86400.0, allow_zero=True
+            ),
             docker_network=reader.text("DOCKER_NETWORK") or "host",
             proxy_probe_image=reader.text("PROXY_PROBE_IMAGE") or "busybox:latest",
             proxy_test_ca_file=reader.readable_file("PROXY_TEST_CA_FILE"),
@@ -123,54 +123,7 @@ def parse_labels(raw: str, field: str = "labels") -> dict[str, str]:
     return labels
 
 
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def text(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        if not minimum <= value <= maximum:
-            raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    def seconds(self, name: str, default: float, *, maximum: float) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-        if not 0 <= value <= maximum:
-            raise ConfigError(f"{name} must be between 0 and {maximum:g} seconds, got {raw!r}")
-        return value
-
-    def readable_file(self, name: str) -> Path | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        path = Path(raw)
-        if not path.is_file() or not os.access(path, os.R_OK):
-            raise ConfigError(f"{name} must name a readable file, got {raw!r}")
-        return path
-
-    def choice(self, name: str, choices: tuple[_C, ...], default: _C) -> _C:
-        raw = (self.text(name) or default).lower()
-        for choice in choices:
-            if raw == choice:
-                return choice
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
-
+class _NodeEnvReader(EnvReader):
     def labels(self, name: str) -> dict[str, str]:
         raw = self.text(name)
         if raw is None:

@@ -13,12 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from nodeapi.envreader import ConfigError as ConfigError
+from nodeapi.envreader import EnvReader
+
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
-
-
-class ConfigError(ValueError):
-    """An environment variable holds a value the server cannot use."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        reader = _Reader(env)
+        reader = EnvReader(env)
         data_dir = Path(reader.text("APISERVER_DATA_DIR") or "data")
         raw_db_url = reader.text("DATABASE_URL") or f"sqlite:///{data_dir / 'apiserver.db'}"
         settings = cls(
@@ -123,36 +122,3 @@ def sqlite_path(async_url: str) -> Path | None:
         return None
     path = async_url.partition("://")[2][1:].split("?", 1)[0]
     return None if path in ("", ":memory:") else Path(path)
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def text(self, name: str) -> str | None:
-        value = self._env.get(name, "").strip()
-        return value or None
-
-    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-        if not minimum <= value <= maximum:
-            raise ConfigError(f"{name} must be between {minimum} and {maximum}, got {value}")
-        return value
-
-    def seconds(self, name: str, default: float) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-        if not 0 < value <= 86400 * 7:
-            raise ConfigError(f"{name} must be between 0 (exclusive) and 604800 seconds, got {raw}")
-        return value
