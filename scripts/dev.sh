@@ -44,7 +44,7 @@ PY
     sleep 0.2
 done
 
-.venv/bin/python -m nodemanager &
+PROXY_PROBE_IMAGE=${PROXY_PROBE_IMAGE:-$IMAGE} .venv/bin/python -m nodemanager &
 pids+=($!)
 
 cat >&2 <<MSG
