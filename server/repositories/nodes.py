@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ColumnElement, Row, and_, cast, delete, false, func, or_, select, true, update
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    cast,
+    delete,
+    false,
+    func,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import NodeRow, RunRow
 
-col = NodeRow.__table__.c  # type: ignore[attr-defined]
+NODES: Table = NodeRow.__table__  # type: ignore[attr-defined]
+col: Any = NODES.c
 # the columns the wire Node needs, in the order services.mappers.node_from_columns takes them
 NODE_FIELDS = (
     "id",
@@ -70,6 +87,43 @@ async def get_for_update(session: AsyncSession, node_id: str) -> Row[Any] | None
     return (await session.execute(query)).first()
 
 
+_UPSERT_COLUMNS = (
+    "id", "reported_labels", "label_overrides", "labels", "max_concurrent", "running", "draining",
+    "info", "last_heartbeat_at", "created_at", "updated_at", "resource_version",
+)  # fmt: skip
+
+
+@functools.cache
+def _upsert_statement(dialect: str) -> Any:
+    """The heartbeat upsert, built once per dialect with bind parameters: building it per call
+    (the `excluded` alias copies every column) cost more than running it."""
+    values = {name: bindparam(name, type_=col[name].type) for name in _UPSERT_COLUMNS}
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(NODES).values(values)
+        merged: Any = cast(
+            func.jsonb_strip_nulls(
+                cast(stmt.excluded.reported_labels, postgresql.JSONB).op("||")(
+                    cast(col.label_overrides, postgresql.JSONB)
+                )
+            ),
+            JSON,
+        )
+    else:
+        stmt = sqlite.insert(NODES).values(values)
+        merged = func.json_patch(stmt.excluded.reported_labels, col.label_overrides)
+    return stmt.on_conflict_do_update(
+        index_elements=[col.id],
+        set_={
+            "reported_labels": stmt.excluded.reported_labels,
+            "labels": merged,
+            "max_concurrent": func.coalesce(col.max_concurrent_override, stmt.excluded.max_concurrent),
+            "info": stmt.excluded.info,
+            "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
+        },
+    ).returning(*NODE_COLUMNS)
+
+
 async def upsert_heartbeat(
     session: AsyncSession,
     node_id: str,
@@ -84,7 +138,7 @@ async def upsert_heartbeat(
     (SQLite json_patch and PostgreSQL `||` + jsonb_strip_nulls are both JSON merge patch on a
     flat object), so a concurrent PATCH can never be lost.
     """
-    values = {
+    params = {
         "id": node_id,
         "reported_labels": reported_labels,
         "label_overrides": {},
@@ -98,32 +152,8 @@ async def upsert_heartbeat(
         "updated_at": now,
         "resource_version": 1,
     }
-    dialect = session.get_bind().dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(NodeRow).values(values)
-        merged: Any = cast(
-            func.jsonb_strip_nulls(
-                cast(stmt.excluded.reported_labels, postgresql.JSONB).op("||")(
-                    cast(col.label_overrides, postgresql.JSONB)
-                )
-            ),
-            JSON,
-        )
-    else:
-        stmt = sqlite.insert(NodeRow).values(values)
-        merged = func.json_patch(stmt.excluded.reported_labels, col.label_overrides)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[col.id],
-        set_={
-            "reported_labels": stmt.excluded.reported_labels,
-            "labels": merged,
-            "max_concurrent": func.coalesce(col.max_concurrent_override, stmt.excluded.max_concurrent),
-            "info": stmt.excluded.info,
-            "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
-        },
-    ).returning(*NODE_COLUMNS)
-    return (await session.execute(stmt)).one()
+    stmt = _upsert_statement(session.get_bind().dialect.name)
+    return (await session.execute(stmt, params)).one()
 
 
 async def update_admin_fields(
