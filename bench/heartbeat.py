@@ -1,22 +1,23 @@
 """Heartbeat throughput of one apiserver process (SQLite), next to its own /healthz in the same run.
 
 A heartbeat is the server's hottest write path: 10,000 nodes at the default 30 s interval send
-333 a second. This starts a real apiserver, registers NODES nodes, then for a bounded time
-sends heartbeats of registered nodes from CONCURRENCY asyncio clients in one process, and
-does the same against /healthz (no database) as the peer. Prints JSON.
+333 a second. This starts a real apiserver, registers NODES nodes, then drives heartbeats of
+registered nodes with `wrk` (Debian package wrk; a Python client saturates before the server
+does) for a bounded time, and /healthz (no database) the same way as the peer. Prints JSON.
 
-    python bench/heartbeat.py [--nodes 2000] [--concurrency 32] [--seconds 5]
+    python bench/heartbeat.py [--nodes 2000] [--connections 16] [--seconds 5]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import statistics
+import re
+import shutil
+import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -26,76 +27,65 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from tests.support.server import ServerProcess  # noqa: E402
 
-
-def _body(i: int) -> dict[str, object]:
-    return {
-        "node_id": f"hb-{i:05d}",
-        "labels": {"zone": f"z{i % 4}", "gpu": str(i % 2 == 0).lower()},
-        "capacity": {"max_concurrent": 4},
-        "info": {"hostname": f"host-{i}", "os": "linux", "arch": "amd64"},
-        "active_runs": [],
-    }
-
-
-async def _load(base_url: str, nodes: int, concurrency: int, seconds: float, heartbeat: bool) -> dict[str, float]:
-    latencies: list[float] = []
-    deadline = time.perf_counter() + seconds
-    counter = iter(range(10**9))
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while time.perf_counter() < deadline:
-            i = next(counter)
-            start = time.perf_counter()
-            if heartbeat:
-                response = await client.post("/api/v1/nodes/heartbeat", json=_body(i % nodes))
-            else:
-                response = await client.get("/healthz")
-            response.raise_for_status()
-            latencies.append(time.perf_counter() - start)
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, trust_env=False, timeout=30) as client:
-        began = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "requests": len(latencies),
-        "per_s": round(len(latencies) / elapsed),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
-    }
+HEARTBEAT_LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{"node_id":"hb-%%05d","labels":{"zone":"z1"},"capacity":{"max_concurrent":4},"active_runs":[]}',
+    counter %% %(nodes)d)
+  return wrk.format("POST", "/api/v1/nodes/heartbeat", {["Content-Type"]="application/json"}, body)
+end
+"""
 
 
-async def _register(base_url: str, nodes: int) -> float:
-    start = time.perf_counter()
-    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=30) as client:
-        for begin in range(0, nodes, 64):
-            batch = range(begin, min(nodes, begin + 64))
-            responses = await asyncio.gather(
-                *(client.post("/api/v1/nodes/heartbeat", json=_body(i)) for i in batch)
-            )
-            for response in responses:
-                response.raise_for_status()
-    return time.perf_counter() - start
+def _wrk(url: str, connections: int, seconds: float, script: Path | None) -> dict[str, float]:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    done = subprocess.run([*command, url], capture_output=True, text=True, check=True, timeout=seconds + 30)
+    out = done.stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw error answers:\n{out}")
+
+    def millis(label: str) -> float:
+        match = re.search(rf"^\s*{label}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 2)
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    per_s = round(float(rate.group(1)) if rate else 0.0)
+    return {"per_s": per_s, "p50_ms": millis("50%"), "p99_ms": millis("99%")}
+
+
+def _register(base_url: str, nodes: int) -> None:
+    with httpx.Client(base_url=base_url, trust_env=False, timeout=30) as client:
+        for i in range(nodes):
+            body = {"node_id": f"hb-{i:05d}", "labels": {"zone": "z1"}, "capacity": {"max_concurrent": 4}}
+            client.post("/api/v1/nodes/heartbeat", json=body).raise_for_status()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--nodes", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
-    with ServerProcess({"LOG_LEVEL": "WARNING"}) as server:
-        register_s = asyncio.run(_register(server.base_url, args.nodes))
-        heartbeat = asyncio.run(_load(server.base_url, args.nodes, args.concurrency, args.seconds, True))
-        healthz = asyncio.run(_load(server.base_url, args.nodes, args.concurrency, args.seconds, False))
+    if shutil.which("wrk") is None:
+        sys.exit("bench/heartbeat.py needs wrk (apt-get install wrk)")
+    with ServerProcess({"LOG_LEVEL": "WARNING"}) as server, tempfile.TemporaryDirectory() as tmp:
+        _register(server.base_url, args.nodes)
+        script = Path(tmp) / "heartbeat.lua"
+        script.write_text(HEARTBEAT_LUA % {"nodes": args.nodes})
+        heartbeat = _wrk(server.base_url + "/", args.connections, args.seconds, script)
+        healthz = _wrk(server.base_url + "/healthz", args.connections, args.seconds, None)
     print(
         json.dumps(
             {
                 "nodes": args.nodes,
-                "concurrency": args.concurrency,
-                "register_per_s": round(args.nodes / register_s),
+                "connections": args.connections,
                 "heartbeat": heartbeat,
                 "healthz": healthz,
                 "ratio_heartbeat_to_healthz": round(heartbeat["per_s"] / healthz["per_s"], 3),
