@@ -11,7 +11,7 @@ help:
 	@echo "make test             the whole test suite (real SQLite, PostgreSQL, Redis, Docker)"
 	@echo "make test-fast        the suite without tests marked slow"
 	@echo "make lint             ruff + mypy --strict"
-	@echo "make bench            micro-benchmarks"
+	@echo "make bench            benchmarks, JSON on stdout (needs wrk and a Docker engine; see docs/performance.md)"
 
 dev:
 	./scripts/dev.sh
@@ -34,6 +34,9 @@ lint:
 
 bench:
 	$(PYTHON) bench/placement.py
+	$(PYTHON) bench/cli_startup.py
+	$(PYTHON) bench/heartbeat.py
+	$(PYTHON) -m bench.run_latency
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
