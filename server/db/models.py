@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -120,3 +120,16 @@ class AuditRow(SQLModel, table=True):
     target_type: str = Field(max_length=32)
     target_id: str = Field(max_length=253, index=True)
     details: dict[str, Any] = _json()
+
+
+def _table(row: type[SQLModel]) -> Table:
+    return cast(Table, row.__table__)  # type: ignore[attr-defined]  # set by SQLModel at class creation
+
+
+# Core table handles, for the repositories' SQL (one place, instead of a lookup per module)
+NODES = _table(NodeRow)
+ENV_CONFIGS = _table(EnvConfigRow)
+RUNS = _table(RunRow)
+RUN_EVENTS = _table(RunEventRow)
+NODE_COMMANDS = _table(NodeCommandRow)
+AUDIT_LOG = _table(AuditRow)

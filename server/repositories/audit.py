@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import AuditRow
+from server.db.models import AUDIT_LOG, AuditRow
 
-col = AuditRow.__table__.c  # type: ignore[attr-defined]
+col = AUDIT_LOG.c
 
 
 async def add(

@@ -9,9 +9,9 @@ from sqlalchemy import Row, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import EnvConfigRow
+from server.db.models import ENV_CONFIGS, EnvConfigRow
 
-col = EnvConfigRow.__table__.c  # type: ignore[attr-defined]
+col: Any = ENV_CONFIGS.c
 
 
 async def get(session: AsyncSession, node_id: str) -> Row[Any] | None:

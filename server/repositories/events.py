@@ -14,12 +14,9 @@ from typing import Any
 
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlmodel import SQLModel
 
 import server.db.models  # noqa: F401  (registers the tables)
-
-RUNS = SQLModel.metadata.tables["runs"]
-RUN_EVENTS = SQLModel.metadata.tables["run_events"]
+from server.db.models import RUN_EVENTS, RUNS
 
 Executor = AsyncSession | AsyncConnection
 # (type, data, at)

@@ -11,7 +11,6 @@ from sqlalchemy import (
     JSON,
     ColumnElement,
     Row,
-    Table,
     and_,
     bindparam,
     cast,
@@ -26,9 +25,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db.models import NodeRow, RunRow
+from server.db.models import NODES, RUNS, NodeRow, RunRow
 
-NODES: Table = NodeRow.__table__  # type: ignore[attr-defined]
 col: Any = NODES.c
 # the columns the wire Node needs, in the order services.mappers.node_from_columns takes them
 NODE_FIELDS = (
@@ -189,7 +187,7 @@ async def exists(session: AsyncSession, node_id: str) -> bool:
 
 
 async def active_run_ids(session: AsyncSession, node_id: str, limit: int = 20) -> list[str]:
-    runs = RunRow.__table__.c  # type: ignore[attr-defined]
+    runs = RUNS.c
     query = (
         select(runs.id)
         .where(runs.node_id == node_id, runs.status.in_(ACTIVE_RUN_STATUSES))
@@ -202,7 +200,7 @@ async def active_run_ids(session: AsyncSession, node_id: str, limit: int = 20) -
 async def runs_of_node(
     session: AsyncSession, node_id: str, status: str | None, limit: int, offset: int
 ) -> tuple[Sequence[RunRow], int]:
-    runs = RunRow.__table__.c  # type: ignore[attr-defined]
+    runs = RUNS.c
     conditions = [runs.node_id == node_id]
     if status is not None:
         conditions.append(runs.status == status)

@@ -11,15 +11,14 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Table, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from nodeapi.models import ACTIVE_RUN_STATUSES
-from server.db.models import NodeRow, RunEventRow, RunRow
+from server.db.models import RUNS, NodeRow, RunEventRow, RunRow
 
 ACTIVE = tuple(sorted(ACTIVE_RUN_STATUSES))
-RUNS = cast(Table, RunRow.__table__)  # type: ignore[attr-defined]
 
 
 def _rowcount(result: Any) -> int:

@@ -29,12 +29,11 @@ from typing import Any
 
 from sqlalchemy import bindparam, false, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import SQLModel
 
-from server.repositories.events import RUNS, event_row, insert_event_rows
+from server.db.models import NODES, RUNS
+from server.repositories.events import event_row, insert_event_rows
 from server.scheduler.placement import Assign, Decision, Unschedulable
 
-NODES = SQLModel.metadata.tables["nodes"]
 MESSAGE_MAX = 2000
 
 

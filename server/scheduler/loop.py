@@ -35,9 +35,9 @@ import msgspec
 from sqlalchemy import String, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.db.models import NODES, RUNS
 from server.queue.base import Message, RunQueue
-from server.repositories.events import RUNS
-from server.scheduler.apply import NODES, apply_decisions
+from server.scheduler.apply import apply_decisions
 from server.scheduler.placement import Decision, NodeSnapshot, NodeState, PendingRun, Placer, Unschedulable
 from server.scheduler.selectors import compile_selector
 
