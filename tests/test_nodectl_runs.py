@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -126,11 +127,15 @@ def test_logs_follow_streams_until_the_run_ends(env: dict[str, str], node: FakeN
     _claim(node, run_id)
     follower = _spawn(env, "runs", "logs", run_id, "-f", "--timeout", "60")
     node.report(run_id, ("log", {"stream": "stdout", "text": "early\n"}))
-    eventually(lambda: follower.poll() is None, timeout=2)
+    assert follower.stdout is not None
+    with ThreadPoolExecutor(1) as pool:  # the follower prints the line while the run still goes on
+        first = pool.submit(follower.stdout.readline).result(timeout=30)
+    assert first == "early\n"
+    assert follower.poll() is None
     node.report(run_id, ("log", {"stream": "stdout", "text": "late\n"}), ("exited", {"exit_code": 0}))
     out, err = follower.communicate(timeout=60)
     assert follower.returncode == 0, err
-    assert out == "early\nlate\n"
+    assert first + out == "early\nlate\n"
 
 
 def test_submit_wait_exit_codes(env: dict[str, str], node: FakeNode) -> None:

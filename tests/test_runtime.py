@@ -176,7 +176,9 @@ async def test_stop_kills_a_run_ignoring_sigterm_after_the_grace_period(under_te
 
 async def test_a_new_instance_adopts_running_and_exited_runs(under_test: RuntimeUnderTest) -> None:
     first = await under_test.runtime()
-    sleeper = under_test.spec(["sh", "-c", "echo before; sleep 4; echo after; exit 9"])
+    # waits for a file in its workspace, so it is still running after the restart however slow the machine
+    wait_for_go = "until cat go 2>/dev/null; do sleep 0.1; done"
+    sleeper = under_test.spec(["sh", "-c", f"echo before; {wait_for_go}; echo after; exit 9"])
     quitter = under_test.spec(["sh", "-c", "exit 5"])
     await first.start(sleeper)
     await first.start(quitter)
@@ -188,6 +190,7 @@ async def test_a_new_instance_adopts_running_and_exited_runs(under_test: Runtime
     assert set(handles) == {sleeper.run_id, quitter.run_id}
     assert (handles[sleeper.run_id].running, handles[sleeper.run_id].exit_code) == (True, None)
     assert (handles[quitter.run_id].running, handles[quitter.run_id].exit_code) == (False, 5)
+    (sleeper.workspace / "go").touch()
     lines = await collect(restarted.logs(sleeper.run_id))
     assert [line.text for line in lines] == ["before", "after"]
     assert await asyncio.wait_for(restarted.wait(sleeper.run_id), STEP) == 9
