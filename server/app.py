@@ -19,10 +19,8 @@ from typing import Protocol
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.config import Settings
 from server.controllers.audit import AuditController
@@ -55,11 +53,6 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     console_router,
 ]
 EXTENSIONS: list[Callable[[State], None]] = [install_runs]
-
-
-async def provide_session(state: State) -> AsyncGenerator[AsyncSession, None]:
-    async with state.sessionmaker() as session:
-        yield session
 
 
 @asynccontextmanager
@@ -105,7 +98,6 @@ def create_app(
         route_handlers=[*ROUTE_HANDLERS, *extra_handlers],
         state=state,
         lifespan=[_lifespan],
-        dependencies={"session": Provide(provide_session)},
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_size,
         openapi_config=OpenAPIConfig(title="agent-nodes apiserver", version="1", path="/schema"),

@@ -42,13 +42,6 @@ async def claim_pending(session: AsyncSession, node_id: str, now: datetime) -> l
     return claimed
 
 
-async def has_pending(session: AsyncSession, node_id: str) -> bool:
-    stmt = select(col(NodeCommandRow.id)).where(
-        col(NodeCommandRow.node_id) == node_id, col(NodeCommandRow.state) == "pending"
-    )
-    return (await session.execute(stmt.limit(1))).first() is not None
-
-
 async def complete(session: AsyncSession, command_id: str, result: dict[str, Any], now: datetime) -> bool:
     """Store the node's answer once; a repeated post changes nothing."""
     outcome = await session.execute(

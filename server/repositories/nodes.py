@@ -48,7 +48,7 @@ ACTIVE_RUN_STATUSES = ("scheduled", "running")
 
 
 def status_condition(status: str, offline_before: datetime) -> ColumnElement[bool]:
-    """SQL twin of services.mappers.node_status."""
+    """SQL twin of the status rule in services.mappers.node_from_columns."""
     fresh = col.last_heartbeat_at >= offline_before
     if status == "offline":
         return or_(col.last_heartbeat_at.is_(None), col.last_heartbeat_at < offline_before)

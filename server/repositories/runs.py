@@ -189,8 +189,3 @@ async def last_log_ts(session: AsyncSession, run_id: str) -> str | None:
     data = (await session.execute(stmt)).scalar_one_or_none()
     ts = data.get("ts") if isinstance(data, dict) else None
     return ts if isinstance(ts, str) else None
-
-
-async def latest_event_seq(session: AsyncSession, run_id: str) -> int:
-    stmt = select(func.max(col(RunEventRow.seq))).where(col(RunEventRow.run_id) == run_id)
-    return int((await session.execute(stmt)).scalar_one() or 0)

@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 
 from nodeapi import models as m
-from server.repositories.nodes import NODE_FIELDS
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -25,24 +24,12 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def node_status(last_heartbeat_at: datetime | None, draining: bool, offline_before: datetime) -> m.NodeStatus:
-    """Derived at read time: offline beats draining beats online (docs/architecture.md)."""
-    heartbeat = utc(last_heartbeat_at)
-    if heartbeat is None or heartbeat < offline_before:
-        return "offline"
-    return "draining" if draining else "online"
-
-
-def node_to_wire(row: Any, offline_before: datetime) -> m.Node:
-    """From an ORM NodeRow or any row with the NODE_FIELDS attributes."""
-    return node_from_columns(tuple(getattr(row, name) for name in NODE_FIELDS), offline_before)
-
-
 def node_from_columns(values: Any, offline_before: datetime) -> m.Node:
     """`values` in repositories.nodes.NODE_FIELDS order.
 
     The hot path of the node listing (10,000 rows): tuple unpacking instead of attribute
-    lookups, each datetime converted once; the status rule is node_status's, inlined.
+    lookups, each datetime converted once. The status rule (docs/architecture.md): offline
+    beats draining beats online.
     """
     (
         node_id,

@@ -34,10 +34,6 @@ class Notifier:
         for event in self._waiters.get(key, ()):
             event.set()
 
-    def notify_many(self, keys: list[str]) -> None:
-        for key in keys:
-            self.notify(key)
-
     @contextmanager
     def subscribe(self, key: str) -> Iterator[asyncio.Event]:
         """An event set by every later `notify(key)`.
@@ -56,9 +52,6 @@ class Notifier:
             waiters.discard(event)
             if not waiters:
                 self._waiters.pop(key, None)
-
-    def waiting(self, key: str) -> int:
-        return len(self._waiters.get(key, ()))
 
 
 async def wait_event(event: asyncio.Event, seconds: float) -> bool:
