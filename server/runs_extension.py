@@ -101,7 +101,8 @@ class _NodeWatch:
         self._seen: dict[str, tuple[object, ...]] = {}
 
     def changed(self, node: m.Node) -> bool:
-        shape = (node.status, tuple(sorted(node.labels.items())), node.capacity.max_concurrent, node.running)
+        # `running` stays out: a slot freed by a run ending wakes the scheduler where that is recorded
+        shape = (node.status, tuple(sorted(node.labels.items())), node.capacity.max_concurrent)
         previous = self._seen.get(node.id)
         self._seen[node.id] = shape
         return previous != shape

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -81,8 +81,22 @@ async def get_node(session: AsyncSession, node_id: str) -> Row[Any] | None:
 
 
 async def get_for_update(session: AsyncSession, node_id: str) -> Row[Any] | None:
+    """Locks the row on PostgreSQL until commit, so a heartbeat cannot slip its reported labels in
+    between this read and the admin UPDATE (SQLite already serialises writers)."""
     query = select(col.label_overrides, col.reported_labels, col.resource_version).where(col.id == node_id)
-    return (await session.execute(query)).first()
+    return (await session.execute(query.with_for_update())).first()
+
+
+async def still_silent(session: AsyncSession, node_id: str | None, cutoff: datetime) -> bool:
+    """True when the node sent no heartbeat since `cutoff` (or is gone); locks its row on PostgreSQL."""
+    query = select(col.last_heartbeat_at).where(col.id == node_id).with_for_update()
+    row = (await session.execute(query)).first()
+    if row is None or row.last_heartbeat_at is None:
+        return True
+    heartbeat = row.last_heartbeat_at
+    if heartbeat.tzinfo is None:
+        heartbeat = heartbeat.replace(tzinfo=UTC)
+    return bool(heartbeat < cutoff)
 
 
 _UPSERT_COLUMNS = (

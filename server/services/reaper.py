@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from server.db.models import RunRow
+from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
 from server.services.mappers import now_utc
 from server.services.run_context import RunContext, record_events
@@ -118,6 +119,9 @@ class LostRunReaper:
                 message=reason,
             )
         async with self._ctx.sessionmaker.begin() as session:
+            # a heartbeat may have arrived since the scan; the row lock makes it wait for this check
+            if not await node_repo.still_silent(session, node, now - timedelta(seconds=silence)):
+                return None
             if not await run_repo.update_run(
                 session, row.id, {"status": row.status, "node_id": node}, values
             ):
