@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from nodeapi.errors import ApiError, TransportError
+from nodeapi.errors import ApiError
 from nodectl import output
 from nodectl.output import Cell
 
@@ -118,7 +118,7 @@ def _watch_plain(
     while _sleep(deadline, interval):
         try:
             current = snapshot()
-        except TransportError as exc:
+        except ApiError as exc:  # as in the terminal view: a 503 or a restart is retried, not fatal
             output.warn(f"{exc} (retrying)")
             continue
         emit(current)

@@ -14,11 +14,11 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from nodeapi.errors import ApiError, ServerError, TransportError
+from nodeapi.errors import ApiError, GatewayTimeout, ServerError, TransportError
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransportError, ServerError)
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransportError, ServerError, GatewayTimeout)
 
 
 def jittered(seconds: float, fraction: float = 0.1) -> float:

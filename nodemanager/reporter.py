@@ -20,7 +20,7 @@ import msgspec
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
 from nodeapi.errors import HTTPStatusError
-from nodemanager.loops import TRANSIENT_ERRORS, Backoff
+from nodemanager.loops import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,8 @@ MAX_BATCH = 200
 MAX_BATCH_BYTES = 512 * 1024  # encoded; well under the apiserver's default 1 MiB body limit
 LINGER = 0.2  # seconds a batch waits for more log lines before it is sent
 MAX_PENDING = 20_000  # log lines buffered per run before the reader is paused
+# answers that will never change for this batch; anything else is retried
+REFUSED_STATUSES = frozenset({400, 404, 409, 413, 422})
 RETRY_CEILING = 10.0  # seconds; events are what users wait for, so retry sooner than heartbeats
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
 
@@ -138,15 +140,16 @@ class RunReporter:
                 ack = await self._client.send(
                     Calls.post_run_events(self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch))
                 )
-            except TRANSIENT_ERRORS as exc:
-                delay = backoff.next_delay()
-                log.warning("run %s: sending events failed: %s; retry in %.1fs", self.run_id, exc, delay)
-                await asyncio.sleep(delay)
-                continue
             except HTTPStatusError as exc:
+                if exc.status_code not in REFUSED_STATUSES:  # 5xx, 504, 401/403, 429: may pass later
+                    await self._retry_later(backoff, exc)
+                    continue
                 log.error("run %s: the server refused its events: %s", self.run_id, exc)
                 await self._set_rejected(EventsRejected(f"run {self.run_id}: {exc.detail}"))
                 return
+            except Exception as exc:  # transport errors, and anything unexpected: never end silently
+                await self._retry_later(backoff, exc)
+                continue
             backoff.reset()
             del self._pending[: len(batch)]
             del self._sizes[: len(batch)]
@@ -155,6 +158,11 @@ class RunReporter:
             self.cancel_requested = self.cancel_requested or ack.cancel_requested
             self.server_status = ack.status
             await self._set_acked(batch[-1].node_seq)
+
+    async def _retry_later(self, backoff: Backoff, exc: BaseException) -> None:
+        delay = backoff.next_delay()
+        log.warning("run %s: sending events failed: %s; retry in %.1fs", self.run_id, exc, delay)
+        await asyncio.sleep(delay)
 
     def _batch_length(self) -> int:
         total = 0

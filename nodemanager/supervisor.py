@@ -116,6 +116,10 @@ class RunSupervisor:
             log.warning("run %s: cannot start: %s", self.run_id, exc)
             await self._finish("failed", {"reason": str(exc)})
             return
+        except (RuntimeError_, OSError) as exc:  # anything else the runtime or the host refused
+            log.warning("run %s: cannot start: %s", self.run_id, exc)
+            await self._finish("failed", {"reason": f"cannot start: {exc}"})
+            return
         self._started = True
         self.reporter.emit("started", {"container_id": handle.ref})
         await self._follow(None)
