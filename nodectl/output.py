@@ -121,6 +121,7 @@ def print_data(value: Any, fmt: Format) -> bool:
 def print_ids(ids: Iterable[str]) -> None:
     for item in ids:
         sys.stdout.write(f"{item}\n")
+    sys.stdout.flush()  # `nodectl runs submit --wait ... | read id` gets the id before the run ends
 
 
 def _text(cell: Cell) -> str:

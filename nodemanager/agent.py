@@ -123,8 +123,9 @@ class Agent:
         reply = await self.client.send(Calls.heartbeat(request))
         self._heartbeat_interval = max(1.0, reply.heartbeat_interval)
         self.draining = reply.status == "draining"
-        for run_id in reply.stop_runs:
-            await self._abandon(run_id, "the server no longer expects it here")
+        for run_id in reply.stop_runs:  # in the background: a stop may take STOP_GRACE
+            why = "the server no longer expects it here"
+            self._background(self._abandon(run_id, why), f"abandon:{run_id}")
         return self._heartbeat_interval
 
     async def _abandon(self, run_id: str, why: str) -> None:
@@ -149,14 +150,15 @@ class Agent:
     async def _poll_work(self) -> float:
         work = await self.client.send(Calls.poll_work(self.config.node_id, wait=WORK_WAIT))
         self.draining = work.draining
+        # the server hands a command out once: start answering before anything below can raise
+        for command in work.commands:
+            self._background(self._answer(command), f"command:{command.id}")
         if self._vanished_check_pending:
             await self._report_vanished(work.running_runs)
         for assignment in work.assignments:
             self._accept(assignment)
         for run_id in work.cancel_runs:
             await self._cancel(run_id)
-        for command in work.commands:
-            self._background(self._answer(command), f"command:{command.id}")
         return 0.0
 
     def _known(self, run_id: str) -> bool:
