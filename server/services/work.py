@@ -5,7 +5,7 @@ Answers at once when the node has something new: runs placed on it and not start
 before applies to every container started from this answer on), runs to cancel, and
 pending commands (marked delivered). Otherwise it waits for an in-process wake-up
 (scheduler assignment, cancel, new command) or re-reads the database every
-WORK_RECHECK seconds, which is how work placed by another apiserver replica arrives.
+WORK_RECHECK_* seconds, which is how work placed by another apiserver replica arrives.
 
 Runs not started yet (claimed or not) and pending cancels stay in every answer until the
 node reports them started or cancelled, so a node that restarts loses nothing, not even a
@@ -30,7 +30,11 @@ from server.services.notifier import wait_event
 from server.services.run_context import RunContext
 
 MAX_WORK_WAIT = 60.0
-WORK_RECHECK = 1.0
+# Every waiting node re-reads the database this often. Only another replica's assignments need
+# it (this process wakes its own waiters); replicas require REDIS_URL, so without it the
+# re-read is a slow safety net and an idle fleet costs the database almost nothing.
+WORK_RECHECK_REPLICATED = 1.0
+WORK_RECHECK_SINGLE = 10.0
 REDELIVER_AFTER = 2.0
 
 
@@ -39,6 +43,7 @@ class WorkService:
         self._ctx = ctx
         # (node id, "run:<id>" | "cancel:<id>") -> monotonic time of the last answer carrying it
         self._handed_out: dict[str, dict[str, float]] = {}
+        self._recheck = WORK_RECHECK_REPLICATED if ctx.settings.redis_url else WORK_RECHECK_SINGLE
 
     async def poll(self, node_id: str, wait: float) -> m.WorkResponse:
         if wait < 0:
@@ -57,7 +62,9 @@ class WorkService:
                 ):
                     self._remember(node_id, keys)
                     return work
-                await wait_event(woken, min(deadline - time.monotonic(), WORK_RECHECK))
+                # items already handed out come due again after REDELIVER_AFTER; idle nodes wait longer
+                recheck = min(self._recheck, REDELIVER_AFTER) if keys else self._recheck
+                await wait_event(woken, min(deadline - time.monotonic(), recheck))
 
     async def _collect(self, node_id: str) -> m.WorkResponse:
         now = now_utc()
