@@ -47,9 +47,15 @@ NODE_COLUMNS: tuple[Any, ...] = tuple(col[name] for name in NODE_FIELDS)
 ACTIVE_RUN_STATUSES = ("scheduled", "running")
 
 
+def heartbeat_fresh(offline_before: datetime) -> ColumnElement[bool]:
+    """The one SQL form of "not offline" (NULL for a node that never sent a heartbeat)."""
+    fresh: ColumnElement[bool] = col.last_heartbeat_at >= offline_before
+    return fresh
+
+
 def status_condition(status: str, offline_before: datetime) -> ColumnElement[bool]:
     """SQL twin of the status rule in services.mappers.node_from_columns."""
-    fresh = col.last_heartbeat_at >= offline_before
+    fresh = heartbeat_fresh(offline_before)
     if status == "offline":
         return or_(col.last_heartbeat_at.is_(None), col.last_heartbeat_at < offline_before)
     if status == "draining":

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import NODES, RUNS
 from server.repositories.events import event_row, insert_event_rows
+from server.repositories.nodes import heartbeat_fresh
 from server.scheduler.placement import Assign, Decision, Unschedulable
 
 MESSAGE_MAX = 2000
@@ -78,7 +79,7 @@ async def _apply_assignments(
                 NODES.c.id.in_(node_ids),
                 NODES.c.running + count <= NODES.c.max_concurrent,
                 NODES.c.draining == false(),
-                NODES.c.last_heartbeat_at > cutoff,
+                heartbeat_fresh(cutoff),
             )
             .values(running=NODES.c.running + count)
             .returning(NODES.c.id)

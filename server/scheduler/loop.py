@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.db.models import NODES, RUNS
 from server.queue.base import Message, RunQueue
+from server.repositories.nodes import heartbeat_fresh
 from server.scheduler.apply import apply_decisions
 from server.scheduler.placement import Decision, NodeSnapshot, NodeState, PendingRun, Placer, Unschedulable
 from server.scheduler.selectors import compile_selector
@@ -302,7 +303,7 @@ class Scheduler:
         cutoff = now - timedelta(seconds=self.offline_after)
         # freshness compared in SQL: no timestamp parsing per node; labels fetched as JSON text
         # and decoded once per distinct text, since most nodes share their label set with others
-        fresh = NODES.c.last_heartbeat_at > cutoff
+        fresh = heartbeat_fresh(cutoff)
         labels_json = cast(NODES.c.labels, String)
         rows = await session.execute(
             select(NODES.c.id, labels_json, NODES.c.running, NODES.c.max_concurrent, NODES.c.draining, fresh)
