@@ -1,38 +1,42 @@
-# Developer entry points. `make dev` gets a fresh machine from nothing to a running system.
-PYTHON ?= $(shell [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)
+# Developer entry points. On a fresh clone `make dev` runs the system and `make test` runs the suite;
+# both first create .venv and install the project (scripts/bootstrap.sh, a no-op when up to date).
+PYTHON := .venv/bin/python
 PYTEST_FLAGS ?= -q -p no:cacheprovider
 
-.PHONY: help dev run-server run-nodemanager test test-fast lint bench clean
+.PHONY: help bootstrap dev run-server run-nodemanager test test-fast lint bench clean
 
 help:
 	@echo "make dev              venv + install + apiserver and one nodemanager (Ctrl-C stops both)"
-	@echo "make run-server       apiserver on \$$APISERVER_HOST:\$$APISERVER_PORT (default 127.0.0.1:8080)"
-	@echo "make run-nodemanager  nodemanager against \$$API_SERVER_URL (default http://localhost:8080)"
-	@echo "make test             the whole test suite (real SQLite, PostgreSQL, Redis, Docker)"
+	@echo "make test             the whole test suite (starts SQLite, PostgreSQL, Redis, Docker as it needs)"
 	@echo "make test-fast        the suite without tests marked slow"
 	@echo "make lint             ruff + mypy --strict"
-	@echo "make bench            benchmarks, JSON on stdout (needs wrk and a Docker engine; see docs/performance.md)"
+	@echo "make run-server       apiserver on \$$APISERVER_HOST:\$$APISERVER_PORT (default 127.0.0.1:8080)"
+	@echo "make run-nodemanager  nodemanager against \$$API_SERVER_URL (default http://localhost:8080)"
+	@echo "make bench            benchmarks, JSON on stdout (see docs/performance.md)"
+
+bootstrap:
+	@./scripts/bootstrap.sh
 
 dev:
 	./scripts/dev.sh
 
-run-server:
+run-server: bootstrap
 	$(PYTHON) -m server
 
-run-nodemanager:
+run-nodemanager: bootstrap
 	$(PYTHON) -m nodemanager
 
-test:
+test: bootstrap
 	$(PYTHON) -m pytest $(PYTEST_FLAGS)
 
-test-fast:
+test-fast: bootstrap
 	$(PYTHON) -m pytest $(PYTEST_FLAGS) -m "not slow"
 
-lint:
-	$(PYTHON) -m ruff check nodeapi server nodemanager nodectl tests
+lint: bootstrap
+	$(PYTHON) -m ruff check nodeapi server nodemanager nodectl tests bench
 	$(PYTHON) -m mypy
 
-bench:
+bench: bootstrap
 	$(PYTHON) bench/placement.py
 	$(PYTHON) bench/cli_startup.py
 	$(PYTHON) bench/heartbeat.py

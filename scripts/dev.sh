@@ -1,25 +1,15 @@
 #!/usr/bin/env bash
 # Fresh machine -> running local system on embedded defaults (SQLite + in-process queue):
-# creates .venv, installs the project, starts the apiserver and one nodemanager.
+# creates .venv and installs the project (scripts/bootstrap.sh), starts the apiserver and one nodemanager.
 # Ctrl-C stops both. Data lives in ./data, agent workspaces in /tmp/agents-workspaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 PORT=${APISERVER_PORT:-8080}
 export APISERVER_HOST=${APISERVER_HOST:-127.0.0.1} APISERVER_PORT=$PORT
 export API_SERVER_URL=${API_SERVER_URL:-http://127.0.0.1:$PORT}
 
-if [ ! -x .venv/bin/python ]; then
-    echo "creating .venv with $PYTHON" >&2
-    "$PYTHON" -m venv .venv
-fi
-if ! .venv/bin/python -c "import server, nodemanager, nodectl" 2>/dev/null \
-    || [ pyproject.toml -nt .venv/.installed ]; then
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev]'
-    touch .venv/.installed
-fi
+./scripts/bootstrap.sh
 
 mkdir -p data
 IMAGE=agentnodes/busybox:latest

@@ -10,6 +10,8 @@ import pytest
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess
 
+pytest_plugins = ["tests.support.docker", "tests.support.fixtures_proxies", "tests.support.fixtures_redis"]
+
 ApiServerFactory = Callable[..., ServerProcess]
 
 

@@ -1,5 +1,4 @@
-"""Pytest plugin for tests on the real Docker engine. Load with
-`pytest_plugins = ["tests.support.docker"]`.
+"""Pytest plugin for tests on the real Docker engine (registered in tests/conftest.py).
 
 Every test container carries the labels `agentnodes.test=1` and
 `agentnodes.test.session=<pid of the pytest process>` (tests.support.images.TEST_LABELS).
@@ -11,8 +10,14 @@ protection, give containers started by a program under test TEST_LABELS too.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,21 +26,79 @@ import pytest
 from tests.support.images import SESSION_LABEL, TEST_LABEL, TEST_SESSION, ensure_test_image
 from tests.support.ports import IN_CI
 
+DOCKERD_ARGS = ("--bridge=none", "--iptables=false", "--ip6tables=false")
+DOCKERD_START_TIMEOUT = 60.0
+
+
+def _ping() -> Any:
+    import docker
+
+    client = docker.from_env(timeout=30)
+    try:
+        client.ping()
+    except BaseException:
+        client.close()
+        raise
+    return client
+
 
 def connect_or_skip() -> Any:
-    """A client of the local engine; skips when there is none (fails under CI)."""
-    import docker
+    """A client of the local engine, started for this session when none answers and `dockerd`
+    can be run (root); skips when there is no engine at all (fails under CI)."""
     import docker.errors
 
     try:
-        client = docker.from_env(timeout=30)
-        client.ping()
+        return _ping()
     except (docker.errors.DockerException, OSError) as exc:
-        message = f"a Docker engine is required (docker info failed: {exc})"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return client
+        problem = str(exc)
+    if _start_dockerd():
+        try:
+            return _ping()
+        except (docker.errors.DockerException, OSError) as exc:
+            problem = str(exc)
+    message = f"a Docker engine is required (docker info failed: {problem})"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class _Dockerd:
+    """The engine this session started, if it did: stopped when the session ends."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+
+def _start_dockerd() -> bool:
+    """Start `dockerd` without a bridge or iptables (containers get loopback or the host's network)."""
+    import docker.errors
+
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        return False
+    log = open(os.path.join(tempfile.gettempdir(), "agentnodes-test-dockerd.log"), "ab")  # noqa: SIM115
+    with log:
+        _Dockerd.process = subprocess.Popen(
+            [dockerd, *DOCKERD_ARGS], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    atexit.register(_stop_dockerd)
+    deadline = time.monotonic() + DOCKERD_START_TIMEOUT
+    while time.monotonic() < deadline and _Dockerd.process.poll() is None:
+        try:
+            _ping().close()
+            return True
+        except (docker.errors.DockerException, OSError):
+            time.sleep(0.25)
+    return False
+
+
+def _stop_dockerd() -> None:
+    process, _Dockerd.process = _Dockerd.process, None
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _session_alive(session: str | None) -> bool:
@@ -74,6 +137,7 @@ def docker_session_client() -> Iterator[Any]:
     yield client
     remove_test_containers(client)
     client.close()
+    _stop_dockerd()
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,12 @@ through the typed client, so API tests control every step of a run's life."""
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
-
-T = TypeVar("T")
+from tests.support.wait import eventually
 
 
 class FakeNode:
@@ -52,18 +49,6 @@ class FakeNode:
 
     def start(self, run_id: str) -> m.NodeEventAck:
         return self.report(run_id, ("claimed", {}), ("started", {"container_id": f"c-{run_id}"}))
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.05) -> T:
-    """The first truthy result of `check`, polled until `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last: {result!r})")
-        time.sleep(interval)
 
 
 def run_status(client: Client, run_id: str) -> str:

@@ -1,5 +1,4 @@
-"""Pytest plugin: loopback proxies and targets (tests.support.proxies). Load with
-`pytest_plugins = ["tests.support.fixtures_proxies"]`."""
+"""Pytest plugin: loopback proxies and targets (tests.support.proxies), registered in tests/conftest.py."""
 
 from __future__ import annotations
 

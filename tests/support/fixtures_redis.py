@@ -1,5 +1,4 @@
-"""Pytest plugin: `redis_server`, a throwaway redis-server per test. Load with
-`pytest_plugins = ["tests.support.fixtures_redis"]`."""
+"""Pytest plugin: `redis_server`, a throwaway redis-server per test (registered in tests/conftest.py)."""
 
 from __future__ import annotations
 

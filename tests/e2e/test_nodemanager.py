@@ -20,8 +20,7 @@ from tests.support.images import TEST_LABELS
 from tests.support.nodemanager import REPO_ROOT, NodeManagerProcess
 from tests.support.proxies import SelfSignedCert, TargetServer
 from tests.support.server import ServerProcess
-
-pytest_plugins = ["tests.support.docker", "tests.support.fixtures_proxies"]
+from tests.support.wait import wait_until
 
 TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
 RUN_TIMEOUT = 40.0
@@ -228,7 +227,7 @@ def test_cancel_stops_a_sleeping_container(
     run = api.wait_status(run_id, TERMINAL, timeout=20)
 
     assert run["status"] == "cancelled"
-    _wait_until(lambda: not _containers(docker_client, "node-a"), "the cancelled container is removed")
+    wait_until(lambda: not _containers(docker_client, "node-a"), "the cancelled container is removed")
 
 
 @pytest.mark.docker
@@ -251,7 +250,7 @@ def test_killed_nodemanager_readopts_its_running_container(
     types = [e["type"] for e in api.events(run_id)]
     assert types.count("exited") == 1
     assert types.count("started") == 1
-    _wait_until(lambda: not _containers(docker_client, "node-a"), "the finished container is removed")
+    wait_until(lambda: not _containers(docker_client, "node-a"), "the finished container is removed")
 
 
 @pytest.mark.docker
@@ -407,15 +406,6 @@ def test_process_runtime_gets_env_config_and_can_be_cancelled(process_node: Node
     api.wait_log(sleeper, "sleeping")
     assert api.http.post(f"/api/v1/runs/{sleeper}/cancel").status_code in (200, 202)
     assert api.wait_status(sleeper, TERMINAL, timeout=20)["status"] == "cancelled"
-
-
-def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting until {what}")
 
 
 def test_node_works_with_its_join_token_and_is_refused_without(tmp_path: Path) -> None:

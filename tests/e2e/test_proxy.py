@@ -35,8 +35,6 @@ from tests.support.proxies import (
 )
 from tests.support.server import ServerProcess
 
-pytest_plugins = ["tests.support.fixtures_proxies", "tests.support.docker"]
-
 NODE = "proxy-node"
 WRONG_PASSWORD = f"wrong-{PROXY_PASSWORD}"  # a secret as well: must be masked like the right one
 OFFLINE_AFTER = 3.0

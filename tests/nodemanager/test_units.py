@@ -16,7 +16,7 @@ from nodemanager.loops import Backoff, jittered, service_loop
 from nodemanager.nodeinfo import goarch, node_labels
 from nodemanager.supervisor import container_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_match_the_contract() -> None:

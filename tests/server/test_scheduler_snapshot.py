@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -27,8 +25,7 @@ from tests.support.scheduler_db import (
     run_row,
     runs_by_id,
 )
-
-pytest_plugins = ["tests.support.fixtures_redis"]
+from tests.support.wait import eventually_async
 
 
 def pending(run_id: str) -> PendingRun:
@@ -69,15 +66,6 @@ async def scheduler(engine: AsyncEngine) -> AsyncIterator[Scheduler]:
     await scheduler.stop()
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {within}s")
-
-
 async def submit(engine: AsyncEngine, scheduler: Scheduler, run_id: str) -> None:
     await insert_rows(engine, RUNS, [run_row(run_id)])
     await scheduler.queue.publish([run_id])
@@ -97,14 +85,14 @@ async def test_stale_kept_snapshot_never_declares_a_run_unschedulable(
     await insert_rows(engine, NODES, [node_row("a", max_concurrent=1)])
     await scheduler.start()
     await submit(engine, scheduler, "r1")
-    await eventually(scheduled_on(engine, "r1", "a"))
+    await eventually_async(scheduled_on(engine, "r1", "a"))
 
     # r1 finished: its slot is free in the database, while the kept snapshot still counts it
     async with engine.begin() as connection:
         await connection.execute(update(NODES).values(running=0))
     await submit(engine, scheduler, "r2")
 
-    await eventually(scheduled_on(engine, "r2", "a"))
+    await eventually_async(scheduled_on(engine, "r2", "a"))
     assert [event.type for event in await events_of(engine, "r2")] == ["scheduled"]
     assert scheduler.stats.unschedulable == 0
 
@@ -113,7 +101,7 @@ async def test_refused_write_drops_the_kept_snapshot(engine: AsyncEngine, schedu
     await insert_rows(engine, NODES, [node_row("a", max_concurrent=1), node_row("b", max_concurrent=3)])
     await scheduler.start()
     await submit(engine, scheduler, "r1")
-    await eventually(scheduled_on(engine, "r1", "a"))
+    await eventually_async(scheduled_on(engine, "r1", "a"))
 
     # meanwhile other replicas filled b and r1 finished on a; the kept snapshot says the opposite
     async with engine.begin() as connection:
@@ -121,7 +109,7 @@ async def test_refused_write_drops_the_kept_snapshot(engine: AsyncEngine, schedu
         await connection.execute(update(NODES).where(NODES.c.id == "b").values(running=3))
     await submit(engine, scheduler, "r2")
 
-    await eventually(scheduled_on(engine, "r2", "a"))
+    await eventually_async(scheduled_on(engine, "r2", "a"))
     # one refused write, then a fresh snapshot (a kept one would have tried b until it looked full)
     assert scheduler.stats.retried == 1
     nodes = await nodes_by_id(engine)

@@ -13,8 +13,6 @@ from server.queue import MemoryQueue, QueueUnavailable, RunQueue, make_queue
 from server.queue.redis import RedisStreamsQueue
 from tests.support.redis import RedisServer
 
-pytest_plugins = ["tests.support.fixtures_redis"]
-
 QueueFactory = Callable[[], Awaitable[RunQueue]]
 
 

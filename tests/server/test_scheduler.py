@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
@@ -28,8 +27,7 @@ from tests.support.scheduler_db import (
     run_row,
     runs_by_id,
 )
-
-pytest_plugins = ["tests.support.fixtures_redis"]
+from tests.support.wait import eventually_async
 
 
 @pytest.fixture
@@ -61,15 +59,6 @@ def quick(engine: AsyncEngine, queue: RunQueue, **overrides: float) -> Scheduler
     return Scheduler(engine, queue, offline_after=30.0, **params)  # type: ignore[arg-type]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"condition not met within {within}s")
-
-
 async def statuses(engine: AsyncEngine) -> Counter[str]:
     return Counter(run.status for run in (await runs_by_id(engine)).values())
 
@@ -92,7 +81,7 @@ async def test_loop_places_runs_least_loaded_and_acks(
     async def all_scheduled() -> bool:
         return (await statuses(engine))["scheduled"] == 3
 
-    await eventually(all_scheduled)
+    await eventually_async(all_scheduled)
     runs = await runs_by_id(engine)
     # b (0/2) first, then a and b tie at 1/2 with 2 vs 1 running -> b, then a (2/4) vs b (2/2 full) -> a
     assert {run_id: runs[run_id].node_id for run_id in runs} == {"r0": "b", "r1": "b", "r2": "a"}
@@ -106,11 +95,11 @@ async def test_loop_places_runs_least_loaded_and_acks(
     async def acked() -> bool:
         return await queue.pending_count() == 0
 
-    await eventually(acked)
+    await eventually_async(acked)
 
     # a duplicate delivery of runs already scheduled changes nothing
     await queue.publish(["r0", "r2"])
-    await eventually(acked)
+    await eventually_async(acked)
     await asyncio.sleep(0.3)
     assert await queue.pending_count() == 0
     assert len(await events_of(engine)) == 3
@@ -140,7 +129,7 @@ async def test_two_schedulers_never_overfill_nor_double_assign(
     async def settled() -> bool:
         return (await statuses(engine))["scheduled"] == 15 and await queues[0].pending_count() == 0
 
-    await eventually(settled)
+    await eventually_async(settled)
     await asyncio.sleep(0.5)
     runs = await runs_by_id(engine)
     per_node = Counter(run.node_id for run in runs.values() if run.status == "scheduled")
@@ -179,7 +168,7 @@ async def test_unschedulable_reason_once_then_placed_on_wake(
     async def has_event() -> bool:
         return bool(await events_of(engine, "train"))
 
-    await eventually(has_event)
+    await eventually_async(has_event)
     reason = "0/4 nodes available: 1 do not match gpu=true, 1 at capacity (1/1), 1 draining, 1 offline"
     events = await events_of(engine, "train")
     assert [(e.seq, e.type, e.data) for e in events] == [(1, "unschedulable", {"reason": reason})]
@@ -201,7 +190,7 @@ async def test_unschedulable_reason_once_then_placed_on_wake(
     async def placed() -> bool:
         return bool((await runs_by_id(engine))["train"].node_id == "gpu-full")
 
-    await eventually(placed, within=5.0)
+    await eventually_async(placed, within=5.0)
     runs = await runs_by_id(engine)
     assert (runs["train"].status, runs["train"].message) == ("scheduled", None)
     assert [e.type for e in await events_of(engine, "train")] == ["unschedulable", "scheduled"]
@@ -222,7 +211,7 @@ async def test_restart_places_queued_runs_from_the_database(
     async def placed() -> bool:
         return (await statuses(engine))["scheduled"] == 3
 
-    await eventually(placed)
+    await eventually_async(placed)
     events = await events_of(engine, "bad")
     assert [e.type for e in events] == ["unschedulable"]
     assert events[0].data["reason"].startswith("invalid node selector: unbalanced '('")
@@ -247,11 +236,10 @@ async def test_outbox_publishes_runs_committed_while_redis_was_down(
             engine, RUNS, [run_row("late-1", enqueued=False), run_row("late-2", enqueued=False)]
         )
 
-
         async def outbox_failed() -> bool:
             return scheduler.stats.errors > 0
 
-        await eventually(outbox_failed)
+        await eventually_async(outbox_failed)
         runs = await runs_by_id(engine)
         assert [(r.status, r.enqueued) for r in runs.values()] == [("queued", False)] * 2
     finally:
@@ -261,7 +249,7 @@ async def test_outbox_publishes_runs_committed_while_redis_was_down(
         runs = await runs_by_id(engine)
         return all(r.enqueued and r.status == "scheduled" for r in runs.values())
 
-    await eventually(delivered, within=25.0)
+    await eventually_async(delivered, within=25.0)
     assert scheduler.stats.published == 2
     await queue.close()
 

@@ -6,25 +6,13 @@ import json
 import sys
 import textwrap
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.nodectl import base_env, heartbeat, invoke
+from tests.support.nodectl import heartbeat, invoke
 from tests.support.server import ServerProcess
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ServerProcess() as process:
-        yield process
-
-
-@pytest.fixture
-def env(server: ServerProcess, tmp_path: Path) -> dict[str, str]:
-    return base_env(server.base_url, tmp_path / "config")
 
 
 @pytest.fixture

@@ -14,10 +14,9 @@ from nodeapi import errors
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
 from tests.conftest import ApiServerFactory
-from tests.support.fake_node import FakeNode, event_types, eventually, wait_run_status
+from tests.support.fake_node import FakeNode, event_types, wait_run_status
 from tests.support.redis import RedisServer
-
-pytest_plugins = ["tests.support.fixtures_redis"]
+from tests.support.wait import eventually
 
 FAST_LIVENESS = {"NODE_HEARTBEAT_INTERVAL": "0.3", "NODE_OFFLINE_AFTER": "1", "RUN_LOST_GRACE": "0.5"}
 

@@ -11,7 +11,8 @@ from nodeapi import errors
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
 from tests.conftest import ApiServerFactory
-from tests.support.fake_node import FakeNode, event_types, eventually, wait_run_status
+from tests.support.fake_node import FakeNode, event_types, wait_run_status
+from tests.support.wait import eventually
 
 
 @pytest.fixture

@@ -22,8 +22,6 @@ from tests.support.proxies import (
     TargetServer,
 )
 
-pytest_plugins = ["tests.support.fixtures_proxies", "tests.support.docker"]
-
 PROXIES = ["tinyproxy", "proxy_py"]
 AUTH_PROXIES = ["tinyproxy_auth", "proxy_py_auth"]
 

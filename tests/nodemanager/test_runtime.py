@@ -27,8 +27,6 @@ from nodemanager.runtime.process import ProcessRuntime
 from nodemanager.workspace import InvalidRunId, Workspaces
 from tests.support.images import TEST_LABELS
 
-pytest_plugins = ["tests.support.docker"]
-
 STEP = 20.0  # upper bound of any single wait in these tests
 
 

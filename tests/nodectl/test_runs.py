@@ -8,7 +8,6 @@ import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import msgspec
 import pytest
@@ -16,26 +15,16 @@ import yaml
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
-from tests.support.fake_node import FakeNode, eventually, wait_run_status
-from tests.support.nodectl import base_env, invoke, run, tsv
+from tests.support.fake_node import FakeNode, wait_run_status
+from tests.support.nodectl import invoke, run, tsv
 from tests.support.server import REPO_ROOT, ServerProcess
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ServerProcess() as process:
-        yield process
+from tests.support.wait import eventually
 
 
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[Client]:
     with Client(server.base_url) as api:
         yield api
-
-
-@pytest.fixture
-def env(server: ServerProcess, tmp_path: Path) -> dict[str, str]:
-    return base_env(server.base_url, tmp_path / "config")
 
 
 @pytest.fixture

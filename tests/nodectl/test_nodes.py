@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,6 @@ from nodectl.session import Session
 from tests.support.nodectl import ANSI_ESCAPE, base_env, heartbeat, invoke, run, run_in_pty, tsv
 from tests.support.ports import free_port
 from tests.support.server import REPO_ROOT, ServerProcess
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    with ServerProcess() as process:
-        yield process
-
-
-@pytest.fixture
-def env(server: ServerProcess, tmp_path: Path) -> dict[str, str]:
-    return base_env(server.base_url, tmp_path / "config")
 
 
 @pytest.fixture

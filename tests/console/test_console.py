@@ -22,6 +22,7 @@ from nodeapi.client import Calls, Client
 from nodeapi.errors import NotFound
 from tests.support.ports import require_binary
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -114,15 +115,6 @@ def open_node(page: Page, server: ServerProcess, node_id: str) -> None:
 
 def refresh_now(page: Page) -> None:
     page.evaluate("window.dispatchEvent(new Event('console:refresh'))")
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_cards_filters_and_language(
