@@ -99,9 +99,9 @@ class Calls:
         return Call("PUT", f"{API}/nodes/{_seg(node_id)}/env-config", m.EnvConfig, body=config)
 
     @staticmethod
-    def test_proxy(node_id: str, req: m.ProxyTestRequest | None = None, wait: float | None = None) -> Call[
-        m.ProxyTestResult
-    ]:
+    def test_proxy(
+        node_id: str, req: m.ProxyTestRequest | None = None, wait: float | None = None
+    ) -> Call[m.ProxyTestResult]:
         params: dict[str, Any] = {}
         if wait is not None:
             params["wait"] = wait
@@ -207,10 +207,20 @@ def _decode(call: Call[T], response: httpx.Response) -> T:
         except msgspec.DecodeError:
             if response.text:
                 detail = response.text[:500]
-        raise error_for_status(response.status_code, detail, extra)
+        raise error_for_status(response.status_code, detail, extra, _retry_after(response))
     if call.response is _NoContent:
         return _NoContent()  # type: ignore[return-value]
     return msgspec.json.decode(response.content, type=call.response)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (the delta form; an HTTP date is ignored), capped at an hour."""
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return min(max(seconds, 0.0), 3600.0) if seconds == seconds else None
 
 
 def _request(call: Call[Any]) -> dict[str, Any]:

@@ -1,15 +1,15 @@
 """Exceptions raised by the typed client.
 
-    ApiError
-    ├── TransportError          the server could not be reached or did not answer
-    │   └── RequestTimeout      no answer within the client timeout
-    └── HTTPStatusError         the server answered 4xx/5xx; `.status_code`, `.detail`
-        ├── BadRequest          400, 413, 422
-        ├── Unauthorized        401, 403
-        ├── NotFound            404
-        ├── Conflict            409
-        ├── GatewayTimeout      504 (e.g. a node did not answer a proxy test in time)
-        └── ServerError         other 5xx
+ApiError
+├── TransportError          the server could not be reached or did not answer
+│   └── RequestTimeout      no answer within the client timeout
+└── HTTPStatusError         the server answered 4xx/5xx; `.status_code`, `.detail`
+    ├── BadRequest          400, 413, 422
+    ├── Unauthorized        401, 403
+    ├── NotFound            404
+    ├── Conflict            409
+    ├── GatewayTimeout      504 (e.g. a node did not answer a proxy test in time)
+    └── ServerError         other 5xx
 """
 
 from __future__ import annotations
@@ -33,11 +33,14 @@ class RequestTimeout(TransportError):
 
 
 class HTTPStatusError(ApiError):
-    def __init__(self, status_code: int, detail: str, extra: Any = None) -> None:
+    def __init__(
+        self, status_code: int, detail: str, extra: Any = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
         self.extra = extra
+        self.retry_after = retry_after  # seconds, from a Retry-After header (429, 503)
 
 
 class BadRequest(HTTPStatusError):
@@ -64,7 +67,9 @@ class ServerError(HTTPStatusError):
     pass
 
 
-def error_for_status(status_code: int, detail: str, extra: Any = None) -> HTTPStatusError:
+def error_for_status(
+    status_code: int, detail: str, extra: Any = None, retry_after: float | None = None
+) -> HTTPStatusError:
     cls: type[HTTPStatusError]
     if status_code in (401, 403):
         cls = Unauthorized
@@ -78,4 +83,4 @@ def error_for_status(status_code: int, detail: str, extra: Any = None) -> HTTPSt
         cls = ServerError
     else:
         cls = BadRequest
-    return cls(status_code, detail, extra)
+    return cls(status_code, detail, extra, retry_after)
