@@ -58,8 +58,14 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.components import build_components
 
-    app = create_app(settings)
+    try:
+        components = build_components(settings)
+    except ConfigError as exc:
+        print(f"apiserver: configuration error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG_ERROR)
+    app = create_app(components=components)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
-    _serve(config, on_exit=app.state.run_context.begin_shutdown)
+    _serve(config, on_exit=components.context.begin_shutdown)
 
 
 def _serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
@@ -93,6 +99,7 @@ def _serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
                 self.loop.call_soon_threadsafe(on_exit)
 
     LongPollAwareServer(config).run()
+
 
 if __name__ == "__main__":
     main()

@@ -19,10 +19,11 @@ from server.config import Settings
 from server.errors import Forbidden, Unauthorized
 
 ACTOR_KEY = "actor"
+SETTINGS_KEY = "settings"  # the app state's only entry
 
 
 def _settings(connection: ASGIConnection[Any, Any, Any, Any]) -> Settings:
-    settings: Settings = connection.app.state.settings
+    settings: Settings = connection.app.state[SETTINGS_KEY]
     return settings
 
 

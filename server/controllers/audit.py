@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get
-from litestar.datastructures import State
 from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import admin_guard
 from server.controllers.params import MAX_OFFSET
-from server.errors import InvalidInput
-from server.services.audit import list_entries
+from server.services.audit import AuditService
 
 
 class AuditController(Controller):
@@ -23,14 +21,11 @@ class AuditController(Controller):
     @get("/")
     async def list_audit(
         self,
-        state: State,
+        audit: AuditService,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
         offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET)] = 0,
         target_id: Annotated[str | None, Parameter(max_length=1024)] = None,
         action: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> m.AuditList:
         """Newest first."""
-        for name, value in (("target_id", target_id), ("action", action)):
-            if value is not None and "\x00" in value:
-                raise InvalidInput(f"{name} must not contain NUL characters")
-        return await list_entries(state.sessionmaker, limit, offset, target_id, action)
+        return await audit.list(limit, offset, target_id, action)

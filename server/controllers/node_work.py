@@ -5,22 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, get, post
-from litestar.datastructures import State
 from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import admin_guard, node_guard
-from server.runs_extension import RunServices
-from server.services.commands import DEFAULT_WAIT, MAX_WAIT
-from server.services.work import MAX_WORK_WAIT
+from server.services.commands import DEFAULT_WAIT, MAX_WAIT, CommandService
+from server.services.work import MAX_WORK_WAIT, WorkService
 
 NodeId = Annotated[str, Parameter(description="node id", max_length=1024)]
 CommandId = Annotated[str, Parameter(description="command id", max_length=64)]
-
-
-def _services(state: State) -> RunServices:
-    services: RunServices = state.run_services
-    return services
 
 
 class NodeWorkController(Controller):
@@ -30,19 +23,19 @@ class NodeWorkController(Controller):
     @get("/{node_id:str}/work", guards=[node_guard])
     async def poll_work(
         self,
-        state: State,
+        work: WorkService,
         node_id: NodeId,
         wait: Annotated[
             float, Parameter(ge=0, le=MAX_WORK_WAIT, description="long-poll: seconds to wait for work")
         ] = 20.0,
     ) -> m.WorkResponse:
         """Runs to start (until claimed), runs to cancel, commands; waits while there is nothing new."""
-        return await _services(state).work.poll(node_id, wait)
+        return await work.poll(node_id, wait)
 
     @post("/{node_id:str}/env-config/test-proxy", guards=[admin_guard], status_code=200)
     async def test_proxy(
         self,
-        state: State,
+        commands: CommandService,
         node_id: NodeId,
         data: m.ProxyTestRequest | None = None,
         wait: Annotated[
@@ -51,11 +44,11 @@ class NodeWorkController(Controller):
     ) -> m.ProxyTestResult:
         """Run a proxy check on the node (its saved proxy, or the one in the body). 409 when the
         node is offline, 504 when it does not answer in time; otherwise 200 with `ok` and `reason`."""
-        return await _services(state).commands.test_proxy(node_id, data, wait)
+        return await commands.test_proxy(node_id, data, wait)
 
     @post("/{node_id:str}/commands/{command_id:str}/result", guards=[node_guard], status_code=204)
     async def command_result(
-        self, state: State, node_id: NodeId, command_id: CommandId, data: m.CommandResult
+        self, commands: CommandService, node_id: NodeId, command_id: CommandId, data: m.CommandResult
     ) -> None:
         """A node's answer to a command; posting it again changes nothing."""
-        await _services(state).commands.store_result(node_id, command_id, data)
+        await commands.store_result(node_id, command_id, data)

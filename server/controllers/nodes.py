@@ -11,9 +11,7 @@ from litestar.params import Parameter
 from nodeapi import models as m
 from server.auth import actor_of, admin_guard, node_guard
 from server.controllers.params import MAX_OFFSET, existing_node_id, parse_if_match
-from server.repositories import nodes as repo
 from server.services.env_config import EnvConfigService
-from server.services.mappers import run_to_wire
 from server.services.nodes import DEFAULT_LIMIT, MAX_LIMIT, NodeService
 
 NodeId = Annotated[str, Parameter(description="node id", max_length=1024)]
@@ -22,83 +20,75 @@ Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET)]
 IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
 
 
-def _nodes(state: State) -> NodeService:
-    return NodeService(state.sessionmaker, state.settings, state.node_hooks)
-
-
 class NodeController(Controller):
     path = "/api/v1/nodes"
     tags = ["nodes"]
 
     @post("/heartbeat", guards=[node_guard], status_code=200)
-    async def heartbeat(self, state: State, data: m.HeartbeatRequest) -> m.HeartbeatResponse:
+    async def heartbeat(self, nodes: NodeService, data: m.HeartbeatRequest) -> m.HeartbeatResponse:
         """Report liveness, labels and capacity; registers the node on first sight."""
-        return await _nodes(state).heartbeat(data)
+        return await nodes.heartbeat(data)
 
     @get("/", guards=[admin_guard])
     async def list_nodes(
         self,
-        state: State,
+        nodes: NodeService,
         status: Literal["online", "offline", "draining"] | None = None,
         selector: Annotated[str | None, Parameter(max_length=4096, description="k=v,k2=v2")] = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> m.NodeList:
-        return await _nodes(state).list(status, selector, limit, offset)
+        return await nodes.list(status, selector, limit, offset)
 
     @get("/{node_id:str}", guards=[admin_guard])
-    async def get_node(self, state: State, node_id: NodeId) -> m.Node:
-        return await _nodes(state).get(existing_node_id(node_id))
+    async def get_node(self, nodes: NodeService, node_id: NodeId) -> m.Node:
+        return await nodes.get(existing_node_id(node_id))
 
     @patch("/{node_id:str}", guards=[admin_guard])
     async def patch_node(
         self,
-        state: State,
+        nodes: NodeService,
         request: Request[None, None, State],
         node_id: NodeId,
         data: m.NodePatch,
         if_match: IfMatch,
     ) -> m.Node:
         """JSON merge patch: labels (null removes a key, sticky across heartbeats), status, max_concurrent."""
-        return await _nodes(state).patch(
-            existing_node_id(node_id), data, actor_of(request), parse_if_match(if_match)
-        )
+        return await nodes.patch(existing_node_id(node_id), data, actor_of(request), parse_if_match(if_match))
 
     @delete("/{node_id:str}", guards=[admin_guard], status_code=204)
-    async def delete_node(self, state: State, request: Request[None, None, State], node_id: NodeId) -> None:
+    async def delete_node(
+        self, nodes: NodeService, request: Request[None, None, State], node_id: NodeId
+    ) -> None:
         """409 while runs are scheduled or running on the node."""
-        await _nodes(state).delete(existing_node_id(node_id), actor_of(request))
+        await nodes.delete(existing_node_id(node_id), actor_of(request))
 
     @get("/{node_id:str}/runs", guards=[admin_guard])
     async def node_runs(
         self,
-        state: State,
+        nodes: NodeService,
         node_id: NodeId,
         status: Literal["queued", "scheduled", "running", "succeeded", "failed", "cancelled", "lost"]
         | None = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> m.RunList:
-        await _nodes(state).get(existing_node_id(node_id))
-        async with state.sessionmaker() as session:
-            rows, total = await repo.runs_of_node(session, node_id, status, limit, offset)
-        return m.RunList(items=[run_to_wire(row) for row in rows], total=total, limit=limit, offset=offset)
+        return await nodes.runs(existing_node_id(node_id), status, limit, offset)
 
     @get("/{node_id:str}/env-config", guards=[admin_guard])
-    async def get_env_config(self, state: State, node_id: NodeId) -> m.EnvConfig:
-        return await EnvConfigService(state.sessionmaker).get(existing_node_id(node_id))
+    async def get_env_config(self, env_config: EnvConfigService, node_id: NodeId) -> m.EnvConfig:
+        return await env_config.get(existing_node_id(node_id))
 
     @put("/{node_id:str}/env-config", guards=[admin_guard])
     async def put_env_config(
         self,
-        state: State,
+        env_config: EnvConfigService,
         request: Request[None, None, State],
         node_id: NodeId,
         data: m.EnvConfig,
         if_match: IfMatch,
     ) -> m.EnvConfig:
         """Replace the proxy settings and env vars the node injects into every new container."""
-        service = EnvConfigService(state.sessionmaker)
-        return await service.replace(
+        return await env_config.replace(
             existing_node_id(node_id), data, actor_of(request), parse_if_match(if_match)
         )

@@ -11,17 +11,12 @@ from litestar.params import Parameter
 from nodeapi import models as m
 from server.auth import actor_of, admin_guard, node_guard
 from server.controllers.params import MAX_OFFSET
-from server.runs_extension import RunServices
-from server.services.runs import DEFAULT_EVENTS_LIMIT, DEFAULT_LIMIT, MAX_EVENTS_WAIT, MAX_LIMIT
+from server.services.node_events import NodeEventService
+from server.services.runs import DEFAULT_EVENTS_LIMIT, DEFAULT_LIMIT, MAX_EVENTS_WAIT, MAX_LIMIT, RunService
 
 RunId = Annotated[str, Parameter(description="run id", max_length=64)]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"page size (max {MAX_LIMIT})")]
 Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET)]
-
-
-def _services(state: State) -> RunServices:
-    services: RunServices = state.run_services
-    return services
 
 
 class RunController(Controller):
@@ -29,14 +24,16 @@ class RunController(Controller):
     tags = ["runs"]
 
     @post("/", guards=[admin_guard], status_code=201)
-    async def create_run(self, state: State, request: Request[None, None, State], data: m.RunCreate) -> m.Run:
+    async def create_run(
+        self, runs: RunService, request: Request[None, None, State], data: m.RunCreate
+    ) -> m.Run:
         """Queue a run; the scheduler places it on a matching node."""
-        return await _services(state).runs.create(data, actor_of(request))
+        return await runs.create(data, actor_of(request))
 
     @get("/", guards=[admin_guard])
     async def list_runs(
         self,
-        state: State,
+        runs: RunService,
         status: Annotated[
             str | None, Parameter(max_length=200, description="status, or several: a,b")
         ] = None,
@@ -45,21 +42,21 @@ class RunController(Controller):
         offset: Offset = 0,
     ) -> m.RunList:
         """Newest first."""
-        return await _services(state).runs.list(status, node_id, limit, offset)
+        return await runs.list(status, node_id, limit, offset)
 
     @get("/{run_id:str}", guards=[admin_guard])
-    async def get_run(self, state: State, run_id: RunId) -> m.Run:
-        return await _services(state).runs.get(run_id)
+    async def get_run(self, runs: RunService, run_id: RunId) -> m.Run:
+        return await runs.get(run_id)
 
     @post("/{run_id:str}/cancel", guards=[admin_guard], status_code=200)
-    async def cancel_run(self, state: State, request: Request[None, None, State], run_id: RunId) -> m.Run:
+    async def cancel_run(self, runs: RunService, request: Request[None, None, State], run_id: RunId) -> m.Run:
         """Queued: cancelled at once. Scheduled or running: the node is told to stop it. Finished: 409."""
-        return await _services(state).runs.cancel(run_id, actor_of(request))
+        return await runs.cancel(run_id, actor_of(request))
 
     @get("/{run_id:str}/events", guards=[admin_guard])
     async def run_events(
         self,
-        state: State,
+        runs: RunService,
         run_id: RunId,
         after: Annotated[int, Parameter(ge=0, description="only events with a greater seq")] = 0,
         event_type: Annotated[str | None, Parameter(query="type", max_length=32)] = None,
@@ -69,9 +66,11 @@ class RunController(Controller):
         ] = 0.0,
         limit: Limit = DEFAULT_EVENTS_LIMIT,
     ) -> m.RunEventList:
-        return await _services(state).runs.events(run_id, after, event_type, wait, limit)
+        return await runs.events(run_id, after, event_type, wait, limit)
 
     @post("/{run_id:str}/node-events", guards=[node_guard], status_code=200)
-    async def node_events(self, state: State, run_id: RunId, data: m.NodeEventBatch) -> m.NodeEventAck:
+    async def node_events(
+        self, node_events: NodeEventService, run_id: RunId, data: m.NodeEventBatch
+    ) -> m.NodeEventAck:
         """Events a node reports for a run it was assigned; retried batches are stored once."""
-        return await _services(state).node_events.ingest(run_id, data)
+        return await node_events.ingest(run_id, data)

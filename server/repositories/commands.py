@@ -62,3 +62,17 @@ async def expire(session: AsyncSession, command_id: str, now: datetime) -> bool:
         .execution_options(synchronize_session=False)
     )
     return _changed(outcome)
+
+
+async def add(session: AsyncSession, command: NodeCommandRow) -> None:
+    session.add(command)
+    await session.flush()
+
+
+async def set_payload(session: AsyncSession, command_id: str, payload: dict[str, Any]) -> None:
+    await session.execute(
+        update(NodeCommandRow)
+        .where(col(NodeCommandRow.id) == command_id)
+        .values(payload=payload)
+        .execution_options(synchronize_session=False)
+    )

@@ -54,3 +54,10 @@ async def insert_event_rows(db: Executor, rows: list[dict[str, Any]]) -> None:
     """Insert prepared rows (seqs already reserved) in one executemany."""
     if rows:
         await db.execute(insert(RUN_EVENTS), rows)
+
+
+async def record_events(
+    db: Executor, run_id: str, events: Sequence[tuple[str, Mapping[str, Any]]], at: datetime
+) -> None:
+    """Append `events` (type, data) with the next per-run seqs, all stamped `at`."""
+    await append_run_events(db, run_id, [(kind, data, at) for kind, data in events])

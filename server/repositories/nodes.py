@@ -7,25 +7,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    ColumnElement,
-    Row,
-    and_,
-    bindparam,
-    cast,
-    delete,
-    false,
-    func,
-    or_,
-    select,
-    true,
-    update,
-)
+from sqlalchemy import JSON, ColumnElement, Row, and_, bindparam, cast, delete, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nodeapi.models import NodeStatus
 from server.db.models import NODES, RUNS, NodeRow, RunRow
+from server.node_status import StatusRule
 
 col: Any = NODES.c
 # the columns the wire Node needs, in the order services.mappers.node_from_columns takes them
@@ -47,32 +35,23 @@ NODE_COLUMNS: tuple[Any, ...] = tuple(col[name] for name in NODE_FIELDS)
 ACTIVE_RUN_STATUSES = ("scheduled", "running")
 
 
-def heartbeat_fresh(offline_before: datetime) -> ColumnElement[bool]:
-    """The one SQL form of "not offline" (NULL for a node that never sent a heartbeat)."""
-    fresh: ColumnElement[bool] = col.last_heartbeat_at >= offline_before
-    return fresh
-
-
-def status_condition(status: str, offline_before: datetime) -> ColumnElement[bool]:
-    """SQL twin of the status rule in services.mappers.node_from_columns."""
-    fresh = heartbeat_fresh(offline_before)
-    if status == "offline":
-        return or_(col.last_heartbeat_at.is_(None), col.last_heartbeat_at < offline_before)
-    if status == "draining":
-        return and_(fresh, col.draining.is_(true()))
-    return and_(fresh, col.draining.is_(false()))
-
-
 def selector_condition(selector: dict[str, str]) -> list[ColumnElement[bool]]:
     return [col.labels[key].as_string() == value for key, value in selector.items()]
 
 
 async def list_nodes(
     session: AsyncSession,
-    conditions: Sequence[ColumnElement[bool]],
+    *,
+    status: NodeStatus | None,
+    selector: dict[str, str],
+    rule: StatusRule,
+    now: datetime,
     limit: int,
     offset: int,
 ) -> tuple[Sequence[Any], int]:
+    conditions = selector_condition(selector)
+    if status is not None:
+        conditions.append(rule.sql_is(status, col, now))
     where = and_(true(), *conditions)
     total = (await session.execute(select(func.count()).select_from(NodeRow).where(where))).scalar_one()
     if total <= offset:
@@ -233,3 +212,7 @@ async def runs_of_node(
         .offset(offset)
     )
     return (await session.execute(query)).scalars().all(), total
+
+
+async def set_last_proxy_test(session: AsyncSession, node_id: str, result: dict[str, Any]) -> None:
+    await session.execute(update(NodeRow).where(col.id == node_id).values(last_proxy_test=result))

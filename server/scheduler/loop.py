@@ -29,22 +29,23 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import String, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from server.db.models import NODES, RUNS
+from server.node_status import StatusRule
 from server.queue.base import Message, RunQueue
-from server.repositories.nodes import heartbeat_fresh
-from server.scheduler.apply import apply_decisions
+from server.repositories import runs as run_repo
+from server.repositories import scheduling as repo
 from server.scheduler.placement import Decision, NodeSnapshot, NodeState, PendingRun, Placer, Unschedulable
 from server.scheduler.selectors import compile_selector
 
 log = logging.getLogger("server.scheduler")
 
 OnAssigned = Callable[[list[tuple[str, str]]], Awaitable[None] | None]
+RESCAN_LIMIT = 50_000  # queued runs re-read per rescan
+OUTBOX_BATCH = 1000
 
 
 def utcnow() -> datetime:
@@ -84,7 +85,7 @@ class Scheduler:
             async_sessionmaker(db, expire_on_commit=False) if isinstance(db, AsyncEngine) else db
         )
         self.queue = queue
-        self.offline_after = offline_after
+        self.status_rule = StatusRule(offline_after)
         self.batch_size = batch_size
         self.block = block
         self.recheck_interval = recheck_interval
@@ -196,33 +197,22 @@ class Scheduler:
 
     async def _rescan_once(self) -> None:
         async with self.sessionmaker() as session:
-            rows = await session.execute(
-                select(RUNS.c.id)
-                .where(RUNS.c.status == "queued")
-                .order_by(RUNS.c.created_at, RUNS.c.id)
-                .limit(50_000)
-            )
-            queued = list(rows.scalars())
+            queued = await repo.queued_run_ids(session, RESCAN_LIMIT)
         fresh = [run_id for run_id in queued if run_id not in self.parked]
         if fresh:
             self.parked.update(dict.fromkeys(fresh))
             self.wake()
 
     async def _outbox_once(self) -> None:
-        grace = utcnow() - timedelta(seconds=self.outbox_grace)
         async with self.sessionmaker() as session:
-            rows = await session.execute(
-                select(RUNS.c.id)
-                .where(RUNS.c.enqueued.is_(False), RUNS.c.status == "queued", RUNS.c.created_at <= grace)
-                .order_by(RUNS.c.created_at, RUNS.c.id)
-                .limit(1000)
+            run_ids = await repo.unpublished_run_ids(
+                session, utcnow() - timedelta(seconds=self.outbox_grace), OUTBOX_BATCH
             )
-            run_ids = list(rows.scalars())
         if not run_ids:
             return
         await self.queue.publish(run_ids)
         async with self.sessionmaker() as session:
-            await session.execute(update(RUNS).where(RUNS.c.id.in_(run_ids)).values(enqueued=True))
+            await run_repo.mark_enqueued(session, run_ids)
             await session.commit()
         self.stats.published += len(run_ids)
         log.info("outbox published %d run(s) committed while the queue was unavailable", len(run_ids))
@@ -238,7 +228,7 @@ class Scheduler:
                 pending, invalid = await self._load_runs(session, run_ids)
                 placer, placed = await self._place(session, placer, pending, now) if pending else (placer, [])
                 decisions = [*placed, *invalid]
-                result = await apply_decisions(session, decisions, now=now, offline_after=self.offline_after)
+                result = await repo.apply_decisions(session, decisions, now=now, rule=self.status_rule)
                 await session.commit()
             if not (result.retry or result.gone):
                 self._placer = placer
@@ -285,14 +275,9 @@ class Scheduler:
     async def _load_runs(
         self, session: AsyncSession, run_ids: Sequence[str]
     ) -> tuple[list[PendingRun], list[Unschedulable]]:
-        rows = await session.execute(
-            select(RUNS.c.id, RUNS.c.node_selector, RUNS.c.selector_expressions)
-            .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == "queued")
-            .order_by(RUNS.c.created_at, RUNS.c.id)
-        )
         pending: list[PendingRun] = []
         invalid: list[Unschedulable] = []
-        for run_id, selector, expressions in rows.all():
+        for run_id, selector, expressions in await repo.pending_runs(session, run_ids):
             try:
                 pending.append(PendingRun(run_id, compile_selector(selector or {}, expressions or ())))
             except ValueError as exc:
@@ -300,21 +285,15 @@ class Scheduler:
         return pending, invalid
 
     async def _snapshot(self, session: AsyncSession, now: datetime) -> list[NodeSnapshot]:
-        cutoff = now - timedelta(seconds=self.offline_after)
-        # freshness compared in SQL: no timestamp parsing per node; labels fetched as JSON text
-        # and decoded once per distinct text, since most nodes share their label set with others
-        fresh = heartbeat_fresh(cutoff)
-        labels_json = cast(NODES.c.labels, String)
-        rows = await session.execute(
-            select(NODES.c.id, labels_json, NODES.c.running, NODES.c.max_concurrent, NODES.c.draining, fresh)
-        )
         decoded: dict[str | None, dict[str, str]] = {}
         nodes = []
-        for node_id, text, running, max_concurrent, draining, is_fresh in rows.all():
+        for node_id, text, running, max_concurrent, status in await repo.node_snapshot(
+            session, self.status_rule, now
+        ):
             labels = decoded.get(text)
             if labels is None:
                 labels = decoded[text] = (msgspec.json.decode(text) if text else None) or {}
-            nodes.append(NodeSnapshot(node_id, labels, running, max_concurrent, _state(draining, is_fresh)))
+            nodes.append(NodeSnapshot(node_id, labels, running, max_concurrent, cast(NodeState, status)))
         return nodes
 
     async def _fingerprint(self) -> int:
@@ -325,9 +304,3 @@ class Scheduler:
                 (n.id, tuple(sorted(n.labels.items())), n.running, n.max_concurrent, n.state) for n in nodes
             )
         )
-
-
-def _state(draining: bool, fresh: bool | None) -> NodeState:
-    if not fresh:  # NULL when the node never sent a heartbeat
-        return "offline"
-    return "draining" if draining else "online"

@@ -67,10 +67,6 @@ class Placer:
     def __init__(self, nodes: Sequence[NodeSnapshot]) -> None:
         self._cluster = _Cluster(nodes)
 
-    @property
-    def node_count(self) -> int:
-        return len(self._cluster.nodes)
-
     def place(self, runs: Sequence[PendingRun]) -> list[Decision]:
         cluster = self._cluster
         decisions: list[Decision] = []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
 from nodeapi.validation import mask_url_password
+from server.errors import InvalidInput
 from server.repositories import audit as repo
+from server.services.context import ServiceContext
 from server.services.mappers import now_utc, utc
 
 SECRET_HINTS = ("password", "secret", "token", "passwd", "credential", "apikey", "api_key", "private")
@@ -35,25 +37,28 @@ async def record(
     await repo.add(session, now_utc(), actor, action, target_type, target_id, mask_secrets(details))
 
 
-async def list_entries(
-    sessionmaker: async_sessionmaker[AsyncSession],
-    limit: int,
-    offset: int,
-    target_id: str | None = None,
-    action: str | None = None,
-) -> m.AuditList:
-    async with sessionmaker() as session:
-        rows, total = await repo.page(session, limit, offset, target_id, action)
-    items = [
-        m.AuditEntry(
-            id=row.id,
-            at=utc(row.at),  # type: ignore[arg-type]
-            actor=row.actor,
-            action=row.action,
-            target_type=row.target_type,
-            target_id=row.target_id,
-            details=row.details or {},
-        )
-        for row in rows
-    ]
-    return m.AuditList(items=items, total=total, limit=limit, offset=offset)
+class AuditService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+
+    async def list(
+        self, limit: int, offset: int, target_id: str | None = None, action: str | None = None
+    ) -> m.AuditList:
+        for name, value in (("target_id", target_id), ("action", action)):
+            if value is not None and "\x00" in value:
+                raise InvalidInput(f"{name} must not contain NUL characters")
+        async with self._ctx.sessionmaker() as session:
+            rows, total = await repo.page(session, limit, offset, target_id, action)
+        items = [
+            m.AuditEntry(
+                id=row.id,
+                at=utc(row.at),  # type: ignore[arg-type]
+                actor=row.actor,
+                action=row.action,
+                target_type=row.target_type,
+                target_id=row.target_id,
+                details=row.details or {},
+            )
+            for row in rows
+        ]
+        return m.AuditList(items=items, total=total, limit=limit, offset=offset)

@@ -13,10 +13,8 @@ repeats is replaced by `***` before the result is stored or answered.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,23 +22,22 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import msgspec
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col
 
 from nodeapi import models as m
 from nodeapi import validation
-from server.db.models import NodeCommandRow, NodeRow
+from server.db.models import NodeCommandRow
 from server.errors import Conflict, GatewayTimeout, InvalidInput, NotFound
 from server.repositories import commands as repo
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as node_repo
+from server.services.context import ServiceContext
+from server.services.longpoll import long_poll
 from server.services.mappers import env_config_to_wire, now_utc, utc
-from server.services.run_context import RunContext
 
 DEFAULT_WAIT = 15.0
 MAX_WAIT = 60.0
-RESULT_POLL = 0.2
+RESULT_RECHECK = 0.2  # an answer posted to another replica arrives by re-reading the row
 MAX_STEP_TIMEOUT = 60.0
 TEST_PROXY = "test_proxy"
 
@@ -81,7 +78,7 @@ def _proxy_payload(proxy: m.ProxyConfig) -> dict[str, str | None]:
 
 
 class CommandService:
-    def __init__(self, ctx: RunContext, targets: ProxyTestTargets) -> None:
+    def __init__(self, ctx: ServiceContext, targets: ProxyTestTargets) -> None:
         self._ctx = ctx
         self._targets = targets
 
@@ -96,7 +93,7 @@ class CommandService:
             node = await node_repo.get_node(session, node_id)
             if node is None:
                 raise NotFound(f"node {node_id!r} not found")
-            self._require_online(node_id, node.last_heartbeat_at, now)
+            self._require_online(node_id, node.last_heartbeat_at, node.draining, now)
             saved = env_config_to_wire(await env_repo.get(session, node_id)).proxy
             payload = self._payload(req, saved)
             command = NodeCommandRow(
@@ -106,17 +103,19 @@ class CommandService:
                 payload=payload,
                 created_at=now,
             )
-            session.add(command)
+            await repo.add(session, command)
         self._ctx.node_work.notify(node_id)
         return await self._await_result(node_id, command.id, wait)
 
-    def _require_online(self, node_id: str, last_heartbeat: datetime | None, now: datetime) -> None:
+    def _require_online(
+        self, node_id: str, last_heartbeat: datetime | None, draining: bool, now: datetime
+    ) -> None:
+        if self._ctx.status_rule.of(last_heartbeat, draining, now) != "offline":
+            return
         heard = utc(last_heartbeat)
         if heard is None:
             raise Conflict(f"node {node_id} is offline: it never sent a heartbeat")
-        silent = (now - heard).total_seconds()
-        if silent > self._ctx.settings.offline_after:
-            raise Conflict(f"node {node_id} is offline: last heartbeat {silent:.0f} s ago")
+        raise Conflict(f"node {node_id} is offline: last heartbeat {(now - heard).total_seconds():.0f} s ago")
 
     def _payload(self, req: m.ProxyTestRequest, saved: m.ProxyConfig) -> dict[str, Any]:
         try:
@@ -143,15 +142,20 @@ class CommandService:
         }
 
     async def _await_result(self, node_id: str, command_id: str, wait: float) -> m.ProxyTestResult:
-        deadline = time.monotonic() + wait
-        while True:
+        async def check() -> NodeCommandRow | None:
             async with self._ctx.sessionmaker() as session:
-                row = await repo.get(session, command_id)
-            if row is not None and row.state == "done":
-                return _result_of(node_id, row)
-            if time.monotonic() >= deadline:
-                break
-            await asyncio.sleep(min(RESULT_POLL, max(deadline - time.monotonic(), 0.0)))
+                return await repo.get(session, command_id)
+
+        row = await long_poll(
+            self._ctx.command_results,
+            command_id,
+            check,
+            lambda found: found is not None and found.state == "done",
+            wait=wait,
+            recheck=lambda _: RESULT_RECHECK,
+        )
+        if row is not None and row.state == "done":
+            return _result_of(node_id, row)
         async with self._ctx.sessionmaker.begin() as session:
             expired = await repo.expire(session, command_id, now_utc())
             row = None if expired else await repo.get(session, command_id)
@@ -173,12 +177,8 @@ class CommandService:
                 return
             await _forget_secrets(session, command_id)
             if row.type == TEST_PROXY:
-                await session.execute(
-                    update(NodeRow)
-                    .where(col(NodeRow.id) == node_id)
-                    .values(last_proxy_test=stored["result"])
-                    .execution_options(synchronize_session=False)
-                )
+                await node_repo.set_last_proxy_test(session, node_id, stored["result"])
+        self._ctx.command_results.notify(command_id)
 
 
 def _proxy_passwords(payload: dict[str, Any]) -> set[str]:
@@ -223,12 +223,7 @@ async def _forget_secrets(session: AsyncSession, command_id: str) -> None:
         name: validation.mask_url_password(value) if isinstance(value, str) else value
         for name, value in proxy.items()
     }
-    await session.execute(
-        update(NodeCommandRow)
-        .where(col(NodeCommandRow.id) == command_id)
-        .values(payload={**row.payload, "proxy": masked})
-        .execution_options(synchronize_session=False)
-    )
+    await repo.set_payload(session, command_id, {**row.payload, "proxy": masked})
 
 
 def _normalise(node_id: str, result: m.CommandResult, now: datetime, passwords: set[str]) -> dict[str, Any]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from nodeapi import models as m
 from nodeapi import validation
 from server.errors import Conflict, InvalidInput, NotFound
 from server.repositories import env_config as repo
 from server.repositories import nodes as node_repo
 from server.services.audit import record
+from server.services.context import ServiceContext
 from server.services.mappers import env_config_to_wire, now_utc
 
 
@@ -28,8 +27,8 @@ def validate_env_config(config: m.EnvConfig) -> None:
 
 
 class EnvConfigService:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-        self._sessionmaker = sessionmaker
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._sessionmaker = ctx.sessionmaker
 
     async def get(self, node_id: str) -> m.EnvConfig:
         async with self._sessionmaker() as session:

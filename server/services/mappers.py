@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from nodeapi import models as m
+from server.node_status import StatusRule
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -24,12 +25,11 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def node_from_columns(values: Any, offline_before: datetime) -> m.Node:
+def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
     """`values` in repositories.nodes.NODE_FIELDS order.
 
     The hot path of the node listing (10,000 rows): tuple unpacking instead of attribute
-    lookups, each datetime converted once. The status rule (docs/architecture.md): offline
-    beats draining beats online.
+    lookups, each datetime converted once.
     """
     (
         node_id,
@@ -50,13 +50,9 @@ def node_from_columns(values: Any, offline_before: datetime) -> m.Node:
         created = created.replace(tzinfo=UTC)
     if updated is not None and updated.tzinfo is None:
         updated = updated.replace(tzinfo=UTC)
-    if heartbeat is None or heartbeat < offline_before:
-        status: m.NodeStatus = "offline"
-    else:
-        status = "draining" if draining else "online"
     return m.Node(
         id=node_id,
-        status=status,
+        status=rule.of(heartbeat, draining, now),
         draining=bool(draining),
         labels=labels or {},
         capacity=m.Capacity(max_concurrent=max_concurrent),

@@ -25,8 +25,8 @@ from nodeapi.models import TERMINAL_RUN_STATUSES
 from server.errors import Conflict, InvalidInput, NotFound
 from server.repositories import runs as repo
 from server.repositories.events import append_run_events
+from server.services.context import ServiceContext
 from server.services.mappers import now_utc, utc
-from server.services.run_context import RunContext
 
 MAX_BATCH = 1000
 MAX_TYPE_LENGTH = 32
@@ -102,7 +102,7 @@ def _check_batch(batch: m.NodeEventBatch) -> None:
 
 
 class NodeEventService:
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
 
     async def ingest(self, run_id: str, batch: m.NodeEventBatch) -> m.NodeEventAck:

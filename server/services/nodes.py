@@ -1,28 +1,25 @@
 """Node registry: heartbeats (auto-registration), listing, admin changes, deletion.
 
-Status is never stored: it is derived from `last_heartbeat_at` and `draining` when read
-(see docs/architecture.md), so no timer has to flip nodes offline.
+Status is never stored: it is derived when read (server.node_status), so no timer has to
+flip nodes offline.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast, get_args
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nodeapi import models as m
 from nodeapi import validation
-from server.config import Settings
 from server.errors import Conflict, InvalidInput, NotFound
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
-from server.services.mappers import node_from_columns, now_utc
+from server.services.context import ServiceContext
+from server.services.mappers import node_from_columns, now_utc, run_to_wire
+from server.services.run_reconcile import runs_to_stop
 
 log = logging.getLogger("server.nodes")
 
@@ -31,39 +28,30 @@ MAX_LIMIT = 10_000
 MAX_UPDATE_ATTEMPTS = 5
 MAX_INFO_STRING = 256
 
-# (session, node_id, active_runs the node reported) -> run ids the node must stop; runs in the
-# heartbeat's transaction. Filled by the runs service.
-ReconcileHook = Callable[[AsyncSession, str, list[str]], Awaitable[list[str]]]
-# called after a committed change (heartbeat, admin change): wake the scheduler, long-polls, ...
-NodeHook = Callable[[m.Node], Awaitable[None]]
-
-
-@dataclass
-class NodeHooks:
-    reconcile: list[ReconcileHook] = field(default_factory=list)
-    after_heartbeat: list[NodeHook] = field(default_factory=list)
-    after_admin_change: list[NodeHook] = field(default_factory=list)
-
-    async def notify(self, hooks: list[NodeHook], node: m.Node) -> None:
-        for hook in hooks:
-            try:
-                await hook(node)
-            except Exception:
-                log.exception("node hook %r failed for %s", hook, node.id)
-
 
 def _invalid(exc: ValueError) -> InvalidInput:
     return InvalidInput(str(exc))
 
 
-class NodeService:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession], settings: Settings, hooks: NodeHooks):
-        self._sessionmaker = sessionmaker
-        self._settings = settings
-        self._hooks = hooks
+class _SchedulerView:
+    """What each node looked like to the scheduler, so that a heartbeat wakes it only when a
+    node appeared, came back, or changed labels, capacity or draining."""
 
-    def offline_before(self, now: datetime | None = None) -> datetime:
-        return (now or now_utc()) - timedelta(seconds=self._settings.offline_after)
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[object, ...]] = {}
+
+    def changed(self, node: m.Node) -> bool:
+        # `running` stays out: a slot freed by a run ending wakes the scheduler where that is recorded
+        shape = (node.status, tuple(sorted(node.labels.items())), node.capacity.max_concurrent)
+        previous = self._seen.get(node.id)
+        self._seen[node.id] = shape
+        return previous != shape
+
+
+class NodeService:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self._scheduler_view = _SchedulerView()
 
     async def heartbeat(self, req: m.HeartbeatRequest) -> m.HeartbeatResponse:
         try:
@@ -74,48 +62,59 @@ class NodeService:
             raise _invalid(exc) from exc
         now = now_utc()
         info = _clean_info(msgspec.to_builtins(req.info))
-        async with self._sessionmaker.begin() as session:
+        async with self._ctx.sessionmaker.begin() as session:
             row = await repo.upsert_heartbeat(
                 session, req.node_id, dict(req.labels), req.capacity.max_concurrent, info, now
             )
-            stop_runs: list[str] = []
-            for reconcile in self._hooks.reconcile:
-                stop_runs.extend(await reconcile(session, req.node_id, list(req.active_runs)))
-        node = node_from_columns(row, self.offline_before(now))
-        await self._hooks.notify(self._hooks.after_heartbeat, node)
+            stop_runs = await runs_to_stop(session, req.node_id, list(req.active_runs))
+        node = node_from_columns(row, self._ctx.status_rule, now)
+        if self._scheduler_view.changed(node):
+            self._ctx.wake_scheduler()
+        settings = self._ctx.settings
         return m.HeartbeatResponse(
             node_id=req.node_id,
             status=node.status,
-            heartbeat_interval=self._settings.heartbeat_interval,
-            offline_after=self._settings.offline_after,
-            stop_runs=sorted(set(stop_runs)),
+            heartbeat_interval=settings.heartbeat_interval,
+            offline_after=settings.offline_after,
+            stop_runs=stop_runs,
         )
 
     async def list(
         self, status: str | None, selector: str | None, limit: int = DEFAULT_LIMIT, offset: int = 0
     ) -> m.NodeList:
-        offline_before = self.offline_before()
-        conditions = []
-        if status:
-            if status not in ("online", "offline", "draining"):
-                raise InvalidInput(f"status must be one of online, offline, draining; got {status!r}")
-            conditions.append(repo.status_condition(status, offline_before))
-        if selector:
-            try:
-                conditions.extend(repo.selector_condition(validation.parse_selector(selector)))
-            except ValueError as exc:
-                raise _invalid(exc) from exc
-        async with self._sessionmaker() as session:
-            rows, total = await repo.list_nodes(session, conditions, limit, offset)
-        items = [node_from_columns(row, offline_before) for row in rows]
+        if status and status not in get_args(m.NodeStatus):
+            raise InvalidInput(f"status must be one of online, offline, draining; got {status!r}")
+        try:
+            labels = validation.parse_selector(selector) if selector else {}
+        except ValueError as exc:
+            raise _invalid(exc) from exc
+        now, rule = now_utc(), self._ctx.status_rule
+        async with self._ctx.sessionmaker() as session:
+            rows, total = await repo.list_nodes(
+                session,
+                status=cast(m.NodeStatus, status) if status else None,
+                selector=labels,
+                rule=rule,
+                now=now,
+                limit=limit,
+                offset=offset,
+            )
+        items = [node_from_columns(row, rule, now) for row in rows]
         return m.NodeList(items=items, total=total, limit=limit, offset=offset)
 
     async def get(self, node_id: str) -> m.Node:
-        async with self._sessionmaker() as session:
+        async with self._ctx.sessionmaker() as session:
             row = await repo.get_node(session, node_id)
         if row is None:
             raise NotFound(f"node {node_id!r} not found")
-        return node_from_columns(row, self.offline_before())
+        return node_from_columns(row, self._ctx.status_rule, now_utc())
+
+    async def runs(self, node_id: str, status: str | None, limit: int, offset: int) -> m.RunList:
+        async with self._ctx.sessionmaker() as session:
+            if not await repo.exists(session, node_id):
+                raise NotFound(f"node {node_id!r} not found")
+            rows, total = await repo.runs_of_node(session, node_id, status, limit, offset)
+        return m.RunList(items=[run_to_wire(row) for row in rows], total=total, limit=limit, offset=offset)
 
     async def patch(self, node_id: str, patch: m.NodePatch, actor: str, if_match: int | None) -> m.Node:
         expected = patch.resource_version if patch.resource_version is not None else if_match
@@ -127,7 +126,7 @@ class NodeService:
         except ValueError as exc:
             raise _invalid(exc) from exc
         for _ in range(MAX_UPDATE_ATTEMPTS):
-            async with self._sessionmaker.begin() as session:
+            async with self._ctx.sessionmaker.begin() as session:
                 current = await repo.get_for_update(session, node_id)
                 if current is None:
                     raise NotFound(f"node {node_id!r} not found")
@@ -147,11 +146,13 @@ class NodeService:
         else:
             raise Conflict(f"node {node_id!r} is being changed concurrently; retry")
         node = await self.get(node_id)
-        await self._hooks.notify(self._hooks.after_admin_change, node)
+        self._scheduler_view.changed(node)
+        self._ctx.wake_scheduler()
+        self._ctx.node_work.notify(node_id)  # the work answer carries `draining`
         return node
 
     async def delete(self, node_id: str, actor: str) -> None:
-        async with self._sessionmaker.begin() as session:
+        async with self._ctx.sessionmaker.begin() as session:
             # delete first: on PostgreSQL the row lock makes a concurrent placement on this node wait
             # and then find no row, so no run can land between the check and the delete
             if not await repo.delete_node(session, node_id):

@@ -24,8 +24,9 @@ from typing import Any
 from server.db.models import RunRow
 from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
+from server.repositories.events import record_events
+from server.services.context import ServiceContext
 from server.services.mappers import now_utc
-from server.services.run_context import RunContext, record_events
 
 log = logging.getLogger("server.reaper")
 
@@ -34,7 +35,7 @@ REAP_BATCH = 500
 
 
 class LostRunReaper:
-    def __init__(self, ctx: RunContext, interval: float = REAP_INTERVAL) -> None:
+    def __init__(self, ctx: ServiceContext, interval: float = REAP_INTERVAL) -> None:
         self._ctx = ctx
         self._interval = interval
         self._task: asyncio.Task[None] | None = None

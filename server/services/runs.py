@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any, get_args
 
 from nodeapi import models as m
 from nodeapi.models import TERMINAL_RUN_STATUSES
-from server.db.models import RunRow
+from server.db.models import RunEventRow, RunRow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.repositories import runs as repo
+from server.repositories.events import record_events
 from server.services.audit import record
+from server.services.context import ServiceContext
+from server.services.longpoll import long_poll
 from server.services.mappers import now_utc, run_to_wire, utc
-from server.services.notifier import wait_event
-from server.services.run_context import RunContext, record_events
 from server.services.run_validation import validate_run_create
 
 DEFAULT_LIMIT = 1000
@@ -51,7 +51,7 @@ def parse_statuses(status: str | None) -> list[str]:
 
 
 class RunService:
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
 
     async def create(self, req: m.RunCreate, actor: str = "admin") -> m.Run:
@@ -175,23 +175,27 @@ class RunService:
             raise InvalidInput(f"after must be 0 or more, got {after}")
         if wait < 0:
             raise InvalidInput(f"wait must be 0 or more seconds, got {wait:g}")
-        deadline = time.monotonic() + min(wait, MAX_EVENTS_WAIT)
-        with self._ctx.run_updates.subscribe(run_id) as updated:
-            while True:
-                updated.clear()
-                async with self._ctx.sessionmaker() as session:
-                    row = await repo.get_run(session, run_id)
-                    if row is None:
-                        raise NotFound(f"run {run_id!r} not found")
-                    rows = await repo.list_events(
-                        session, run_id, after=after, event_type=event_type, limit=limit
-                    )
-                remaining = deadline - time.monotonic()
-                finished = row.status in TERMINAL_RUN_STATUSES
-                if rows or finished or remaining <= 0 or self._ctx.shutting_down:
-                    items = [
-                        m.RunEvent(seq=e.seq, type=e.type, at=utc(e.at), data=e.data or {})  # type: ignore[arg-type]
-                        for e in rows
-                    ]
-                    return m.RunEventList(items=items, run_id=run_id, status=row.status)  # type: ignore[arg-type]
-                await wait_event(updated, min(remaining, EVENTS_RECHECK))
+
+        async def check() -> tuple[str, list[RunEventRow]]:
+            async with self._ctx.sessionmaker() as session:
+                row = await repo.get_run(session, run_id)
+                if row is None:
+                    raise NotFound(f"run {run_id!r} not found")
+                rows = await repo.list_events(
+                    session, run_id, after=after, event_type=event_type, limit=limit
+                )
+            return row.status, rows
+
+        status, rows = await long_poll(
+            self._ctx.run_updates,
+            run_id,
+            check,
+            lambda found: bool(found[1]) or found[0] in TERMINAL_RUN_STATUSES,
+            wait=min(wait, MAX_EVENTS_WAIT),
+            recheck=lambda _: EVENTS_RECHECK,
+        )
+        items = [
+            m.RunEvent(seq=e.seq, type=e.type, at=utc(e.at), data=e.data or {})  # type: ignore[arg-type]
+            for e in rows
+        ]
+        return m.RunEventList(items=items, run_id=run_id, status=status)  # type: ignore[arg-type]

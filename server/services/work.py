@@ -25,9 +25,9 @@ from server.repositories import commands as command_repo
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
+from server.services.context import ServiceContext
+from server.services.longpoll import long_poll
 from server.services.mappers import env_config_to_wire, now_utc, run_to_wire
-from server.services.notifier import wait_event
-from server.services.run_context import RunContext
 
 MAX_WORK_WAIT = 60.0
 # Every waiting node re-reads the database this often. Only another replica's assignments need
@@ -39,7 +39,7 @@ REDELIVER_AFTER = 2.0
 
 
 class WorkService:
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
         # (node id, "run:<id>" | "cancel:<id>") -> monotonic time of the last answer carrying it
         self._handed_out: dict[str, dict[str, float]] = {}
@@ -48,23 +48,24 @@ class WorkService:
     async def poll(self, node_id: str, wait: float) -> m.WorkResponse:
         if wait < 0:
             raise InvalidInput(f"wait must be 0 or more seconds, got {wait:g}")
-        deadline = time.monotonic() + min(wait, MAX_WORK_WAIT)
-        with self._ctx.node_work.subscribe(node_id) as woken:
-            while True:
-                woken.clear()
-                work = await self._collect(node_id)
-                keys = _item_keys(work)
-                if (
-                    work.commands
-                    or self._has_new(node_id, keys)
-                    or time.monotonic() >= deadline
-                    or self._ctx.shutting_down
-                ):
-                    self._remember(node_id, keys)
-                    return work
-                # items already handed out come due again after REDELIVER_AFTER; idle nodes wait longer
-                recheck = min(self._recheck, REDELIVER_AFTER) if keys else self._recheck
-                await wait_event(woken, min(deadline - time.monotonic(), recheck))
+
+        def ready(work: m.WorkResponse) -> bool:
+            return bool(work.commands) or self._has_new(node_id, _item_keys(work))
+
+        def recheck(work: m.WorkResponse) -> float:
+            # items already handed out come due again after REDELIVER_AFTER; idle nodes wait longer
+            return min(self._recheck, REDELIVER_AFTER) if _item_keys(work) else self._recheck
+
+        work = await long_poll(
+            self._ctx.node_work,
+            node_id,
+            lambda: self._collect(node_id),
+            ready,
+            wait=min(wait, MAX_WORK_WAIT),
+            recheck=recheck,
+        )
+        self._remember(node_id, _item_keys(work))
+        return work
 
     async def _collect(self, node_id: str) -> m.WorkResponse:
         now = now_utc()

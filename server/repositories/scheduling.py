@@ -1,4 +1,5 @@
-"""Apply placement decisions to the database with conditional updates (the caller commits).
+"""SQL of the scheduler: what it reads (queued runs, the node snapshot, the outbox) and how it
+applies placement decisions with conditional updates (the caller commits).
 
 A decision made on a snapshot may be stale by the time it is written: another replica
 may have filled the node, a run may have been cancelled or assigned already. So every
@@ -6,7 +7,7 @@ write re-checks its precondition in SQL and the batch is settled from what the
 statements report back:
 
 - nodes: `running = running + k WHERE running + k <= max_concurrent AND NOT draining AND
-  fresh heartbeat` (k = runs given to that node in this batch), one statement per distinct k
+  online` (k = runs given to that node in this batch), one statement per distinct k
   (nearly always one or two); a node that no longer fits sends its runs back for the next pass;
 - runs: `status = 'scheduled' ... WHERE status = 'queued'`, one statement, then each moved
   run's `node_id` in one executemany; a run that moved meanwhile gives its slot back (node
@@ -24,15 +25,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, false, update
+from sqlalchemy import String, bindparam, cast, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import NODES, RUNS
+from server.node_status import StatusRule
 from server.repositories.events import event_row, insert_event_rows
-from server.repositories.nodes import heartbeat_fresh
 from server.scheduler.placement import Assign, Decision, Unschedulable
 
 MESSAGE_MAX = 2000
@@ -47,13 +48,13 @@ class ApplyResult:
 
 
 async def apply_decisions(
-    session: AsyncSession, decisions: Sequence[Decision], *, now: datetime, offline_after: float
+    session: AsyncSession, decisions: Sequence[Decision], *, now: datetime, rule: StatusRule
 ) -> ApplyResult:
     result = ApplyResult()
     assigns = [d for d in decisions if isinstance(d, Assign)]
     unschedulable = [d for d in decisions if isinstance(d, Unschedulable)]
     if assigns:
-        await _apply_assignments(session, assigns, now, now - timedelta(seconds=offline_after), result)
+        await _apply_assignments(session, assigns, now, rule, result)
     if unschedulable:
         await _record_unschedulable(session, unschedulable, now)
         result.unschedulable.extend(d.run_id for d in unschedulable)
@@ -69,7 +70,7 @@ def _grouped(pairs: Iterable[tuple[str, Any]]) -> dict[Any, list[str]]:
 
 
 async def _apply_assignments(
-    session: AsyncSession, assigns: list[Assign], now: datetime, cutoff: datetime, result: ApplyResult
+    session: AsyncSession, assigns: list[Assign], now: datetime, rule: StatusRule, result: ApplyResult
 ) -> None:
     granted: set[str] = set()
     for count, node_ids in _grouped(Counter(a.node_id for a in assigns).items()).items():
@@ -78,8 +79,7 @@ async def _apply_assignments(
             .where(
                 NODES.c.id.in_(node_ids),
                 NODES.c.running + count <= NODES.c.max_concurrent,
-                NODES.c.draining == false(),
-                heartbeat_fresh(cutoff),
+                rule.sql_is("online", NODES.c, now),
             )
             .values(running=NODES.c.running + count)
             .returning(NODES.c.id)
@@ -142,3 +142,54 @@ async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedul
         session,
         [event_row(rid, seq, "unschedulable", {"reason": reason_of[rid]}, now) for rid, seq in changed],
     )
+
+
+# ---------------------------------------------------------------------------- reads
+
+
+async def pending_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[tuple[str, Any, Any]]:
+    """(id, node_selector, selector_expressions) of those runs still queued, oldest first."""
+    rows = await session.execute(
+        select(RUNS.c.id, RUNS.c.node_selector, RUNS.c.selector_expressions)
+        .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == "queued")
+        .order_by(RUNS.c.created_at, RUNS.c.id)
+    )
+    return [(run_id, selector, expressions) for run_id, selector, expressions in rows.all()]
+
+
+async def node_snapshot(
+    session: AsyncSession, rule: StatusRule, now: datetime
+) -> list[tuple[str, str | None, int, int, str]]:
+    """(id, labels as JSON text, running, max_concurrent, status) of every node.
+
+    Labels come as JSON text, so the caller decodes each distinct label set once (most nodes
+    share theirs with others); the status is computed in SQL, so no timestamp is parsed per node.
+    """
+    rows = await session.execute(
+        select(
+            NODES.c.id,
+            cast(NODES.c.labels, String),
+            NODES.c.running,
+            NODES.c.max_concurrent,
+            rule.sql(NODES.c, now),
+        )
+    )
+    return [(node_id, text, running, limit, status) for node_id, text, running, limit, status in rows.all()]
+
+
+async def queued_run_ids(session: AsyncSession, limit: int) -> list[str]:
+    rows = await session.execute(
+        select(RUNS.c.id).where(RUNS.c.status == "queued").order_by(RUNS.c.created_at, RUNS.c.id).limit(limit)
+    )
+    return list(rows.scalars())
+
+
+async def unpublished_run_ids(session: AsyncSession, created_before: datetime, limit: int) -> list[str]:
+    """Queued runs committed while the queue was unreachable (the outbox)."""
+    rows = await session.execute(
+        select(RUNS.c.id)
+        .where(RUNS.c.enqueued.is_(False), RUNS.c.status == "queued", RUNS.c.created_at <= created_before)
+        .order_by(RUNS.c.created_at, RUNS.c.id)
+        .limit(limit)
+    )
+    return list(rows.scalars())

@@ -1,40 +1,41 @@
-"""What the run-side services share in one apiserver process."""
+"""What the services of one apiserver process share: settings, the database, the run queue,
+the node status rule, and the in-process wake-ups that answer long-polls."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import Settings
+from server.node_status import StatusRule
 from server.queue.base import QueueUnavailable, RunQueue
 from server.repositories import runs as run_repo
-from server.repositories.events import append_run_events
 from server.services.notifier import Notifier
 
 log = logging.getLogger("server.runs")
 
 
-def _no_wake() -> None:
-    return None
-
-
 @dataclass
-class RunContext:
+class ServiceContext:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     queue: RunQueue
+    # re-examine parked runs: a slot freed up or a node became usable
+    wake_scheduler: Callable[[], None]
     # key: run id; set when a run gets new events or changes status
     run_updates: Notifier = field(default_factory=Notifier)
     # key: node id; set when a node has new work (assignment, cancel, command)
     node_work: Notifier = field(default_factory=Notifier)
-    # re-examine parked runs: a slot freed up or a node became usable
-    wake_scheduler: Callable[[], None] = _no_wake
+    # key: command id; set when a node answered a command
+    command_results: Notifier = field(default_factory=Notifier)
+
+    @property
+    def status_rule(self) -> StatusRule:
+        return StatusRule(self.settings.offline_after)
 
     @property
     def shutting_down(self) -> bool:
@@ -43,14 +44,14 @@ class RunContext:
     def begin_shutdown(self) -> None:
         """Answer every long-poll at once, and later ones without waiting: the server is
         stopping, and uvicorn waits for open requests before it stops."""
-        self.node_work.close()
-        self.run_updates.close()
+        for notifier in (self.node_work, self.run_updates, self.command_results):
+            notifier.close()
 
     async def publish(self, run_ids: Sequence[str]) -> bool:
         """Put committed queued runs on the queue and mark them enqueued.
 
         A queue outage is not an error here: the runs stay enqueued=false and the
-        scheduler's outbox reconciler publishes them once the queue is back.
+        scheduler's outbox publishes them once the queue is back.
         """
         if not run_ids:
             return True
@@ -67,10 +68,3 @@ class RunContext:
             # harmless: the outbox republishes, and a duplicate message is ignored
             log.warning("could not mark %d run(s) enqueued: %s", len(run_ids), exc)
         return True
-
-
-async def record_events(
-    session: AsyncSession, run_id: str, events: Sequence[tuple[str, dict[str, Any]]], at: datetime
-) -> None:
-    """Append events with the next per-run seqs, all stamped `at`."""
-    await append_run_events(session, run_id, [(kind, data, at) for kind, data in events])

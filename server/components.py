@@ -1,0 +1,125 @@
+"""The apiserver's object graph, built once per process from its settings.
+
+Everything a request or a background task needs is created here and handed on explicitly:
+controllers receive the services through Litestar's dependency injection (server.app), and
+the background services (queue connection, scheduler, lost-run reaper) start and stop with
+the application's lifespan in the order listed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from server.config import ConfigError, Settings
+from server.db.engine import create_engine, create_sessionmaker
+from server.queue import make_queue
+from server.queue.base import RunQueue
+from server.scheduler.loop import Scheduler
+from server.services.audit import AuditService
+from server.services.commands import CommandService, ProxyTestTargets
+from server.services.context import ServiceContext
+from server.services.env_config import EnvConfigService
+from server.services.health import HealthService
+from server.services.node_events import NodeEventService
+from server.services.nodes import NodeService
+from server.services.notifier import Notifier
+from server.services.reaper import LostRunReaper
+from server.services.runs import RunService
+from server.services.work import WorkService
+
+log = logging.getLogger("server.components")
+
+
+class BackgroundService(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the controllers use; each is injected by the name of its field."""
+
+    nodes: NodeService
+    env_config: EnvConfigService
+    runs: RunService
+    node_events: NodeEventService
+    work: WorkService
+    commands: CommandService
+    audit: AuditService
+    health: HealthService
+
+
+@dataclass
+class Components:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    context: ServiceContext
+    services: Services
+    background: list[BackgroundService] = field(default_factory=list)
+
+
+class QueueConnection:
+    """Connects the queue at start-up; the server starts even while Redis is down."""
+
+    def __init__(self, queue: RunQueue) -> None:
+        self._queue = queue
+
+    async def start(self) -> None:
+        try:
+            await self._queue.start()
+        except Exception as exc:  # the scheduler and the outbox retry; never block start-up
+            log.warning("run queue not reachable at start-up, will retry: %s", exc)
+
+    async def stop(self) -> None:
+        await self._queue.close()
+
+
+def build_components(settings: Settings) -> Components:
+    try:
+        targets = ProxyTestTargets.from_env()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    engine = create_engine(settings)
+    sessionmaker = create_sessionmaker(engine)
+    queue = make_queue(settings.redis_url)
+    node_work, run_updates = Notifier(), Notifier()
+
+    def on_assigned(assigned: list[tuple[str, str]]) -> None:
+        for run_id, node_id in assigned:
+            node_work.notify(node_id)
+            run_updates.notify(run_id)
+
+    scheduler = Scheduler(sessionmaker, queue, offline_after=settings.offline_after, on_assigned=on_assigned)
+    context = ServiceContext(
+        settings=settings,
+        sessionmaker=sessionmaker,
+        queue=queue,
+        wake_scheduler=scheduler.wake,
+        run_updates=run_updates,
+        node_work=node_work,
+    )
+    reaper = LostRunReaper(context)
+    services = Services(
+        nodes=NodeService(context),
+        env_config=EnvConfigService(context),
+        runs=RunService(context),
+        node_events=NodeEventService(context),
+        work=WorkService(context),
+        commands=CommandService(context, targets),
+        audit=AuditService(context),
+        health=HealthService(engine, queue),
+    )
+    return Components(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        context=context,
+        services=services,
+        background=[QueueConnection(queue), scheduler, reaper],
+    )

@@ -1,0 +1,54 @@
+"""The node status rule, in one place for Python and SQL.
+
+A node is `offline` when its last heartbeat is older than NODE_OFFLINE_AFTER (or it never sent
+one), whatever else it is; otherwise `draining` when an admin drained it; otherwise `online`.
+Status is never stored: it is derived from `last_heartbeat_at` and `draining` when read, so no
+timer flips nodes offline. `StatusRule.of` applies it to values in Python, `StatusRule.sql` to
+the `nodes` table's columns; a test holds the two to the same answers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, case, literal
+
+from nodeapi.models import NodeStatus
+
+
+@dataclass(frozen=True)
+class StatusRule:
+    offline_after: float  # seconds
+
+    def offline_before(self, now: datetime) -> datetime:
+        """Heartbeats older than this are too old: the node is offline."""
+        return now - timedelta(seconds=self.offline_after)
+
+    def of(self, last_heartbeat_at: datetime | None, draining: bool, now: datetime) -> NodeStatus:
+        if last_heartbeat_at is None:
+            return "offline"
+        if last_heartbeat_at.tzinfo is None:  # SQLite hands back naive UTC
+            last_heartbeat_at = last_heartbeat_at.replace(tzinfo=UTC)
+        if last_heartbeat_at < self.offline_before(now):
+            return "offline"
+        return "draining" if draining else "online"
+
+    def sql(self, columns: Any, now: datetime) -> ColumnElement[str]:
+        """The status of each row of `columns` (a table's `.c` with last_heartbeat_at, draining)."""
+        fresh = columns.last_heartbeat_at >= self.offline_before(now)  # NULL: never heard of
+        return case(
+            (fresh.is_not(True), literal("offline")),
+            (columns.draining.is_(True), literal("draining")),
+            else_=literal("online"),
+        )
+
+    def sql_is(self, status: NodeStatus, columns: Any, now: datetime) -> ColumnElement[bool]:
+        """Rows whose status is `status`, as a condition that can use the heartbeat index."""
+        fresh = columns.last_heartbeat_at >= self.offline_before(now)
+        if status == "offline":
+            stale: ColumnElement[bool] = fresh.is_not(True)
+            return stale
+        wanted: ColumnElement[bool] = fresh & (columns.draining.is_(status == "draining"))
+        return wanted
