@@ -1,4 +1,4 @@
-"""nodemanager settings, read once from the environment.
+"""nodemanager settings, read once from the environment (pydantic-settings).
 
 Every variable is validated at start-up; a bad value stops the daemon (exit 2)
 with a message naming the variable.
@@ -7,16 +7,14 @@ with a message naming the variable.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal
 
-from nodeapi.envreader import ConfigError as ConfigError
-from nodeapi.envreader import EnvReader
-from nodeapi.validation import validate_labels, validate_node_id
+from pydantic import Field
 
-_C = TypeVar("_C", bound=str)
+from nodeapi.settings import ConfigError as ConfigError
+from nodeapi.settings import EnvSettings, checked, choice, integer, readable_file, seconds
+from nodeapi.validation import parse_selector, validate_labels, validate_node_id
 
 RuntimeKind = Literal["auto", "docker", "process"]
 PullPolicy = Literal["if-not-present", "always", "never"]
@@ -46,60 +44,26 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class NodeConfig:
-    api_server_url: str = "http://localhost:8080"
-    node_id: str = "dev-node-01"
-    workspace_dir: Path = Path("/tmp/agents-workspaces")
-    node_labels: dict[str, str] = field(default_factory=dict)
-    max_concurrent: int = 1
-    node_join_token: str | None = None
-    runtime: RuntimeKind = "auto"
-    image_pull_policy: PullPolicy = "if-not-present"
-    stop_grace: float = 10.0
-    workspace_retention: float = 24 * 3600.0
-    docker_network: str = "host"
-    proxy_probe_image: str = "busybox:latest"
-    proxy_test_ca_file: Path | None = None
-    container_labels: dict[str, str] = field(default_factory=dict)
-    log_level: str = "INFO"
+def _api_server_url(url: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https://, got {url!r}")
+    return url.rstrip("/")
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> NodeConfig:
-        env = os.environ if environ is None else environ
-        reader = _NodeEnvReader(env)
-        url = (reader.text("API_SERVER_URL") or "http://localhost:8080").rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigError(f"API_SERVER_URL must start with http:// or https://, got {url!r}")
-        node_id = reader.text("NODE_ID") or "dev-node-01"
-        try:
-            validate_node_id(node_id, "NODE_ID")
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        log_level = (reader.text("LOG_LEVEL") or "INFO").upper()
-        if log_level not in LOG_LEVELS:
-            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {log_level!r}")
-        return cls(
-            api_server_url=url,
-            node_id=node_id,
-            workspace_dir=Path(reader.text("WORKSPACE_DIR") or "/tmp/agents-workspaces"),
-            node_labels=reader.labels("NODE_LABELS"),
-            max_concurrent=reader.integer(
-                "MAX_CONCURRENT", default_max_concurrent(), minimum=1, maximum=10_000
-            ),
-            node_join_token=reader.text("NODE_JOIN_TOKEN"),
-            runtime=reader.choice("RUNTIME", RUNTIMES, "auto"),
-            image_pull_policy=reader.choice("IMAGE_PULL_POLICY", PULL_POLICIES, "if-not-present"),
-            stop_grace=reader.seconds("STOP_GRACE", 10.0, maximum=3600.0, allow_zero=True),
-            workspace_retention=reader.seconds(
-                "WORKSPACE_RETENTION", 24 * 3600.0, maximum=365 * 86400.0, allow_zero=True
-            ),
-            docker_network=reader.text("DOCKER_NETWORK") or "host",
-            proxy_probe_image=reader.text("PROXY_PROBE_IMAGE") or "busybox:latest",
-            proxy_test_ca_file=reader.readable_file("PROXY_TEST_CA_FILE"),
-            container_labels=reader.labels("CONTAINER_LABELS"),
-            log_level=log_level,
-        )
+
+def _node_id(node_id: str) -> str:
+    try:
+        return validate_node_id(node_id, "")
+    except ValueError as exc:
+        raise ValueError(str(exc).strip()) from None
+
+
+def _labels(raw: str) -> dict[str, str]:
+    try:
+        labels = parse_selector(raw, "")
+        validate_labels(labels, "")
+    except ValueError as exc:
+        raise ValueError(f"{str(exc).lstrip(': ')} (expected k=v,k2=v2)") from None
+    return labels
 
 
 def default_max_concurrent() -> int:
@@ -107,28 +71,35 @@ def default_max_concurrent() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def parse_labels(raw: str, field: str = "labels") -> dict[str, str]:
-    """`k=v,k2=v2` into a dict; raises ValueError naming the bad pair."""
-    labels: dict[str, str] = {}
-    for item in raw.split(","):
-        pair = item.strip()
-        if not pair:
-            continue
-        key, sep, value = pair.partition("=")
-        key, value = key.strip(), value.strip()
-        if not sep:
-            raise ValueError(f"{field}: {pair!r} is not k=v")
-        labels[key] = value
-    validate_labels(labels, field)
-    return labels
-
-
-class _NodeEnvReader(EnvReader):
-    def labels(self, name: str) -> dict[str, str]:
-        raw = self.text(name)
-        if raw is None:
-            return {}
-        try:
-            return parse_labels(raw, name)
-        except ValueError as exc:
-            raise ConfigError(f"{exc} (expected k=v,k2=v2)") from None
+class NodeConfig(EnvSettings):
+    api_server_url: Annotated[str, checked(_api_server_url)] = Field(
+        "http://localhost:8080", validation_alias="API_SERVER_URL"
+    )
+    node_id: Annotated[str, checked(_node_id)] = Field("dev-node-01", validation_alias="NODE_ID")
+    workspace_dir: Path = Field(Path("/tmp/agents-workspaces"), validation_alias="WORKSPACE_DIR")
+    node_labels: Annotated[dict[str, str], checked(_labels)] = Field(
+        default_factory=dict, validation_alias="NODE_LABELS"
+    )
+    max_concurrent: Annotated[int, integer(1, 10_000)] = Field(
+        default_factory=default_max_concurrent, validation_alias="MAX_CONCURRENT"
+    )
+    node_join_token: str | None = Field(None, validation_alias="NODE_JOIN_TOKEN", repr=False)
+    runtime: Annotated[RuntimeKind, choice(*RUNTIMES)] = Field("auto", validation_alias="RUNTIME")
+    image_pull_policy: Annotated[PullPolicy, choice(*PULL_POLICIES)] = Field(
+        "if-not-present", validation_alias="IMAGE_PULL_POLICY"
+    )
+    stop_grace: Annotated[float, seconds(3600.0, allow_zero=True)] = Field(
+        10.0, validation_alias="STOP_GRACE"
+    )
+    workspace_retention: Annotated[float, seconds(365 * 86400.0, allow_zero=True)] = Field(
+        24 * 3600.0, validation_alias="WORKSPACE_RETENTION"
+    )
+    docker_network: str = Field("host", validation_alias="DOCKER_NETWORK")
+    proxy_probe_image: str = Field("busybox:latest", validation_alias="PROXY_PROBE_IMAGE")
+    proxy_test_ca_file: Annotated[Path | None, readable_file()] = Field(
+        None, validation_alias="PROXY_TEST_CA_FILE"
+    )
+    container_labels: Annotated[dict[str, str], checked(_labels)] = Field(
+        default_factory=dict, validation_alias="CONTAINER_LABELS"
+    )
+    log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")

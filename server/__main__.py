@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import importlib.util
 import logging
 import socket
@@ -43,11 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = Settings.from_env()
         if args.host is not None:
-            settings = dataclasses.replace(settings, host=args.host)
+            settings = settings.model_copy(update={"host": args.host})
         if args.port is not None:
             if not 0 <= args.port <= 65535:
                 raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
-            settings = dataclasses.replace(settings, port=args.port)
+            settings = settings.model_copy(update={"port": args.port})
         settings.check_listen_address()
     except ConfigError as exc:
         print(f"apiserver: configuration error: {exc}", file=sys.stderr)
@@ -60,11 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     from server.app import create_app
     from server.components import build_components
 
-    try:
-        components = build_components(settings)
-    except ConfigError as exc:
-        print(f"apiserver: configuration error: {exc}", file=sys.stderr)
-        sys.exit(EXIT_CONFIG_ERROR)
+    components = build_components(settings)
     app = create_app(components=components)
     config = uvicorn.Config(
         app,

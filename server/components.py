@@ -14,7 +14,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from server.config import ConfigError, Settings
+from server.config import Settings
 from server.db.engine import create_engine, create_sessionmaker
 from server.queue import make_queue
 from server.queue.base import RunQueue
@@ -81,10 +81,7 @@ class QueueConnection:
 
 
 def build_components(settings: Settings) -> Components:
-    try:
-        targets = ProxyTestTargets.from_env()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    targets = ProxyTestTargets(settings.proxy_test_url, settings.proxy_test_https_url)
     engine = create_engine(settings)
     sessionmaker = create_sessionmaker(engine)
     queue = make_queue(settings.redis_url)

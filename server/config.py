@@ -1,72 +1,81 @@
-"""apiserver settings, read once from the environment.
+"""apiserver settings, read once from the environment (pydantic-settings).
 
-Every variable is validated at start-up: a bad value stops the server with a
-message naming the variable, instead of failing later on first use.
+Every variable is validated at start-up: a bad value stops the server with a message
+naming the variable, instead of failing later on first use.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
-from nodeapi.envreader import ConfigError as ConfigError
-from nodeapi.envreader import EnvReader
+from pydantic import Field, model_validator
+
+from nodeapi.settings import ConfigError as ConfigError
+from nodeapi.settings import EnvSettings, checked, choice, integer, seconds
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 
 
-@dataclass(frozen=True)
-class Settings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    data_dir: Path = Path("data")
-    database_url: str = ""  # SQLAlchemy async URL; from_env() always fills it
-    redis_url: str | None = None
-    heartbeat_interval: float = 30.0
-    offline_after: float = 90.0
-    admin_token: str | None = None
-    node_join_token: str | None = None
-    run_lost_grace: float = 60.0
-    run_max_attempts: int = 3
-    max_body_size: int = 1024 * 1024
-    log_level: str = "INFO"
+def _redis_url(url: str) -> str:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must start with redis://, rediss:// or unix://")
+    return url
 
+
+def _http_target(scheme: str) -> Any:
+    def check(url: str) -> str:
+        if not url.startswith(f"{scheme}://") or len(url) > 2048 or any(ch.isspace() for ch in url):
+            raise ValueError(f"must be an {scheme}:// URL without spaces, got {url[:80]!r}")
+        return url
+
+    return checked(check)
+
+
+class Settings(EnvSettings):
+    host: str = Field("127.0.0.1", validation_alias="APISERVER_HOST")
+    port: Annotated[int, integer(0, 65535)] = Field(8080, validation_alias="APISERVER_PORT")
+    data_dir: Path = Field(Path("data"), validation_alias="APISERVER_DATA_DIR")
+    # the SQLAlchemy async URL; DATABASE_URL takes sqlite:///PATH or postgresql://...
+    database_url: str = Field("", validation_alias="DATABASE_URL")
+    redis_url: Annotated[str | None, checked(_redis_url)] = Field(None, validation_alias="REDIS_URL")
+    heartbeat_interval: Annotated[float, seconds()] = Field(30.0, validation_alias="NODE_HEARTBEAT_INTERVAL")
+    offline_after: Annotated[float, seconds()] = Field(90.0, validation_alias="NODE_OFFLINE_AFTER")
+    admin_token: str | None = Field(None, validation_alias="ADMIN_TOKEN", repr=False)
+    node_join_token: str | None = Field(None, validation_alias="NODE_JOIN_TOKEN", repr=False)
+    run_lost_grace: Annotated[float, seconds()] = Field(60.0, validation_alias="RUN_LOST_GRACE")
+    run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
+    max_body_size: Annotated[int, integer(1024, 1024**3)] = Field(
+        1024 * 1024, validation_alias="MAX_BODY_SIZE"
+    )
+    log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")
+    proxy_test_url: Annotated[str, _http_target("http")] = Field(
+        "http://example.com/", validation_alias="PROXY_TEST_URL"
+    )
+    proxy_test_https_url: Annotated[str, _http_target("https")] = Field(
+        "https://example.com/", validation_alias="PROXY_TEST_HTTPS_URL"
+    )
+
+    @model_validator(mode="before")
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        reader = EnvReader(env)
-        data_dir = Path(reader.text("APISERVER_DATA_DIR") or "data")
-        raw_db_url = reader.text("DATABASE_URL") or f"sqlite:///{data_dir / 'apiserver.db'}"
-        settings = cls(
-            host=reader.text("APISERVER_HOST") or "127.0.0.1",
-            port=reader.integer("APISERVER_PORT", 8080, minimum=0, maximum=65535),
-            data_dir=data_dir,
-            database_url=async_database_url(raw_db_url),
-            redis_url=reader.text("REDIS_URL"),
-            heartbeat_interval=reader.seconds("NODE_HEARTBEAT_INTERVAL", 30.0),
-            offline_after=reader.seconds("NODE_OFFLINE_AFTER", 90.0),
-            admin_token=reader.text("ADMIN_TOKEN"),
-            node_join_token=reader.text("NODE_JOIN_TOKEN"),
-            run_lost_grace=reader.seconds("RUN_LOST_GRACE", 60.0),
-            run_max_attempts=reader.integer("RUN_MAX_ATTEMPTS", 3, minimum=1, maximum=100),
-            max_body_size=reader.integer("MAX_BODY_SIZE", 1024 * 1024, minimum=1024, maximum=1024**3),
-            log_level=(reader.text("LOG_LEVEL") or "INFO").upper(),
-        )
-        if settings.log_level not in LOG_LEVELS:
-            raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}")
-        if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("REDIS_URL must start with redis://, rediss:// or unix://")
-        if settings.offline_after <= settings.heartbeat_interval:
-            raise ConfigError(
-                f"NODE_OFFLINE_AFTER ({settings.offline_after:g}s) must be greater than "
-                f"NODE_HEARTBEAT_INTERVAL ({settings.heartbeat_interval:g}s), or every node flaps offline"
+    def _database_url(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            data_dir = values.get("APISERVER_DATA_DIR") or "data"
+            raw = values.get("DATABASE_URL") or f"sqlite:///{Path(data_dir) / 'apiserver.db'}"
+            values = {**values, "DATABASE_URL": async_database_url(raw)}
+        return values
+
+    @model_validator(mode="after")
+    def _liveness_window(self) -> Settings:
+        if self.offline_after <= self.heartbeat_interval:
+            raise ValueError(
+                f"NODE_OFFLINE_AFTER ({self.offline_after:g}s) must be greater than "
+                f"NODE_HEARTBEAT_INTERVAL ({self.heartbeat_interval:g}s), or every node flaps offline"
             )
-        return settings
+        return self
 
     @property
     def protected_mode(self) -> bool:
@@ -105,15 +114,15 @@ def async_database_url(url: str) -> str:
     """Map a user-facing `sqlite:///` or `postgresql://` URL to its asyncio driver."""
     scheme, sep, rest = url.partition("://")
     if not sep or not rest:
-        raise ConfigError(f"DATABASE_URL must look like sqlite:///PATH or postgresql://..., got {url!r}")
+        raise ValueError(f"DATABASE_URL must look like sqlite:///PATH or postgresql://..., got {url!r}")
     scheme = scheme.lower()
     if scheme in ("sqlite", "sqlite+aiosqlite"):
         if not rest.startswith("/") or rest == "/":
-            raise ConfigError("DATABASE_URL for SQLite must be sqlite:///PATH (three slashes)")
+            raise ValueError("DATABASE_URL for SQLite must be sqlite:///PATH (three slashes)")
         return f"sqlite+aiosqlite://{rest}"
     if scheme in ("postgresql", "postgres", "postgresql+asyncpg"):
         return f"postgresql+asyncpg://{rest}"
-    raise ConfigError(f"DATABASE_URL scheme {scheme!r} is not supported; use sqlite:/// or postgresql://")
+    raise ValueError(f"DATABASE_URL scheme {scheme!r} is not supported; use sqlite:/// or postgresql://")
 
 
 def sqlite_path(async_url: str) -> Path | None:

@@ -28,7 +28,6 @@ class QueueUnavailable(QueueError):
 class Message:
     id: str  # backend message id (Redis stream entry id)
     run_id: str
-    deliveries: int = 1
 
 
 class RunQueue(abc.ABC):

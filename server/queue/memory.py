@@ -22,7 +22,6 @@ from server.queue.base import Message, QueueUnavailable, RunQueue
 class _Pending:
     consumer: str
     delivered_at: float
-    deliveries: int
 
 
 class MemoryStream:
@@ -91,7 +90,7 @@ class MemoryQueue(RunQueue):
         taken: list[Message] = []
         while stream.backlog and len(taken) < count:
             message_id, _ = stream.backlog.popitem(last=False)
-            stream.pending[message_id] = _Pending(self.consumer, now, 1)
+            stream.pending[message_id] = _Pending(self.consumer, now)
             taken.append(Message(id=message_id, run_id=stream.entries[message_id]))
         return taken
 
@@ -111,8 +110,7 @@ class MemoryQueue(RunQueue):
             if now - entry.delivered_at >= min_idle:
                 entry.consumer = self.consumer
                 entry.delivered_at = now
-                entry.deliveries += 1
-                claimed.append(Message(message_id, self.stream.entries[message_id], entry.deliveries))
+                claimed.append(Message(message_id, self.stream.entries[message_id]))
         return claimed
 
     async def ping(self) -> bool:

@@ -29,6 +29,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
+from nodeapi.validation import mask_url_password
 from server.queue.base import Message, QueueUnavailable, RunQueue
 
 DEFAULT_STREAM_KEY = "agentnodes:runs"
@@ -184,22 +185,7 @@ class RedisStreamsQueue(RunQueue):
         claimed = [(message_id, fields) for message_id, fields in reply[1] if fields]
         if not claimed:
             return []
-        deliveries = await self._delivery_counts([message_id for message_id, _ in claimed])
-        return [_message(mid, fields, deliveries.get(mid, 2)) for mid, fields in claimed]
-
-    async def _delivery_counts(self, message_ids: list[str]) -> dict[str, int]:
-        async def pending_range() -> Any:
-            return await self._client.xpending_range(
-                self.stream_key,
-                GROUP,
-                min=message_ids[0],
-                max=message_ids[-1],
-                count=len(message_ids),
-                consumername=self.consumer,
-            )
-
-        rows = await self._guard(pending_range, group_needed=True)
-        return {row["message_id"]: int(row["times_delivered"]) for row in rows}
+        return [_message(message_id, fields) for message_id, fields in claimed]
 
     async def ping(self) -> bool:
         try:
@@ -232,15 +218,8 @@ class RedisStreamsQueue(RunQueue):
             await self._create_group()
             return await call()
         except (RedisError, OSError) as exc:
-            raise QueueUnavailable(f"Redis at {_redacted(self.url)} is unavailable: {exc}") from exc
+            raise QueueUnavailable(f"Redis at {mask_url_password(self.url)} is unavailable: {exc}") from exc
 
 
-def _message(message_id: str, fields: dict[str, str], deliveries: int = 1) -> Message:
-    return Message(id=message_id, run_id=fields[RUN_ID_FIELD], deliveries=deliveries)
-
-
-def _redacted(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rsplit("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
+def _message(message_id: str, fields: dict[str, str]) -> Message:
+    return Message(id=message_id, run_id=fields[RUN_ID_FIELD])

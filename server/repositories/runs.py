@@ -91,7 +91,7 @@ async def mark_enqueued(session: AsyncSession, run_ids: Sequence[str]) -> None:
     if run_ids:
         await session.execute(
             update(RunRow)
-            .where(col(RunRow.id).in_(list(run_ids)), col(RunRow.status) == "queued")
+            .where(col(RunRow.id).in_(list(run_ids)))
             .values(enqueued=True)
             .execution_options(synchronize_session=False)
         )

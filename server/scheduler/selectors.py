@@ -15,10 +15,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-_PREFIX = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
-_KEY_RE = re.compile(rf"^({_PREFIX}/)?{_NAME}$")
-_VALUE_RE = re.compile(rf"^({_NAME})?$")
+from nodeapi import validation
+
 _SET_RE = re.compile(r"^(?P<key>[^\s!=()]+)\s+(?P<op>in|notin)\s*\((?P<values>[^()]*)\)$")
 _EQ_RE = re.compile(r"^(?P<key>[^\s!=()]+)\s*(?P<op>==|!=|=)\s*(?P<value>[^\s=()!,]*)$")
 _EXISTS_RE = re.compile(r"^(?P<neg>!?)\s*(?P<key>[^\s!=()]+)$")
@@ -144,16 +142,8 @@ def _split_top_level(expression: str) -> list[str]:
 
 
 def _check_key(key: str, where: str) -> None:
-    if not _KEY_RE.match(key):
-        raise ValueError(
-            f"invalid label key {key!r} in {where!r}: use letters, digits, '-', '_', '.' "
-            "(at most 63, starting and ending alphanumeric), optionally after a 'prefix/'"
-        )
+    validation.validate_label_key(key, f"selector expression {where!r}")
 
 
 def _check_value(value: str, key: str) -> None:
-    if not _VALUE_RE.match(value):
-        raise ValueError(
-            f"invalid value {value!r} for label {key!r}: use at most 63 letters, digits, '-', '_', '.', "
-            "starting and ending alphanumeric"
-        )
+    validation.validate_label_value(key, value, "selector expression")

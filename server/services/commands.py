@@ -13,9 +13,7 @@ repeats is replaced by `***` before the result is stored or answered.
 
 from __future__ import annotations
 
-import os
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,21 +42,10 @@ TEST_PROXY = "test_proxy"
 
 @dataclass(frozen=True)
 class ProxyTestTargets:
-    """Where a proxy test connects when the request names no target."""
+    """Where a proxy test connects when the request names no target (PROXY_TEST_URL, PROXY_TEST_HTTPS_URL)."""
 
-    http_url: str = "http://example.com/"
-    https_url: str = "https://example.com/"
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> ProxyTestTargets:
-        env = os.environ if environ is None else environ
-        targets = cls(
-            http_url=env.get("PROXY_TEST_URL", "").strip() or cls.http_url,
-            https_url=env.get("PROXY_TEST_HTTPS_URL", "").strip() or cls.https_url,
-        )
-        _check_target(targets.http_url, "PROXY_TEST_URL", "http")
-        _check_target(targets.https_url, "PROXY_TEST_HTTPS_URL", "https")
-        return targets
+    http_url: str
+    https_url: str
 
 
 def _check_target(url: str, field: str, scheme: str) -> str:

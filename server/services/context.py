@@ -37,10 +37,6 @@ class ServiceContext:
     def status_rule(self) -> StatusRule:
         return StatusRule(self.settings.offline_after)
 
-    @property
-    def shutting_down(self) -> bool:
-        return self.node_work.closed
-
     def begin_shutdown(self) -> None:
         """Answer every long-poll at once, and later ones without waiting: the server is
         stopping, and uvicorn waits for open requests before it stops."""

@@ -55,8 +55,8 @@ def test_values_are_parsed() -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"NODE_LABELS": "gpu"}, "NODE_LABELS: 'gpu' is not k=v"),
-        ({"NODE_LABELS": "a=b c"}, "NODE_LABELS: value 'b c'"),
+        ({"NODE_LABELS": "gpu"}, "NODE_LABELS term 'gpu' must look like key=value"),
+        ({"NODE_LABELS": "a=b c"}, "NODE_LABELS value 'b c'"),
         ({"MAX_CONCURRENT": "0"}, "MAX_CONCURRENT must be between 1"),
         ({"MAX_CONCURRENT": "many"}, "MAX_CONCURRENT must be an integer"),
         ({"RUNTIME": "podman"}, "RUNTIME must be one of auto, docker, process"),

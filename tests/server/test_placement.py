@@ -228,12 +228,13 @@ BAD = [
     ({}, ["zone in (a,b"], "unbalanced '('"),
     ({}, ["zone in a,b)"], "unbalanced ')'"),
     ({}, ["zone between (a,b)"], "cannot parse"),
-    ({}, ["-bad in (a)"], "invalid label key '-bad'"),
+    ({}, ["-bad in (a)"], "key '-bad' is invalid"),
+    ({}, ["a..b/x in (a)"], "key 'a..b/x' has an invalid prefix"),
     ({}, ["a=1,,b=2"], "empty requirement"),
     ({}, [""], "empty selector expression"),
     ({}, ["k=bad value"], "cannot parse"),
-    ({"k": "-x"}, [], "invalid value '-x' for label 'k'"),
-    ({"bad key": "v"}, [], "invalid label key 'bad key'"),
+    ({"k": "-x"}, [], "value '-x' of 'k' is invalid"),
+    ({"bad key": "v"}, [], "key 'bad key' is invalid"),
 ]
 
 

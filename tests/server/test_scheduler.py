@@ -20,7 +20,6 @@ from tests.support.scheduler_db import (
     NODES,
     RUNS,
     events_of,
-    fresh_engine,
     insert_rows,
     node_row,
     nodes_by_id,
@@ -28,13 +27,6 @@ from tests.support.scheduler_db import (
     runs_by_id,
 )
 from tests.support.wait import eventually_async
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await fresh_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

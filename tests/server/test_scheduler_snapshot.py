@@ -18,7 +18,6 @@ from tests.support.scheduler_db import (
     NODES,
     RUNS,
     events_of,
-    fresh_engine,
     insert_rows,
     node_row,
     nodes_by_id,
@@ -39,13 +38,6 @@ def test_kept_placer_counts_earlier_batches_as_load() -> None:
     assert placer.place([pending("r2"), pending("r3")]) == [Assign("r2", "a"), Assign("r3", "b")]
     assert placer.place([pending("r4")]) == [Unschedulable("r4", "0/2 nodes available: 2 at capacity (2/2)")]
     assert [node.running for node in nodes] == [0, 1]
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = await fresh_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture

@@ -10,16 +10,15 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel
 
-from server.config import Settings, async_database_url
+from server.config import Settings
 from server.db.engine import create_engine
+from server.db.models import NODES, RUN_EVENTS, RUNS
 
-NODES = SQLModel.metadata.tables["nodes"]
-RUNS = SQLModel.metadata.tables["runs"]
-RUN_EVENTS = SQLModel.metadata.tables["run_events"]
+__all__ = ["NODES", "RUNS", "RUN_EVENTS"]
 
 
 async def fresh_engine(database_url: str) -> AsyncEngine:
-    engine = create_engine(Settings(database_url=async_database_url(database_url)))
+    engine = create_engine(Settings.from_env({"DATABASE_URL": database_url}))
     async with engine.begin() as connection:
         await connection.run_sync(SQLModel.metadata.create_all)
     return engine
