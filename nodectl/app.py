@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from nodectl import cmd_audit, cmd_context, cmd_env, cmd_nodes, cmd_runs, output
+from nodectl import cmd_audit, cmd_completion, cmd_context, cmd_env, cmd_nodes, cmd_runs, output
 from nodectl.errors import EXIT_FAILED, CliError, from_api_error
 from nodectl.session import Session
 
@@ -45,6 +45,7 @@ app.add_typer(cmd_env.app, name="env")
 app.add_typer(cmd_runs.app, name="runs")
 app.add_typer(cmd_context.app, name="context")
 app.add_typer(cmd_audit.app, name="audit")
+app.command("completion")(cmd_completion.completion)
 
 
 def _version(value: bool) -> None:
@@ -59,12 +60,13 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     server: Annotated[
-        str | None, typer.Option("--server", help="API server URL [env NODECTL_SERVER; default from context]")
+        str | None,
+        typer.Option("--server", help="API server URL (env NODECTL_SERVER; default from the context)."),
     ] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Bearer token [env NODECTL_TOKEN]")] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Bearer token (env NODECTL_TOKEN).")] = None,
     context: Annotated[
         str | None,
-        typer.Option("--context", help="Use this context from the config file [env NODECTL_CONTEXT]"),
+        typer.Option("--context", help="Use this context from the config file (env NODECTL_CONTEXT)."),
     ] = None,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=0.1, help="Seconds to wait for each API answer.")

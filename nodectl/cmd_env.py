@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -9,8 +10,18 @@ import typer
 from nodectl import edit as editing
 from nodectl import output, views
 from nodectl.args import check_proxy_url, parse_env_pairs
+from nodectl.bulk import DEFAULT_PARALLEL, Outcome, failed, for_each_node, selector_of
 from nodectl.errors import EXIT_FAILED, CliError, UsageError
-from nodectl.options import NodeIdArg, OutputOpt, session
+from nodectl.options import (
+    BulkOutputOpt,
+    BulkYesOpt,
+    NodeIdArg,
+    NodeIdOrSelectorArg,
+    OutputOpt,
+    ParallelOpt,
+    SelectorOpt,
+    session,
+)
 from nodectl.output import Format
 
 if TYPE_CHECKING:
@@ -50,10 +61,67 @@ def _put(sess: Session, node_id: str, config: m.EnvConfig, kind: str) -> m.EnvCo
         raise
 
 
+@dataclass
+class EnvChanges:
+    """What `env set` changes, checked once for all nodes; None leaves a proxy setting as it is."""
+
+    http_proxy: str | None
+    https_proxy: str | None
+    no_proxy: str | None
+    to_set: dict[str, str]
+    to_unset: list[str]
+
+    def apply(self, config: m.EnvConfig) -> list[str]:
+        """Change `config` in place; the names to unset that were not set. ValueError if the
+        resulting env breaks a limit (e.g. too many variables)."""
+        from nodeapi.validation import validate_env
+
+        if self.http_proxy is not None:
+            config.proxy.http_proxy = self.http_proxy or None
+        if self.https_proxy is not None:
+            config.proxy.https_proxy = self.https_proxy or None
+        if self.no_proxy is not None:
+            config.proxy.no_proxy = self.no_proxy or None
+        missing = [name for name in self.to_unset if config.env.pop(name, None) is None]
+        config.env.update(self.to_set)
+        validate_env(config.env)
+        return missing
+
+
+def _env_changes(
+    http_proxy: str | None,
+    https_proxy: str | None,
+    no_proxy: str | None,
+    env: list[str] | None,
+    unset_env: list[str] | None,
+) -> EnvChanges:
+    from nodeapi.validation import validate_no_proxy
+
+    to_set = parse_env_pairs(env or [])
+    to_unset = list(unset_env or [])
+    if http_proxy is None and https_proxy is None and no_proxy is None and not to_set and not to_unset:
+        raise UsageError(
+            "nothing to change: give --http-proxy, --https-proxy, --no-proxy, --env or --unset-env"
+        )
+    both = set(to_set) & set(to_unset)
+    if both:
+        raise UsageError(f"{sorted(both)[0]} is both set and unset")
+    if http_proxy is not None:
+        http_proxy = check_proxy_url(http_proxy, "--http-proxy") or ""
+    if https_proxy is not None:
+        https_proxy = check_proxy_url(https_proxy, "--https-proxy") or ""
+    if no_proxy is not None:
+        try:
+            no_proxy = validate_no_proxy(no_proxy, "--no-proxy") or ""
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+    return EnvChanges(http_proxy, https_proxy, no_proxy, to_set, to_unset)
+
+
 @app.command("set")
 def set_env(
     ctx: typer.Context,
-    node_id: NodeIdArg,
+    node_id: NodeIdOrSelectorArg = None,
     http_proxy: Annotated[
         str | None, typer.Option("--http-proxy", help="Proxy URL for HTTP; '' clears.")
     ] = None,
@@ -69,42 +137,51 @@ def set_env(
     unset_env: Annotated[
         list[str] | None, typer.Option("--unset-env", help="NAME to remove; repeatable.")
     ] = None,
+    selector: SelectorOpt = None,
+    yes: BulkYesOpt = False,
+    parallel: ParallelOpt = DEFAULT_PARALLEL,
+    fmt: BulkOutputOpt = None,
 ) -> None:
-    """Change parts of a node's env config; everything not named stays as it is."""
+    """Change parts of a node's env config (or of every node matching -l, after asking);
+    everything not named stays as it is."""
     from nodeapi.client import Calls
-    from nodeapi.validation import validate_env, validate_no_proxy
 
-    to_set = parse_env_pairs(env or [])
-    to_unset = list(unset_env or [])
-    if http_proxy is None and https_proxy is None and no_proxy is None and not to_set and not to_unset:
-        raise UsageError(
-            "nothing to change: give --http-proxy, --https-proxy, --no-proxy, --env or --unset-env"
-        )
-    both = set(to_set) & set(to_unset)
-    if both:
-        raise UsageError(f"{sorted(both)[0]} is both set and unset")
+    labels = selector_of(node_id, selector, fmt)
+    changes = _env_changes(http_proxy, https_proxy, no_proxy, env, unset_env)
     sess = session(ctx)
+    if labels is not None:
+        _set_env_fleet(sess, labels, changes, yes, parallel, fmt or Format.table)
+        return
+    assert node_id is not None
     config = sess.send(Calls.get_env_config(node_id))
-    if http_proxy is not None:
-        config.proxy.http_proxy = check_proxy_url(http_proxy, "--http-proxy")
-    if https_proxy is not None:
-        config.proxy.https_proxy = check_proxy_url(https_proxy, "--https-proxy")
-    if no_proxy is not None:
-        try:
-            config.proxy.no_proxy = validate_no_proxy(no_proxy, "--no-proxy") or None
-        except ValueError as exc:
-            raise UsageError(str(exc)) from exc
-    for name in to_unset:
-        if config.env.pop(name, None) is None:
-            output.warn(f"{name} is not set on node/{node_id}")
-    config.env.update(to_set)
     try:
-        validate_env(config.env)
+        missing = changes.apply(config)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    for name in missing:
+        output.warn(f"{name} is not set on node/{node_id}")
     # the resource_version read above rides along: a concurrent change answers 409 instead of being lost
     _put(sess, node_id, config, "set")
     output.info(f"env config of node/{node_id} updated; containers started from now on get it")
+
+
+def _set_env_fleet(
+    sess: Session, selector: dict[str, str], changes: EnvChanges, yes: bool, parallel: int, fmt: Format
+) -> None:
+    from nodeapi.client import Calls
+
+    def set_one(node_id: str) -> Outcome:
+        config = sess.send(Calls.get_env_config(node_id))
+        try:
+            missing = changes.apply(config)
+        except ValueError as exc:
+            return failed("invalid", str(exc))
+        saved = _put(sess, node_id, config, "set")
+        notes = [f"{name} was not set" for name in missing]
+        detail = {"resource_version": saved.resource_version}
+        return Outcome(True, "updated", "; ".join(notes) or "containers started from now on get it", detail)
+
+    for_each_node(sess, selector, set_one, fmt, parallel, "Change the env config of", yes)
 
 
 ENV_EDIT_HELP = """Env config of node {id}: proxy for agent containers and extra environment variables.
@@ -170,7 +247,7 @@ def _parse_env_document(edited: dict[str, Any]) -> tuple[m.ProxyConfig, dict[str
 @app.command("test-proxy")
 def run_proxy_test(
     ctx: typer.Context,
-    node_id: NodeIdArg,
+    node_id: NodeIdOrSelectorArg = None,
     url: Annotated[
         str | None, typer.Option("--url", help="Plain HTTP target to fetch through the proxy.")
     ] = None,
@@ -193,12 +270,16 @@ def run_proxy_test(
         ),
     ] = None,
     fmt: OutputOpt = Format.table,
+    selector: SelectorOpt = None,
+    parallel: ParallelOpt = DEFAULT_PARALLEL,
 ) -> None:
     """Test the node's proxy from the node itself; exit 0 when it works, 1 when it does not,
-    3 when the node does not answer in time, 6 when it is offline."""
+    3 when the node does not answer in time, 6 when it is offline. With -l: every matching node,
+    one row each; exit 1 when any failed (offline and not answering included)."""
     from nodeapi import models as m
     from nodeapi.client import Calls
 
+    labels = selector_of(node_id, selector)
     proxy_config = None
     if proxy is not None:
         checked = check_proxy_url(proxy, "--proxy")
@@ -209,11 +290,42 @@ def run_proxy_test(
     if wait is None:
         # the node runs up to three steps of `timeout` (its default: 10 s) each; the server waits 60 s at most
         wait = min(60.0, max(30.0, (timeout or 10.0) * 3 + 10.0))
-    result = session(ctx).send(Calls.test_proxy(node_id, request, wait=wait))
+    sess = session(ctx)
+    if labels is not None:
+        _test_proxy_fleet(sess, labels, request, wait, parallel, fmt)
+        return
+    assert node_id is not None
+    result = sess.send(Calls.test_proxy(node_id, request, wait=wait))
     if not output.print_data(result, fmt):
         _print_proxy_report(result)
     if not result.ok:
         raise CliError(f"proxy test failed: {result.reason}: {result.message}", EXIT_FAILED)
+
+
+def _test_proxy_fleet(
+    sess: Session,
+    selector: dict[str, str],
+    request: m.ProxyTestRequest,
+    wait: float,
+    parallel: int,
+    fmt: Format,
+) -> None:
+    from nodeapi.client import Calls
+    from nodeapi.errors import Conflict
+
+    def test_one(node_id: str) -> Outcome:
+        try:
+            result = sess.send(Calls.test_proxy(node_id, request, wait=wait))
+        except Conflict as exc:
+            if "offline" not in exc.detail:
+                raise
+            return failed("offline", exc.detail, proxy_test=None)
+        detail = {"proxy_test": output.to_data(result)}
+        if result.ok:
+            return Outcome(True, "ok", result.message, detail)
+        return failed(result.reason, result.message, **detail)
+
+    for_each_node(sess, selector, test_one, fmt, parallel)
 
 
 def _print_proxy_report(result: m.ProxyTestResult) -> None:

@@ -11,13 +11,19 @@ import typer
 from nodectl import edit as editing
 from nodectl import output, views
 from nodectl.args import parse_label_changes, parse_selector_pairs
+from nodectl.bulk import DEFAULT_PARALLEL, NodeResult, Outcome, fetch_nodes, for_each_node, selector_of
 from nodectl.errors import EXIT_CONFLICT, EXIT_TIMEOUT, CliError, UsageError
 from nodectl.options import (
+    BulkOutputOpt,
+    BulkYesOpt,
     IntervalOpt,
     NodeIdArg,
+    NodeIdOrSelectorArg,
     NoHeadersOpt,
     OutputOpt,
+    ParallelOpt,
     QuietOpt,
+    SelectorOpt,
     WatchOpt,
     WatchTimeoutOpt,
     session,
@@ -32,17 +38,6 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Execution nodes: list, inspect, drain, label, edit, delete.", no_args_is_help=True)
 
 NODE_STATUSES = ("online", "offline", "draining")
-
-
-def _fetch_nodes(sess: Session, status: str | None, selector: dict[str, str]) -> list[m.Node]:
-    from nodeapi.client import Calls
-
-    items, _ = sess.fetch_all(
-        lambda limit, offset: Calls.list_nodes(
-            status=status, selector=selector or None, limit=limit, offset=offset
-        )
-    )
-    return items
 
 
 def _node_snapshot(nodes: list[m.Node], wide: bool) -> Snapshot:
@@ -82,10 +77,10 @@ def list_nodes(
 
         wide = fmt is Format.wide
         watch_table(
-            lambda: _node_snapshot(_fetch_nodes(sess, status, selector), wide), interval, timeout, no_headers
+            lambda: _node_snapshot(fetch_nodes(sess, status, selector), wide), interval, timeout, no_headers
         )
         return
-    nodes = _fetch_nodes(sess, status, selector)
+    nodes = fetch_nodes(sess, status, selector)
     if quiet:
         output.print_ids(n.id for n in nodes)
     elif not output.print_data({"items": nodes, "total": len(nodes)}, fmt):
@@ -113,8 +108,9 @@ def _set_draining(sess: Session, node_id: str, draining: bool) -> m.Node:
 @app.command("drain")
 def drain(
     ctx: typer.Context,
-    node_id: NodeIdArg,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until no run is left on the node.")] = False,
+    node_id: NodeIdOrSelectorArg = None,
+    selector: SelectorOpt = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until no run is left on the node(s).")] = False,
     timeout: Annotated[
         float | None, typer.Option("--timeout", min=0, help="With --wait: give up after S seconds (exit 3).")
     ] = None,
@@ -124,9 +120,18 @@ def drain(
             "--deadline", min=0, help="Cancel the runs still on the node after S seconds (implies --wait)."
         ),
     ] = None,
+    yes: BulkYesOpt = False,
+    parallel: ParallelOpt = DEFAULT_PARALLEL,
+    fmt: BulkOutputOpt = None,
 ) -> None:
-    """Stop scheduling new runs on a node; its running runs continue (or are cancelled at --deadline)."""
+    """Stop scheduling new runs on a node, or on every node matching -l (asks first); running runs
+    continue (or are cancelled at --deadline)."""
+    labels = selector_of(node_id, selector, fmt)
     sess = session(ctx)
+    if labels is not None:
+        _drain_fleet(sess, labels, wait or deadline is not None, timeout, deadline, yes, parallel, fmt)
+        return
+    assert node_id is not None
     node = _set_draining(sess, node_id, True)
     output.info(f"node/{node.id} draining ({node.running} run(s) still on it)")
     if wait or deadline is not None:
@@ -135,10 +140,51 @@ def drain(
         wait_until_drained(sess, node.id, timeout, deadline)
 
 
+def _drain_fleet(
+    sess: Session,
+    selector: dict[str, str],
+    wait: bool,
+    timeout: float | None,
+    deadline: float | None,
+    yes: bool,
+    parallel: int,
+    fmt: Format | None,
+) -> None:
+    def drain_one(node_id: str) -> Outcome:
+        node = _set_draining(sess, node_id, True)
+        detail = {"status": node.status, "running": node.running}
+        return Outcome(True, "draining", f"{node.running} run(s) still on it", detail)
+
+    def wait_for_all(results: list[NodeResult]) -> list[NodeResult]:
+        from nodectl.drain import wait_until_all_drained
+
+        return wait_until_all_drained(sess, results, timeout, deadline, parallel)
+
+    then = wait_for_all if wait else None
+    for_each_node(sess, selector, drain_one, fmt or Format.table, parallel, "Drain", yes, then)
+
+
 @app.command("undrain")
-def undrain(ctx: typer.Context, node_id: NodeIdArg) -> None:
-    """Let a drained node take new runs again."""
-    node = _set_draining(session(ctx), node_id, False)
+def undrain(
+    ctx: typer.Context,
+    node_id: NodeIdOrSelectorArg = None,
+    selector: SelectorOpt = None,
+    parallel: ParallelOpt = DEFAULT_PARALLEL,
+    fmt: BulkOutputOpt = None,
+) -> None:
+    """Let a drained node (or every node matching -l) take new runs again."""
+    labels = selector_of(node_id, selector, fmt)
+    sess = session(ctx)
+    if labels is not None:
+
+        def undrain_one(node_id: str) -> Outcome:
+            node = _set_draining(sess, node_id, False)
+            return Outcome(True, "undrained", f"status {node.status}", {"status": node.status})
+
+        for_each_node(sess, labels, undrain_one, fmt or Format.table, parallel)
+        return
+    assert node_id is not None
+    node = _set_draining(sess, node_id, False)
     output.info(f"node/{node.id} undrained (status {node.status})")
 
 

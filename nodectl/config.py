@@ -4,11 +4,11 @@ Precedence for the server and token: flags > NODECTL_SERVER / NODECTL_TOKEN > th
 selected context (--context, else NODECTL_CONTEXT, else the file's current context)
 > http://localhost:8080 without a token.
 
-The file is read with tomllib and written by hand, so nodectl needs no TOML writer:
+The file is read with tomllib and written with tomli_w:
 
     current-context = "prod"
 
-    [contexts."prod"]
+    [contexts.prod]
     server = "https://nodes.example.com"
     token = "..."
 """
@@ -78,33 +78,23 @@ def load(path: Path | None = None) -> Config:
     return Config(contexts, current if isinstance(current, str) and current else None)
 
 
-def _toml_string(value: str) -> str:
-    out = ['"']
-    for char in value:
-        if char == '"':
-            out.append('\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif ord(char) < 0x20 or ord(char) == 0x7F:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
+HEADER = "# nodectl contexts; edit with `nodectl context set|use|delete`\n"
 
 
 def dumps(config: Config) -> str:
-    lines = ["# nodectl contexts; edit with `nodectl context set|use|delete`", ""]
+    import tomli_w
+
+    document: dict[str, object] = {}
     if config.current:
-        lines += [f"current-context = {_toml_string(config.current)}", ""]
+        document["current-context"] = config.current
+    contexts: dict[str, dict[str, str]] = {}
     for name in sorted(config.contexts):
         ctx = config.contexts[name]
-        lines.append(f"[contexts.{_toml_string(name)}]")
-        lines.append(f"server = {_toml_string(ctx.server)}")
-        if ctx.token:
-            lines.append(f"token = {_toml_string(ctx.token)}")
-        lines.append("")
-    return "\n".join(lines)
+        contexts[name] = {"server": ctx.server, **({"token": ctx.token} if ctx.token else {})}
+    if contexts:
+        document["contexts"] = contexts
+    body = tomli_w.dumps(document)
+    return f"{HEADER}\n{body}" if body else HEADER
 
 
 def save(config: Config, path: Path | None = None) -> Path:

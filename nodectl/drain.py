@@ -1,4 +1,4 @@
-"""`nodes drain --wait`: follow the runs still on a node until none is left."""
+"""`nodes drain --wait`: follow the runs still on a node (or on every node of `-l`) until none is left."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import time
 from typing import TYPE_CHECKING
 
 from nodeapi import errors as api
+from nodeapi.retry import is_transient
 from nodectl import output
-from nodectl.errors import WaitTimeout
+from nodectl.bulk import NodeResult, Outcome, StatusLine, failed, failure, run_parallel
+from nodectl.errors import EXIT_TIMEOUT, WaitTimeout
 from nodectl.watch import Deadline
 
 if TYPE_CHECKING:
@@ -112,3 +114,76 @@ class _LiveProgress:
         if not self._stopped:
             self._stopped = True
             self._live.stop()
+
+
+def wait_until_all_drained(
+    sess: Session, results: list[NodeResult], timeout: float | None, deadline: float | None, parallel: int
+) -> list[NodeResult]:
+    """`drain -l ... --wait`: follow the runs of every node that was set draining (polled in parallel)
+    until none is left on any. The rows of nodes still busy at `timeout` fail with reason `timeout`
+    (exit 3); at `deadline` seconds the runs left are cancelled and the wait goes on."""
+    clock = Deadline(timeout)
+    by_id = {r.node_id: r for r in results}
+    waiting = {r.node_id for r in results if r.ok}
+    runs_left: dict[str, list[m.Run]] = {}
+    cancelled = False
+    line = StatusLine.on_terminal()
+    last_text = ""
+
+    def poll(node_id: str) -> tuple[str, list[m.Run] | api.ApiError]:
+        try:
+            return node_id, active_runs(sess, node_id)
+        except api.ApiError as exc:
+            return node_id, exc
+
+    def settle(node_id: str, outcome: Outcome) -> None:
+        """The node's final row; its latency now covers the wait too."""
+        by_id[node_id] = NodeResult(node_id, outcome, by_id[node_id].latency_ms + clock.elapsed * 1000)
+        waiting.discard(node_id)
+
+    try:
+        while waiting:
+            polled: list[tuple[str, list[m.Run] | api.ApiError]] = []
+            run_parallel(sorted(waiting), poll, parallel, polled.append)
+            for node_id, runs in polled:
+                if isinstance(runs, api.ApiError):
+                    if not is_transient(runs):  # a transient error is retried by the next poll
+                        settle(node_id, failure(runs))
+                elif not runs:
+                    detail = {**by_id[node_id].outcome.detail, "running": 0}
+                    settle(
+                        node_id, Outcome(True, "drained", f"no run left after {clock.elapsed:.0f}s", detail)
+                    )
+                else:
+                    runs_left[node_id] = runs
+            if not waiting:
+                break
+            busy = sorted(waiting)
+            count = sum(len(runs_left.get(n, [])) for n in busy)
+            text = f"waiting for {count} run(s) on {len(busy)} of {len(results)} draining node(s)"
+            if line:
+                line.show(f"{text}, {clock.elapsed:.0f}s")
+            elif text != last_text:
+                output.info(f"{text}: {', '.join(busy[:5])}{' ...' if len(busy) > 5 else ''}")
+                last_text = text
+            if deadline is not None and not cancelled and clock.elapsed >= deadline:
+                if line:
+                    line.clear()
+                for node_id in busy:
+                    cancel_all(sess, runs_left.get(node_id, []))
+                cancelled = True
+            if clock.expired:
+                for node_id in busy:
+                    runs = runs_left.get(node_id, [])
+                    message = f"{len(runs)} run(s) still on it after {timeout:g}s: {_describe(runs)}"
+                    detail = {**by_id[node_id].outcome.detail, "running": len(runs)}
+                    settle(node_id, failed("timeout", message, EXIT_TIMEOUT, **detail))
+                break
+            pause = clock.remaining(POLL_INTERVAL)
+            if deadline is not None and not cancelled:
+                pause = min(pause, max(0.0, deadline - clock.elapsed)) or POLL_INTERVAL / 10
+            time.sleep(pause)
+    finally:
+        if line:
+            line.clear()
+    return [by_id[r.node_id] for r in results]

@@ -71,6 +71,27 @@ def test_awkward_names_and_values_round_trip_through_the_file(tmp_path: Path) ->
     assert config.load(path) == cfg
 
 
+def test_the_file_layout(tmp_path: Path) -> None:
+    cfg = _cfg(prod=("https://nodes.example.com", "tok"), dev=("http://127.0.0.1:8080", None))
+    cfg.current = "prod"
+    path = config.save(cfg, tmp_path / "config.toml")
+    assert path.read_text() == (
+        "# nodectl contexts; edit with `nodectl context set|use|delete`\n"
+        "\n"
+        'current-context = "prod"\n'
+        "\n"
+        "[contexts.dev]\n"
+        'server = "http://127.0.0.1:8080"\n'
+        "\n"
+        "[contexts.prod]\n"
+        'server = "https://nodes.example.com"\n'
+        'token = "tok"\n'
+    )
+    assert config.load(path) == cfg
+    empty = config.save(config.Config(), tmp_path / "empty.toml")
+    assert config.load(empty) == config.Config()
+
+
 def test_broken_config_file_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "nodectl" / "config.toml"
     path.parent.mkdir()
