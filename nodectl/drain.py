@@ -80,13 +80,18 @@ def wait_until_drained(sess: Session, node_id: str, timeout: float | None, deadl
                 raise WaitTimeout(
                     f"node/{node_id} still has {len(runs)} run(s) after {timeout:g}s: {_describe(runs)}"
                 )
-            pause = clock.remaining(POLL_INTERVAL)
-            if deadline is not None and not cancelled:
-                pause = min(pause, max(0.0, deadline - clock.elapsed)) or POLL_INTERVAL / 10
-            time.sleep(pause)
+            time.sleep(_pause(clock, deadline, cancelled))
     finally:
         if live:
             live.stop()
+
+
+def _pause(clock: Deadline, deadline: float | None, cancelled: bool) -> float:
+    """Until the next poll: one interval, cut short by the timeout or by a cancel deadline to come."""
+    pause = clock.remaining(POLL_INTERVAL)
+    if deadline is not None and not cancelled:
+        pause = min(pause, max(0.0, deadline - clock.elapsed)) or POLL_INTERVAL / 10
+    return pause
 
 
 class _LiveProgress:
@@ -179,10 +184,7 @@ def wait_until_all_drained(
                     detail = {**by_id[node_id].outcome.detail, "running": len(runs)}
                     settle(node_id, failed("timeout", message, EXIT_TIMEOUT, **detail))
                 break
-            pause = clock.remaining(POLL_INTERVAL)
-            if deadline is not None and not cancelled:
-                pause = min(pause, max(0.0, deadline - clock.elapsed)) or POLL_INTERVAL / 10
-            time.sleep(pause)
+            time.sleep(_pause(clock, deadline, cancelled))
     finally:
         if line:
             line.clear()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field
+from pydantic_settings import NoDecode
 
 from nodeapi.settings import ConfigError as ConfigError
 from nodeapi.settings import EnvSettings, checked, choice, integer, readable_file, seconds
@@ -77,7 +78,7 @@ class NodeConfig(EnvSettings):
     )
     node_id: Annotated[str, checked(_node_id)] = Field("dev-node-01", validation_alias="NODE_ID")
     workspace_dir: Path = Field(Path("/tmp/agents-workspaces"), validation_alias="WORKSPACE_DIR")
-    node_labels: Annotated[dict[str, str], checked(_labels)] = Field(
+    node_labels: Annotated[dict[str, str], NoDecode, checked(_labels)] = Field(
         default_factory=dict, validation_alias="NODE_LABELS"
     )
     max_concurrent: Annotated[int, integer(1, 10_000)] = Field(
@@ -99,7 +100,7 @@ class NodeConfig(EnvSettings):
     proxy_test_ca_file: Annotated[Path | None, readable_file()] = Field(
         None, validation_alias="PROXY_TEST_CA_FILE"
     )
-    container_labels: Annotated[dict[str, str], checked(_labels)] = Field(
+    container_labels: Annotated[dict[str, str], NoDecode, checked(_labels)] = Field(
         default_factory=dict, validation_alias="CONTAINER_LABELS"
     )
     log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.conftest import PROXY_TEST_OFFLINE_AFTER
 from tests.support.nodectl import ANSI_ESCAPE, base_env, heartbeat, run, run_in_pty, tsv
 from tests.support.nodemanager import NodeManagerProcess
 from tests.support.ports import free_port
@@ -29,7 +30,7 @@ from tests.support.proxies import ProxyProcess, SelfSignedCert, TargetServer
 from tests.support.server import ServerProcess
 from tests.support.wait import eventually, wait_until
 
-OFFLINE_AFTER = 3
+OFFLINE_AFTER = PROXY_TEST_OFFLINE_AFTER
 
 
 @dataclass
@@ -70,23 +71,8 @@ class Fleet:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("fleet")
-
-
-@pytest.fixture(scope="module")
-def server(workdir: Path, http_target: TargetServer, https_target: TargetServer) -> Iterator[ServerProcess]:
-    data_dir = workdir / "server"
-    data_dir.mkdir()
-    env = {
-        "DATABASE_URL": f"sqlite:///{data_dir / 'apiserver.db'}",
-        "NODE_HEARTBEAT_INTERVAL": "1",
-        "NODE_OFFLINE_AFTER": str(OFFLINE_AFTER),
-        "PROXY_TEST_URL": http_target.url(),
-        "PROXY_TEST_HTTPS_URL": https_target.url(),
-    }
-    with ServerProcess(env=env, data_dir=data_dir) as process:
-        yield process
+def server(proxy_test_server: ServerProcess) -> ServerProcess:
+    return proxy_test_server
 
 
 def _wait_status(http: httpx.Client, node_id: str, status: str, timeout: float) -> None:

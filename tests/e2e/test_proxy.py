@@ -22,6 +22,7 @@ import pytest
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
+from tests.e2e.conftest import PROXY_TEST_OFFLINE_AFTER
 from tests.support.fake_node import FakeNode
 from tests.support.nodectl import base_env, heartbeat, run
 from tests.support.nodemanager import NodeManagerProcess
@@ -37,7 +38,7 @@ from tests.support.server import ServerProcess
 
 NODE = "proxy-node"
 WRONG_PASSWORD = f"wrong-{PROXY_PASSWORD}"  # a secret as well: must be masked like the right one
-OFFLINE_AFTER = 3.0
+OFFLINE_AFTER = PROXY_TEST_OFFLINE_AFTER
 
 
 class Cli:
@@ -59,24 +60,8 @@ class Cli:
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("proxy-e2e")
-
-
-@pytest.fixture(scope="module")
-def server(workdir: Path, http_target: TargetServer, https_target: TargetServer) -> Iterator[ServerProcess]:
-    data_dir = workdir / "server"
-    data_dir.mkdir()
-    env = {
-        "DATABASE_URL": f"sqlite:///{data_dir / 'apiserver.db'}",
-        "NODE_HEARTBEAT_INTERVAL": "1",
-        "NODE_OFFLINE_AFTER": str(OFFLINE_AFTER),
-        "PROXY_TEST_URL": http_target.url(),
-        "PROXY_TEST_HTTPS_URL": https_target.url(),
-    }
-    server = ServerProcess(env=env, data_dir=data_dir).start()
-    yield server
-    server.stop()
+def server(proxy_test_server: ServerProcess) -> ServerProcess:
+    return proxy_test_server
 
 
 def start_node(

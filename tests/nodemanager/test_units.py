@@ -52,6 +52,18 @@ def test_values_are_parsed() -> None:
     assert config.container_labels == {"agentnodes.test": "1"}
 
 
+def test_the_process_environment_is_read_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NODE_LABELS", "gpu=true,zone=a")
+    monkeypatch.setenv("CONTAINER_LABELS", "t=1")
+    monkeypatch.setenv("MAX_CONCURRENT", "3")
+    config = NodeConfig.from_env()
+    assert (config.node_labels, config.container_labels) == ({"gpu": "true", "zone": "a"}, {"t": "1"})
+    assert config.max_concurrent == 3
+    monkeypatch.setenv("NODE_LABELS", "gpu")
+    with pytest.raises(ConfigError, match="NODE_LABELS term 'gpu'"):
+        NodeConfig.from_env()
+
+
 @pytest.mark.parametrize(
     ("env", "message"),
     [
