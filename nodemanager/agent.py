@@ -52,7 +52,6 @@ class Agent:
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._info: m.NodeInfo | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self.draining = False
         self._vanished_check_pending = False
 
     # lifecycle -------------------------------------------------------------------
@@ -115,7 +114,6 @@ class Agent:
         )
         reply = await self.client.send(Calls.heartbeat(request))
         self._heartbeat_interval = max(1.0, reply.heartbeat_interval)
-        self.draining = reply.status == "draining"
         for run_id in reply.stop_runs:  # in the background: a stop may take STOP_GRACE
             why = "the server no longer expects it here"
             self._background(self._abandon(run_id, why), f"abandon:{run_id}")
@@ -142,7 +140,6 @@ class Agent:
     # work channel ----------------------------------------------------------------
     async def _poll_work(self) -> float:
         work = await self.client.send(Calls.poll_work(self.config.node_id, wait=WORK_WAIT))
-        self.draining = work.draining
         # the server hands a command out once: start answering before anything below can raise
         for command in work.commands:
             self._background(self._answer(command), f"command:{command.id}")
@@ -247,7 +244,7 @@ class Agent:
         self._spawn(run_id, supervisor.finish_without_start(type_, data))
 
     async def _answer(self, command: m.NodeCommand) -> None:
-        result = await run_command(command, self.config, self.runtime, self.workspaces)
+        result = await run_command(command, self.config, self.runtime)
         try:
             await self._post_result(command.id, result)
         except ApiError as exc:

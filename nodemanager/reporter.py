@@ -106,12 +106,6 @@ class RunReporter:
     def pending(self) -> int:
         return len(self._pending)
 
-    @property
-    def done(self) -> bool:
-        if self._rejected is not None:
-            return True
-        return self._final_seq is not None and self._acked_seq >= self._final_seq
-
     async def flush(self, deadline: float) -> bool:
         """Give pending events up to `deadline` seconds to be acknowledged; whether all were."""
         target = self._next_seq - 1

@@ -394,15 +394,8 @@ def _timestamp(raw: bytes) -> str | None:
 
 
 def _handle(container: Any) -> Handle:
-    state = container.attrs.get("State", {})
-    running = bool(state.get("Running"))
-    exited = state.get("Status") in ("exited", "dead")
-    return Handle(
-        run_id=container.labels.get(LABEL_RUN_ID, ""),
-        ref=container.id,
-        running=running,
-        exit_code=int(state.get("ExitCode", 0)) if exited else None,
-    )
+    running = bool(container.attrs.get("State", {}).get("Running"))
+    return Handle(run_id=container.labels.get(LABEL_RUN_ID, ""), ref=container.id, running=running)
 
 
 def _explain(exc: docker.errors.DockerException) -> str:
