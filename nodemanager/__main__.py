@@ -8,6 +8,7 @@ import signal
 import sys
 
 from nodeapi.client import AsyncClient
+from nodeapi.retry import log_retries
 from nodemanager.agent import Agent
 from nodemanager.config import VARIABLES, ConfigError, NodeConfig
 from nodemanager.runtime import make_runtime
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for chatty in ("httpx", "httpcore", "urllib3", "docker"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    log_retries(log)
     try:
         return asyncio.run(serve(config))
     except KeyboardInterrupt:

@@ -9,7 +9,6 @@ the server.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -18,9 +17,10 @@ from typing import Any
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
 from nodeapi.errors import ApiError, Conflict, NotFound
+from nodeapi.retry import is_transient
 from nodemanager.commands import run_command
 from nodemanager.config import NodeConfig
-from nodemanager.loops import Backoff, service_loop
+from nodemanager.loops import DEFAULT_CEILING, retried, retry_hook, retrying, service_loop, until_stopped
 from nodemanager.nodeinfo import node_info, node_labels
 from nodemanager.reporter import RunReporter
 from nodemanager.runtime.base import Handle, RunSpec, Runtime, RuntimeError_
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 WORK_WAIT = 20.0
 WORK_RETRY_CEILING = 10.0  # seconds; new runs wait on this after an outage, heartbeats back off to 30
+COMMAND_RESULT_ATTEMPTS = 5
+COMMAND_RETRY_CEILING = 5.0  # an admin waits for the answer
 DEFAULT_HEARTBEAT_INTERVAL = 30.0
 CLEANUP_INTERVAL = 300.0
 SHUTDOWN_FLUSH_DEADLINE = 3.0
@@ -50,15 +52,14 @@ class Agent:
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._info: m.NodeInfo | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self.draining = False
         self._vanished_check_pending = False
 
     # lifecycle -------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt, then serve until `stop` is set; containers are left running on the way out."""
         self._info = await node_info(self.runtime)
-        await self._until_done(self._heartbeat, "registering with the apiserver", stop)
-        await self._until_done(self._adopt_existing, "adopting existing runs", stop)
+        await self._until_done(self._heartbeat, stop)  # registers the node
+        await self._until_done(self._adopt_existing, stop)
         if stop.is_set():
             return
         log.info(
@@ -83,19 +84,10 @@ class Agent:
             await asyncio.gather(*loops, return_exceptions=True)
             await self._shutdown()
 
-    async def _until_done(
-        self, step: Callable[[], Awaitable[object]], what: str, stop: asyncio.Event
-    ) -> None:
-        backoff = Backoff(ceiling=30.0)
-        while not stop.is_set():
-            try:
-                await step()
-                return
-            except (ApiError, RuntimeError_) as exc:
-                delay = backoff.next_delay()
-                log.warning("%s failed: %s; retrying in %.1fs", what, exc, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+    async def _until_done(self, step: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
+        """`step`, retried on any server or runtime error until it succeeds or `stop` is set."""
+        on = retry_hook(lambda exc: isinstance(exc, ApiError | RuntimeError_), DEFAULT_CEILING)
+        await until_stopped(stop, retried(step, on, ceiling=DEFAULT_CEILING)())
 
     async def _shutdown(self) -> None:
         """Leave containers running; give pending events a short deadline."""
@@ -122,7 +114,6 @@ class Agent:
         )
         reply = await self.client.send(Calls.heartbeat(request))
         self._heartbeat_interval = max(1.0, reply.heartbeat_interval)
-        self.draining = reply.status == "draining"
         for run_id in reply.stop_runs:  # in the background: a stop may take STOP_GRACE
             why = "the server no longer expects it here"
             self._background(self._abandon(run_id, why), f"abandon:{run_id}")
@@ -149,7 +140,6 @@ class Agent:
     # work channel ----------------------------------------------------------------
     async def _poll_work(self) -> float:
         work = await self.client.send(Calls.poll_work(self.config.node_id, wait=WORK_WAIT))
-        self.draining = work.draining
         # the server hands a command out once: start answering before anything below can raise
         for command in work.commands:
             self._background(self._answer(command), f"command:{command.id}")
@@ -254,15 +244,19 @@ class Agent:
         self._spawn(run_id, supervisor.finish_without_start(type_, data))
 
     async def _answer(self, command: m.NodeCommand) -> None:
-        result = await run_command(command, self.config, self.runtime, self.workspaces)
-        backoff = Backoff(base=0.5, ceiling=5.0)
-        for _ in range(5):
-            try:
-                await self.client.send(Calls.post_command_result(self.config.node_id, command.id, result))
-                return
-            except ApiError as exc:
-                log.warning("command %s: posting the result failed: %s", command.id, exc)
-                await asyncio.sleep(backoff.next_delay())
+        result = await run_command(command, self.config, self.runtime)
+        try:
+            await self._post_result(command.id, result)
+        except ApiError as exc:
+            log.error("command %s: its result was not delivered: %s", command.id, exc)
+
+    @retrying(
+        retry_hook(is_transient, COMMAND_RETRY_CEILING),
+        ceiling=COMMAND_RETRY_CEILING,
+        attempts=COMMAND_RESULT_ATTEMPTS,
+    )
+    async def _post_result(self, command_id: str, result: m.CommandResult) -> None:
+        await self.client.send(Calls.post_command_result(self.config.node_id, command_id, result))
 
     # adoption --------------------------------------------------------------------
     async def _adopt_existing(self) -> None:

@@ -10,20 +10,14 @@ from nodeapi import models as m
 from nodemanager.config import NodeConfig
 from nodemanager.proxycheck import check_proxy_config, mask_proxy_url
 from nodemanager.runtime.base import Runtime
-from nodemanager.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 
 TEST_PROXY = "test_proxy"
 
 
-async def run_command(
-    command: m.NodeCommand, config: NodeConfig, runtime: Runtime, workspaces: Workspaces | None = None
-) -> m.CommandResult:
-    """The command's result; never raises (a failure is a result the server shows the admin).
-
-    `workspaces` is accepted for the agent's call and unused: the probe container needs none.
-    """
+async def run_command(command: m.NodeCommand, config: NodeConfig, runtime: Runtime) -> m.CommandResult:
+    """The command's result; never raises (a failure is a result the server shows the admin)."""
     try:
         if command.type == TEST_PROXY:
             request = msgspec.convert(command.payload, m.ProxyTestRequest)

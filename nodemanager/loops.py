@@ -1,24 +1,35 @@
-"""Long-lived service loops that survive a flaky apiserver, in the spirit of Prefect's critical_service_loop.
+"""Retries of the nodemanager (all on stamina) and its long-lived service loops.
 
-A loop body runs, then the loop sleeps for the interval the body returns (with jitter). A transient
-error (server unreachable, 5xx) backs off exponentially up to a ceiling; any other error is logged
-with its traceback and also backed off, so a bug shows up in the log instead of silently ending a
-loop the daemon depends on. Only cancellation ends a loop.
+Every retry uses `retrying`: exponential backoff with jitter up to a ceiling, and one log line
+per scheduled retry (`nodeapi.retry.log_retries`, installed at start). A service loop runs its
+body, then sleeps for the interval the body returns (± 10 %). A failed round is retried with
+backoff, whatever the error: a transient one (server unreachable, 5xx), a refusal by the
+server, or a bug, whose traceback is logged once per failure streak, so it shows in the log
+instead of silently ending a loop the daemon depends on. Only cancellation or `stop` ends one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
-from nodeapi.errors import ApiError, GatewayTimeout, ServerError, TransportError
+import stamina
+
+from nodeapi.errors import ApiError
+from nodeapi.retry import retry_delay
 
 log = logging.getLogger(__name__)
 
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransportError, ServerError, GatewayTimeout)
+P = ParamSpec("P")
+T = TypeVar("T")
+RetryHook = Callable[[Exception], bool | float]
+
+RETRY_INITIAL = 0.5  # seconds before the first retry (plus up to as much jitter)
+DEFAULT_CEILING = 30.0
 
 
 def jittered(seconds: float, fraction: float = 0.1) -> float:
@@ -26,60 +37,117 @@ def jittered(seconds: float, fraction: float = 0.1) -> float:
     return max(0.0, seconds * (1.0 + random.uniform(-fraction, fraction)))
 
 
-class Backoff:
-    """Exponential backoff with full jitter on the upper half: base, 2*base, ... up to `ceiling`."""
+def retrying(
+    on: type[Exception] | tuple[type[Exception], ...] | RetryHook,
+    *,
+    ceiling: float,
+    attempts: int | None = None,
+    initial: float = RETRY_INITIAL,
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """stamina's retry decorator with the nodemanager's backoff: `initial` doubling up to
+    `ceiling`, jitter of up to `initial`; `attempts=None` retries until it succeeds."""
+    return stamina.retry(
+        on=on,
+        attempts=attempts,
+        timeout=None,
+        wait_initial=initial,
+        wait_max=ceiling,
+        wait_jitter=initial,
+        wait_exp_base=2,
+    )
 
-    def __init__(self, base: float = 0.5, ceiling: float = 30.0) -> None:
-        self.base = base
-        self.ceiling = ceiling
-        self.failures = 0
 
-    def next_delay(self) -> float:
-        self.failures += 1
-        delay = min(self.ceiling, self.base * 2 ** (self.failures - 1))
-        return random.uniform(delay / 2, delay)
+def retried(
+    call: Callable[[], Awaitable[T]],
+    on: RetryHook,
+    *,
+    ceiling: float,
+    attempts: int | None = None,
+    initial: float = RETRY_INITIAL,
+) -> Callable[[], Coroutine[Any, Any, T]]:
+    """`call` with `retrying`; the retry log line names it as it names `call`."""
 
-    def reset(self) -> None:
-        self.failures = 0
+    @functools.wraps(call)
+    async def attempt() -> T:
+        return await call()
+
+    return retrying(on, ceiling=ceiling, attempts=attempts, initial=initial)(attempt)
+
+
+def retry_hook(retryable: Callable[[Exception], bool], ceiling: float) -> RetryHook:
+    """A stamina `on` hook retrying what `retryable` accepts: after the server's Retry-After
+    (at most `ceiling`) when it sent one, else after the backoff."""
+
+    def on(exc: BaseException) -> bool | float:
+        # stamina hands its hook whatever the call raised, cancellation included
+        if not isinstance(exc, Exception) or not retryable(exc):
+            return False
+        delay = retry_delay(exc)
+        return True if isinstance(delay, bool) else min(delay, ceiling)
+
+    return on
+
+
+async def until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, object]) -> None:
+    """Await `work`, cancelling it as soon as `stop` is set (also while it sleeps)."""
+    if stop.is_set():
+        work.close()
+        return
+    task = asyncio.create_task(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        task.cancel()
+        stopping.cancel()
+        await asyncio.wait((task, stopping))
+    if not task.cancelled():
+        task.result()
 
 
 async def service_loop(
     name: str,
     body: Callable[[], Awaitable[float]],
     *,
-    backoff_ceiling: float = 30.0,
+    backoff_ceiling: float = DEFAULT_CEILING,
+    backoff_initial: float = RETRY_INITIAL,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run `body` until cancelled or `stop` is set; `body` returns the seconds until its next round."""
-    backoff = Backoff(ceiling=backoff_ceiling)
-    while stop is None or not stop.is_set():
-        try:
-            interval = await body()
-        except asyncio.CancelledError:
-            raise
-        except TRANSIENT_ERRORS as exc:
-            delay = backoff.next_delay()
-            noisy = backoff.failures in (1, 5) or backoff.failures % 20 == 0
-            level = logging.WARNING if noisy else logging.DEBUG
-            log.log(level, "%s: %s (failure %d, retrying in %.1fs)", name, exc, backoff.failures, delay)
-        except ApiError as exc:  # the server refused: say why, without a traceback
-            delay = backoff.next_delay()
-            log.error("%s: %s (failure %d, retry in %.1fs)", name, exc, backoff.failures, delay)
-        except Exception:
-            delay = backoff.next_delay()
-            log.exception("%s failed (failure %d, retry in %.1fs)", name, backoff.failures, delay)
-        else:
-            if backoff.failures:
-                log.info("%s recovered after %d failures", name, backoff.failures)
-            backoff.reset()
-            delay = jittered(interval)
-        if delay > 0:
-            await _sleep_unless(stop, delay)
+    stop = stop if stop is not None else asyncio.Event()
+    await until_stopped(stop, _rounds(name, body, backoff_initial, backoff_ceiling, stop))
 
 
-async def _sleep_unless(stop: asyncio.Event | None, delay: float) -> None:
-    if stop is None:
-        await asyncio.sleep(delay)
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=delay)
+async def _rounds(
+    name: str, body: Callable[[], Awaitable[float]], initial: float, ceiling: float, stop: asyncio.Event
+) -> None:
+    streak = _FailureStreak(name)
+    round_ = retried(body, retry_hook(streak.retryable, ceiling), ceiling=ceiling, initial=initial)
+    while not stop.is_set():
+        interval = await round_()
+        streak.end()
+        await asyncio.sleep(jittered(interval))
+
+
+class _FailureStreak:
+    """The failed tries of a service loop since its last good round; every error is retried."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.failures = 0
+        self._last_bug: str | None = None
+
+    def retryable(self, exc: Exception) -> bool:
+        self.failures += 1
+        if not isinstance(exc, ApiError):  # a bug, not the server: its traceback, once a streak
+            bug = f"{type(exc).__qualname__}: {exc}"
+            if bug != self._last_bug:
+                log.error("%s: unexpected error", self.name, exc_info=exc)
+                self._last_bug = bug
+        return True
+
+    def end(self) -> None:
+        if self.failures:
+            log.info("%s recovered after %d failures", self.name, self.failures)
+        self.failures = 0
+        self._last_bug = None

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
 from nodeapi.models import ProxyConfig, ProxyTestReason, ProxyTestResult, ProxyTestStep
+from nodeapi.validation import mask_url_password
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,8 @@ class ProxyCheckError(Exception):
 
 
 def mask_proxy_url(url: str | None) -> str | None:
-    """The URL with any password replaced by `***` (and nothing else changed)."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+    """The URL with any password replaced by `***`; no URL stays None."""
+    return mask_url_password(url) if url else url
 
 
 @dataclass(frozen=True)
@@ -69,7 +64,7 @@ class ProxyEndpoint:
 
     @classmethod
     def parse(cls, url: str) -> ProxyEndpoint:
-        display = mask_proxy_url(url) or ""
+        display = mask_url_password(url)
         parts = urlsplit(url if "://" in url else f"http://{url}")
         scheme = parts.scheme.lower()
         if scheme.startswith("socks"):

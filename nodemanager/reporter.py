@@ -20,7 +20,7 @@ import msgspec
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
 from nodeapi.errors import HTTPStatusError
-from nodemanager.loops import Backoff
+from nodemanager.loops import retry_hook, retrying
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ MAX_PENDING = 20_000  # log lines buffered per run before the reader is paused
 # answers that will never change for this batch; anything else is retried
 REFUSED_STATUSES = frozenset({400, 404, 409, 413, 422})
 RETRY_CEILING = 10.0  # seconds; events are what users wait for, so retry sooner than heartbeats
+RETRY_INITIAL = 0.2
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
 
 
@@ -105,12 +106,6 @@ class RunReporter:
     def pending(self) -> int:
         return len(self._pending)
 
-    @property
-    def done(self) -> bool:
-        if self._rejected is not None:
-            return True
-        return self._final_seq is not None and self._acked_seq >= self._final_seq
-
     async def flush(self, deadline: float) -> bool:
         """Give pending events up to `deadline` seconds to be acknowledged; whether all were."""
         target = self._next_seq - 1
@@ -128,29 +123,18 @@ class RunReporter:
 
     # sending -------------------------------------------------------------------
     async def _send_loop(self) -> None:
-        backoff = Backoff(base=0.2, ceiling=RETRY_CEILING)
         while self._rejected is None:
             if not self._pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             if self._final_seq is None and len(self._pending) < MAX_BATCH and self._pending[-1].type == "log":
                 await asyncio.sleep(LINGER)
-            batch = self._pending[: self._batch_length()]
             try:
-                ack = await self._client.send(
-                    Calls.post_run_events(self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch))
-                )
-            except HTTPStatusError as exc:
-                if exc.status_code not in REFUSED_STATUSES:  # 5xx, 504, 401/403, 429: may pass later
-                    await self._retry_later(backoff, exc)
-                    continue
+                batch, ack = await self._send_batch()
+            except HTTPStatusError as exc:  # refused: _send_batch retries anything else until it passes
                 log.error("run %s: the server refused its events: %s", self.run_id, exc)
                 await self._set_rejected(EventsRejected(f"run {self.run_id}: {exc.detail}"))
                 return
-            except Exception as exc:  # transport errors, and anything unexpected: never end silently
-                await self._retry_later(backoff, exc)
-                continue
-            backoff.reset()
             del self._pending[: len(batch)]
             del self._sizes[: len(batch)]
             if len(self._pending) < MAX_PENDING // 2:
@@ -159,10 +143,16 @@ class RunReporter:
             self.server_status = ack.status
             await self._set_acked(batch[-1].node_seq)
 
-    async def _retry_later(self, backoff: Backoff, exc: BaseException) -> None:
-        delay = backoff.next_delay()
-        log.warning("run %s: sending events failed: %s; retry in %.1fs", self.run_id, exc, delay)
-        await asyncio.sleep(delay)
+    @retrying(
+        retry_hook(lambda exc: not _refused(exc), RETRY_CEILING), ceiling=RETRY_CEILING, initial=RETRY_INITIAL
+    )
+    async def _send_batch(self) -> tuple[list[m.NodeEventIn], m.NodeEventAck]:
+        """The oldest pending events and the server's answer; a retry also takes events queued meanwhile."""
+        batch = self._pending[: self._batch_length()]
+        ack = await self._client.send(
+            Calls.post_run_events(self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch))
+        )
+        return batch, ack
 
     def _batch_length(self) -> int:
         total = 0
@@ -184,3 +174,9 @@ class RunReporter:
         async with self._acked:
             self._rejected = exc
             self._acked.notify_all()
+
+
+def _refused(exc: Exception) -> bool:
+    """An answer that will never change for this batch; anything else (5xx, 401/403, 429,
+    transport errors, and anything unexpected) is retried, so the loop never ends silently."""
+    return isinstance(exc, HTTPStatusError) and exc.status_code in REFUSED_STATUSES

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nodeapi import models as m
+from nodemanager.loops import retrying
 from nodemanager.reporter import EventsRejected, RunReporter
 from nodemanager.runtime.base import (
     ImageNotFound,
@@ -29,7 +30,9 @@ from nodemanager.workspace import Workspaces
 log = logging.getLogger(__name__)
 
 LOG_DRAIN_TIMEOUT = 5.0  # seconds the output stream may lag behind the exit
-WAIT_ATTEMPTS = 6
+WAIT_ATTEMPTS = 6  # tries of waiting for the exit, and of reading the output
+WAIT_RETRY_CEILING = 10.0
+OUTPUT_RETRY_CEILING = 2.0  # a reopened stream must catch up within LOG_DRAIN_TIMEOUT after the exit
 PROXY_VARIABLES = (("http_proxy", "HTTP_PROXY"), ("https_proxy", "HTTPS_PROXY"), ("no_proxy", "NO_PROXY"))
 
 
@@ -168,31 +171,37 @@ class RunSupervisor:
                     return
 
     async def _wait(self) -> int | None:
-        delay = 0.5
-        for attempt in range(1, WAIT_ATTEMPTS + 1):
-            try:
-                return await self._runtime.wait(self.run_id)
-            except RuntimeError_ as exc:
-                if attempt == WAIT_ATTEMPTS or not await self._exists():
-                    log.error("run %s: cannot wait for the container: %s", self.run_id, exc)
-                    return None
-                log.warning("run %s: waiting failed (%s); retrying in %.1fs", self.run_id, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        return None
+        """The run's exit code; None when its container is gone or waiting keeps failing."""
+        try:
+            return await self._wait_while_present()
+        except RuntimeError_ as exc:
+            log.error("run %s: cannot wait for the container: %s", self.run_id, exc)
+            return None
+
+    @retrying(RuntimeError_, ceiling=WAIT_RETRY_CEILING, attempts=WAIT_ATTEMPTS)
+    async def _wait_while_present(self) -> int | None:
+        try:
+            return await self._runtime.wait(self.run_id)
+        except RuntimeError_ as exc:
+            if await self._exists():
+                raise
+            log.error("run %s: its container is gone: %s", self.run_id, exc)
+            return None
 
     async def _pump_logs(self) -> None:
-        # The log stream may break (engine restart); reopen it after the last line seen.
-        for _ in range(WAIT_ATTEMPTS):
-            try:
-                async for line in self._runtime.logs(self.run_id, since=self._last_log_ts):
-                    await self.reporter.log(line.stream, line.text, line.ts)
-                    if line.ts is not None:
-                        self._last_log_ts = line.ts
-                return
-            except RuntimeError_ as exc:
-                log.warning("run %s: output stream broke: %s", self.run_id, exc)
-                await asyncio.sleep(0.5)
+        try:
+            await self._forward_output()
+        except RuntimeError_ as exc:
+            log.error("run %s: output stream lost: %s", self.run_id, exc)
+
+    @retrying(RuntimeError_, ceiling=OUTPUT_RETRY_CEILING, attempts=WAIT_ATTEMPTS)
+    async def _forward_output(self) -> None:
+        """The run's output to the reporter; a broken stream (engine restart) is reopened after
+        the last line seen."""
+        async for line in self._runtime.logs(self.run_id, since=self._last_log_ts):
+            await self.reporter.log(line.stream, line.text, line.ts)
+            if line.ts is not None:
+                self._last_log_ts = line.ts
 
     async def _stop(self) -> None:
         try:

@@ -48,7 +48,6 @@ class Handle:
     run_id: str
     ref: str  # container id, or pid for processes
     running: bool
-    exit_code: int | None = None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import socket
-import struct
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal, cast
@@ -36,6 +35,7 @@ from nodemanager.runtime.base import (
     StartFailed,
 )
 from nodemanager.runtime.lines import LineAssembler
+from nodemanager.runtime.merge import merge_by_timestamp
 from nodemanager.runtime.threads import in_daemon_thread, iterate_in_thread
 from nodemanager.runtime.timestamps import format_ns, parse_ns
 from nodemanager.workspace import validate_run_id
@@ -53,8 +53,7 @@ WORKSPACE_MOUNT = "/workspace"
 DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
 PROBE_API_VERSION = "1.24"  # the oldest the SDK speaks; a ping answers on any
 
-_STREAMS = {1: "stdout", 2: "stderr"}
-_FRAME_HEADER = struct.Struct(">BxxxL")
+STREAMS = ("stdout", "stderr")
 
 
 def check_pull_policy(value: str) -> PullPolicy:
@@ -250,8 +249,10 @@ class DockerRuntime(Runtime):
     async def logs(self, run_id: str, since: str | None = None) -> AsyncIterator[LogLine]:
         container = await self._container(run_id)
         since_ns = parse_ns(since) if since else None
-        reader = _FollowedLogs(self.client.api, container.id, since_ns)
-        lines = iterate_in_thread(reader.lines, reader.interrupt, f"logs-{run_id}")
+        readers = [_StreamLog(container, stream, since_ns) for stream in STREAMS]
+        lines = merge_by_timestamp(
+            [iterate_in_thread(r.lines, r.interrupt, f"logs-{run_id}-{r.stream}") for r in readers]
+        )
         try:
             async for line in lines:
                 yield line
@@ -303,30 +304,27 @@ class DockerRuntime(Runtime):
         await asyncio.to_thread(self.client.close)
 
 
-class _FollowedLogs:
-    """`docker logs --follow --timestamps`, keeping apart stdout and stderr in the daemon's order.
+class _StreamLog:
+    """`docker logs --follow --timestamps` of one output stream of a container, as lines.
 
-    The SDK's `logs()` drops the stream id of each multiplexed frame, so this reads the
-    frames itself (through the SDK's request helpers, which are private but stable).
+    The SDK's log stream does not say which stream a frame came from, so stdout and stderr are
+    read apart, each on a thread of its own, and merged by timestamp (runtime/merge.py).
     """
 
-    def __init__(self, api: Any, container_id: str, since_ns: int | None) -> None:
-        self.api = api
-        self.container_id = container_id
+    def __init__(self, container: Any, stream: str, since_ns: int | None) -> None:
+        self.container = container
+        self.stream = stream
         self.since_ns = since_ns
-        self._socket: Any = None
+        self._reading: Any = None  # the SDK's CancellableStream being read
         self._closed = False
 
     def lines(self) -> Iterator[LogLine]:
-        assemblers = {stream: LineAssembler(stream) for stream in _STREAMS.values()}
-        for stream, ts, data in self._all_frames():
-            for line in assemblers[stream].feed(data, ts):
-                if self._wanted(line):
-                    yield line
-        for assembler in assemblers.values():
-            yield from (line for line in assembler.flush() if self._wanted(line))
+        assembler = LineAssembler(self.stream)
+        for ts, data in self._frames():
+            yield from (line for line in assembler.feed(data, ts) if self._wanted(line))
+        yield from (line for line in assembler.flush() if self._wanted(line))
 
-    def _all_frames(self) -> Iterator[tuple[str, str | None, bytes]]:
+    def _frames(self) -> Iterator[tuple[str | None, bytes]]:
         """Followed frames, then one more unfollowed read after the run has exited.
 
         Docker 20.10 may end a followed stream before the run's last, unterminated output
@@ -335,55 +333,54 @@ class _FollowedLogs:
         last_ns = None if self.since_ns is None else self.since_ns - self.since_ns % 1_000_000_000
         follow = True
         while not self._closed:
-            for frame in self._frames(follow, last_ns):
-                if frame[1] is not None:
-                    last_ns = parse_ns(frame[1])
-                yield frame
+            for ts, data in self._read(follow, last_ns):
+                if ts is not None:
+                    last_ns = parse_ns(ts)
+                yield ts, data
             if not follow or self._closed:
                 return
-            state = self.api.inspect_container(self.container_id).get("State", {})
-            follow = bool(state.get("Running"))
+            self.container.reload()
+            follow = bool(self.container.attrs.get("State", {}).get("Running"))
             if follow:
                 time.sleep(0.1)  # the stream ended early (e.g. daemon restart): follow again
 
-    def _frames(self, follow: bool, after_ns: int | None) -> Iterator[tuple[str, str | None, bytes]]:
-        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "timestamps": 1, "follow": int(follow)}
-        if after_ns is not None:
-            params["since"] = after_ns // 1_000_000_000  # whole seconds; the rest is filtered here
-        response = self.api._get(
-            self.api._url("/containers/{0}/logs", self.container_id), params=params, stream=True
+    def _read(self, follow: bool, after_ns: int | None) -> Iterator[tuple[str | None, bytes]]:
+        seconds = (after_ns or 0) // 1_000_000_000  # docker takes whole seconds; the rest is filtered below
+        payloads = self.container.logs(
+            stdout=self.stream == "stdout",
+            stderr=self.stream == "stderr",
+            stream=True,
+            follow=follow,
+            timestamps=True,
+            since=seconds or None,
         )
+        self._reading = payloads
         try:
-            self.api._raise_for_status(response)
-            self._socket = self.api._get_raw_response_socket(response)
-            self.api._disable_socket_timeout(self._socket)
-            while not self._closed:
-                header = response.raw.read(_FRAME_HEADER.size)
-                if len(header) < _FRAME_HEADER.size:
-                    return
-                stream_id, length = _FRAME_HEADER.unpack(header)
-                payload = response.raw.read(length) if length else b""
-                if length and not payload:
-                    return
+            if self._closed:  # interrupted while opening
+                return
+            for payload in payloads:  # one log message: "<RFC 3339 ns timestamp> <data>"
                 stamp, _, data = payload.partition(b" ")
                 ts = _timestamp(stamp)
                 if after_ns is not None and ts is not None and parse_ns(ts) <= after_ns:
                     continue
-                yield _STREAMS.get(stream_id, "stdout"), ts, data
+                yield ts, data
         finally:
-            response.close()
+            _close(payloads)
 
     def _wanted(self, line: LogLine) -> bool:
         return self.since_ns is None or line.ts is None or parse_ns(line.ts) > self.since_ns
 
     def interrupt(self) -> None:
+        """Unblock the reading thread (from another thread): it then ends."""
         self._closed = True
-        # the SDK hands out a SocketIO over a unix socket: shut down the socket itself, which
-        # (unlike close) wakes a thread blocked reading it
-        raw_socket = getattr(self._socket, "_sock", self._socket)
-        if isinstance(raw_socket, socket.socket):
-            with contextlib.suppress(OSError):
-                raw_socket.shutdown(socket.SHUT_RDWR)
+        if self._reading is not None:
+            _close(self._reading)
+
+
+def _close(payloads: Any) -> None:
+    # the stream may be ending on its own in the reading thread meanwhile
+    with contextlib.suppress(docker.errors.DockerException, OSError, AttributeError):
+        payloads.close()
 
 
 def _timestamp(raw: bytes) -> str | None:
@@ -394,15 +391,8 @@ def _timestamp(raw: bytes) -> str | None:
 
 
 def _handle(container: Any) -> Handle:
-    state = container.attrs.get("State", {})
-    running = bool(state.get("Running"))
-    exited = state.get("Status") in ("exited", "dead")
-    return Handle(
-        run_id=container.labels.get(LABEL_RUN_ID, ""),
-        ref=container.id,
-        running=running,
-        exit_code=int(state.get("ExitCode", 0)) if exited else None,
-    )
+    running = bool(container.attrs.get("State", {}).get("Running"))
+    return Handle(run_id=container.labels.get(LABEL_RUN_ID, ""), ref=container.id, running=running)
 
 
 def _explain(exc: docker.errors.DockerException) -> str:

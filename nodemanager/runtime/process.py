@@ -149,9 +149,8 @@ class ProcessRuntime(Runtime):
 
     def _handle(self, run_dir: Path) -> Handle:
         started = _read_json(run_dir / "started.json") or {}
-        exit_code = _read_exit_code(run_dir)
-        running = exit_code is None and _alive(started)
-        return Handle(run_dir.name, ref=str(started.get("pid", "")), running=running, exit_code=exit_code)
+        running = _read_exit_code(run_dir) is None and _alive(started)
+        return Handle(run_dir.name, ref=str(started.get("pid", "")), running=running)
 
     async def wait(self, run_id: str) -> int:
         run_dir = self._known_dir(run_id)

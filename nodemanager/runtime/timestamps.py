@@ -29,7 +29,3 @@ def parse_ns(timestamp: str) -> int:
         sign = 1 if zone[0] == "+" else -1
         seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
     return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
-
-
-def normalize(timestamp: str) -> str:
-    return format_ns(parse_ns(timestamp))

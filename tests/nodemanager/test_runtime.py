@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,6 +27,7 @@ from nodemanager.runtime.docker import DockerRuntime
 from nodemanager.runtime.process import ProcessRuntime
 from nodemanager.workspace import InvalidRunId, Workspaces
 from tests.support.images import TEST_LABELS
+from tests.support.wait import eventually
 
 STEP = 20.0  # upper bound of any single wait in these tests
 
@@ -132,7 +134,7 @@ async def test_exit_code_is_reported(under_test: RuntimeUnderTest, code: int) ->
     exit_code, _ = await run_to_end(runtime, spec)
     assert exit_code == code
     [handle] = [handle for handle in await runtime.list() if handle.run_id == spec.run_id]
-    assert (handle.running, handle.exit_code) == (False, code)
+    assert not handle.running
 
 
 async def test_env_reaches_the_run_and_workspace_is_the_writable_cwd(under_test: RuntimeUnderTest) -> None:
@@ -186,8 +188,8 @@ async def test_a_new_instance_adopts_running_and_exited_runs(under_test: Runtime
     restarted = await under_test.runtime()
     handles = {handle.run_id: handle for handle in await restarted.list()}
     assert set(handles) == {sleeper.run_id, quitter.run_id}
-    assert (handles[sleeper.run_id].running, handles[sleeper.run_id].exit_code) == (True, None)
-    assert (handles[quitter.run_id].running, handles[quitter.run_id].exit_code) == (False, 5)
+    assert (handles[sleeper.run_id].running, handles[quitter.run_id].running) == (True, False)
+    assert await asyncio.wait_for(restarted.wait(quitter.run_id), STEP) == 5
     (sleeper.workspace / "go").touch()
     lines = await collect(restarted.logs(sleeper.run_id))
     assert [line.text for line in lines] == ["before", "after"]
@@ -209,6 +211,42 @@ async def test_logs_since_resumes_without_duplicates(under_test: RuntimeUnderTes
     assert [line.text for line in first_part + rest] == [f"line{n}" for n in range(1, 7)]
     again = await collect(restarted.logs(spec.run_id, since=rest[2].ts))
     assert again == rest[3:]
+
+
+async def test_both_streams_come_named_in_timestamp_order_and_resume_after_a_stamp(
+    under_test: RuntimeUnderTest,
+) -> None:
+    runtime = await under_test.runtime()
+    script = "for i in $(seq 1 10); do echo out$i; sleep 0.05; echo err$i >&2; sleep 0.05; done"
+    spec = under_test.spec(["sh", "-c", script])
+    await runtime.start(spec)
+    assert await asyncio.wait_for(runtime.wait(spec.run_id), STEP) == 0
+    lines = await collect(runtime.logs(spec.run_id))  # all of it at once, as after a restart
+
+    expected = [pair for n in range(1, 11) for pair in (("stdout", f"out{n}"), ("stderr", f"err{n}"))]
+    assert texts(lines) == expected
+    stamps = [line.ts for line in lines]
+    assert stamps == sorted(stamps, key=str)
+    restarted = await under_test.runtime()
+    rest = await collect(restarted.logs(spec.run_id, since=lines[9].ts))
+    assert rest == lines[10:]
+
+
+async def test_a_reader_stopped_early_leaves_no_thread_behind(under_test: RuntimeUnderTest) -> None:
+    runtime = await under_test.runtime()
+    spec = under_test.spec(["sh", "-c", "echo ready; echo waiting >&2; sleep 60"])
+    await runtime.start(spec)
+    lines = runtime.logs(spec.run_id)
+    async with asyncio.timeout(STEP):
+        async for line in lines:
+            if line.text == "ready":
+                break
+    await lines.aclose()
+
+    def readers() -> list[str]:
+        return [thread.name for thread in threading.enumerate() if spec.run_id in thread.name]
+
+    eventually(lambda: not readers(), timeout=STEP, what="reader threads ended")
 
 
 async def test_starting_the_same_run_twice_fails(under_test: RuntimeUnderTest) -> None:

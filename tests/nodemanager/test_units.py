@@ -1,8 +1,7 @@
-"""nodemanager pieces that need no server: configuration, environment layering, labels, loops."""
+"""nodemanager pieces that need no server: configuration, environment layering, labels."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from nodeapi import models as m
-from nodeapi.errors import ServerError, TransportError
 from nodemanager.config import VARIABLES, ConfigError, NodeConfig, default_max_concurrent
-from nodemanager.loops import Backoff, jittered, service_loop
 from nodemanager.nodeinfo import goarch, node_labels
 from nodemanager.supervisor import container_env
 
@@ -146,40 +143,3 @@ def test_auto_labels() -> None:
     labels = node_labels()
     assert labels["os"] == "linux"
     assert labels["arch"] in {"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"}
-
-
-def test_backoff_grows_to_its_ceiling_and_resets() -> None:
-    backoff = Backoff(base=1.0, ceiling=8.0)
-    delays = [backoff.next_delay() for _ in range(8)]
-
-    assert 0.5 <= delays[0] <= 1.0
-    assert all(4.0 <= d <= 8.0 for d in delays[4:])
-    backoff.reset()
-    assert backoff.next_delay() <= 1.0
-
-
-def test_jitter_stays_within_ten_percent() -> None:
-    assert all(9.0 <= jittered(10.0) <= 11.0 for _ in range(200))
-
-
-async def test_service_loop_survives_errors_and_stops_when_asked() -> None:
-    stop = asyncio.Event()
-    outcomes: list[str] = []
-    failures: list[BaseException] = [
-        TransportError("http://x", "connection refused"),
-        ServerError(503, "busy"),
-        ValueError("a bug"),
-    ]
-
-    async def body() -> float:
-        if failures:
-            outcomes.append("error")
-            raise failures.pop(0)
-        outcomes.append("ok")
-        if outcomes.count("ok") == 2:
-            stop.set()
-        return 0.01
-
-    await asyncio.wait_for(service_loop("test", body, backoff_ceiling=0.05, stop=stop), timeout=10)
-
-    assert outcomes == ["error", "error", "error", "ok", "ok"]
