@@ -70,7 +70,8 @@ class ProxyTestStep(Struct):
     latency_ms: float | None = None
     detail: str | None = None
     status_code: int | None = None
-    skipped: bool = False  # not attempted (e.g. HTTPS in a container); `ok` is then false
+    skipped: bool = False  # not attempted (an earlier step failed, HTTPS in a container); `ok` is false
+    target: str | None = None  # the URL an http or https step fetched
 
 
 class ProxyTestResult(Struct):
@@ -78,8 +79,9 @@ class ProxyTestResult(Struct):
     reason: ProxyTestReason
     message: str
     proxy: str | None = None  # credentials masked
-    target_http: str | None = None
-    target_https: str | None = None
+    target_http: str | None = None  # the first plain HTTP target
+    target_https: str | None = None  # the first HTTPS target
+    targets: list[str] = msgspec.field(default_factory=list)  # every target, in the order tested
     in_container: bool = False
     steps: list[ProxyTestStep] = msgspec.field(default_factory=list)
     node_id: str | None = None
@@ -135,7 +137,11 @@ class EnvConfig(Struct):
 
 
 class ProxyTestRequest(Struct):
+    """Targets: `urls` (http:// or https://, each fetched through the proxy its scheme selects),
+    plus `url` and `https_url`; a request that names none gets the server's default targets."""
+
     proxy: ProxyConfig | None = None  # test this instead of the saved one
+    urls: list[str] = msgspec.field(default_factory=list)
     url: str | None = None  # plain HTTP target
     https_url: str | None = None  # HTTPS target (CONNECT + TLS)
     timeout: float | None = None  # seconds, per step

@@ -143,6 +143,37 @@ def validate_no_proxy(value: str, field: str = "no_proxy") -> str:
     return value
 
 
+def validate_proxy_settings(
+    http_proxy: str | None, https_proxy: str | None, no_proxy: str | None, field: str = "proxy"
+) -> None:
+    """The proxy part of an env config (or of a proxy test request): URLs and no_proxy."""
+    for name, url in (("http_proxy", http_proxy), ("https_proxy", https_proxy)):
+        if url:
+            validate_proxy_url(url, f"{field}.{name}")
+    if no_proxy:
+        validate_no_proxy(no_proxy, f"{field}.no_proxy")
+
+
+MAX_TARGET_URLS = 16
+
+
+def validate_target_urls(urls: list[str], field: str = "urls") -> list[str]:
+    """Proxy-test targets: at most MAX_TARGET_URLS http:// or https:// URLs without white space."""
+    if len(urls) > MAX_TARGET_URLS:
+        raise ValueError(f"{field}: at most {MAX_TARGET_URLS} target URLs, got {len(urls)}")
+    for url in urls:
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        host = urlsplit(url).hostname if scheme in ("http", "https") else None
+        if (
+            scheme not in ("http", "https")
+            or not host
+            or len(url) > 2048
+            or any(ch.isspace() or not ch.isprintable() for ch in url)
+        ):
+            raise ValueError(f"{field}: {_shown(url)} must be an http:// or https:// URL without spaces")
+    return urls
+
+
 def validate_capacity(max_concurrent: int, field: str = "capacity.max_concurrent") -> int:
     if isinstance(max_concurrent, bool) or not 1 <= max_concurrent <= MAX_CAPACITY:
         raise ValueError(f"{field} must be an integer between 1 and {MAX_CAPACITY}, got {max_concurrent!r}")

@@ -249,11 +249,16 @@ def run_proxy_test(
     ctx: typer.Context,
     node_id: NodeIdOrSelectorArg = None,
     url: Annotated[
-        str | None, typer.Option("--url", help="Plain HTTP target to fetch through the proxy.")
+        list[str] | None,
+        typer.Option(
+            "--url",
+            help="Target to fetch through the proxy its scheme selects (http:// or https://); repeatable. "
+            "Only these are fetched; without --url the server's default targets are.",
+        ),
     ] = None,
     https_url: Annotated[
         str | None,
-        typer.Option("--https-url", help="HTTPS target (CONNECT + TLS) to fetch through the proxy."),
+        typer.Option("--https-url", help="An HTTPS target, the same as --url https://...", hidden=True),
     ] = None,
     proxy: Annotated[
         str | None,
@@ -278,18 +283,23 @@ def run_proxy_test(
     one row each; exit 1 when any failed (offline and not answering included)."""
     from nodeapi import models as m
     from nodeapi.client import Calls
+    from nodeapi.validation import validate_target_urls
 
     labels = selector_of(node_id, selector)
     proxy_config = None
     if proxy is not None:
         checked = check_proxy_url(proxy, "--proxy")
         proxy_config = m.ProxyConfig(http_proxy=checked, https_proxy=checked)
-    request = m.ProxyTestRequest(
-        proxy=proxy_config, url=url, https_url=https_url, timeout=timeout, in_container=in_container
-    )
+    urls = [*(url or []), *([https_url] if https_url else [])]
+    try:
+        validate_target_urls(urls, "--url")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    request = m.ProxyTestRequest(proxy=proxy_config, urls=urls, timeout=timeout, in_container=in_container)
     if wait is None:
-        # the node runs up to three steps of `timeout` (its default: 10 s) each; the server waits 60 s at most
-        wait = min(60.0, max(30.0, (timeout or 10.0) * 3 + 10.0))
+        # the node runs a connect step and one step per target of `timeout` (its default: 10 s) each;
+        # the server waits 60 s at most
+        wait = min(60.0, max(30.0, (timeout or 10.0) * (1 + max(len(urls), 2)) + 10.0))
     sess = session(ctx)
     if labels is not None:
         _test_proxy_fleet(sess, labels, request, wait, parallel, fmt)
@@ -333,12 +343,17 @@ def _print_proxy_report(result: m.ProxyTestResult) -> None:
         ("Node", result.node_id or "-"),
         ("Proxy", result.proxy or "(none)"),
         ("Where", "in a container" if result.in_container else "on the node"),
-        ("Targets", " ".join(t for t in (result.target_http, result.target_https) if t) or "-"),
+        (
+            "Targets",
+            " ".join(result.targets or [t for t in (result.target_http, result.target_https) if t]) or "-",
+        ),
     ]
     for step in result.steps:
         latency = "" if step.latency_ms is None else f" {step.latency_ms:.0f} ms"
         status = "" if step.status_code is None else f" HTTP {step.status_code}"
         detail = f" - {step.detail}" if step.detail else ""
+        if step.skipped and step.target:
+            detail += f" ({step.target})"
         if step.skipped:
             mark, style = "skipped", "yellow"
         else:

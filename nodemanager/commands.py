@@ -8,7 +8,7 @@ import msgspec
 
 from nodeapi import models as m
 from nodemanager.config import NodeConfig
-from nodemanager.proxycheck import check_proxy_config, mask_proxy_url
+from nodemanager.proxycheck import check_proxy_config, mask_proxy_url, targets_of
 from nodemanager.runtime.base import Runtime
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ async def run_proxy_test(
     request: m.ProxyTestRequest, config: NodeConfig, runtime: Runtime
 ) -> m.ProxyTestResult:
     proxy = request.proxy or m.ProxyConfig()
+    targets = targets_of(request.urls, request.url, request.https_url)
     if request.in_container:
         # imported here: the docker SDK is needed only by this variant
         from nodemanager.proxycheck_container import check_proxy_in_container
@@ -56,8 +57,7 @@ async def run_proxy_test(
             runtime,
             request.image or config.proxy_probe_image,
             proxy,
-            request.url,
-            request.https_url,
+            targets,
             timeout=request.timeout,
             node_id=config.node_id,
             network_mode=config.docker_network,
@@ -65,8 +65,7 @@ async def run_proxy_test(
         )
     return await check_proxy_config(
         proxy,
-        request.url,
-        request.https_url,
+        targets,
         timeout=request.timeout,
         ca_file=str(config.proxy_test_ca_file) if config.proxy_test_ca_file else None,
         node_id=config.node_id,

@@ -1,10 +1,14 @@
 """The on-node proxy test: can runs on this node reach the outside through the configured proxy?
 
-Three steps on raw asyncio sockets, stopping at the first failure, each timed:
+Steps on raw asyncio sockets, each timed, stopping at the first failure (the steps that did
+not run are reported skipped):
 
 1. `connect`: resolve the proxy's host and open a TCP connection (TLS too for an https:// proxy);
-2. `http`:    a plain HTTP GET of the HTTP target through it;
-3. `https`:   CONNECT to the HTTPS target, TLS handshake through the tunnel, GET.
+2. per target, in order: `http`, a plain HTTP GET of an http:// target through the HTTP proxy, or
+   `https`, CONNECT to an https:// target through the HTTPS proxy, a TLS handshake through the
+   tunnel, and a GET.
+
+The targets are those the request names (any number, either scheme), or the two defaults.
 
 The outcome is one reason of `ProxyTestReason`. Proxy passwords never appear in a result, a
 message or a log line: URLs are shown as `scheme://user:***@host:port`.
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HTTP_TARGET = "http://example.com/"
 DEFAULT_HTTPS_TARGET = "https://example.com/"
 DEFAULT_TIMEOUT = 10.0
+SKIPPED_AFTER_FAILURE = "not run: an earlier step failed"
 USER_AGENT = "agentnodes-proxycheck/1"
 MAX_HEAD_BYTES = 64 * 1024
 _KNOWN_PROXY_SERVERS = ("tinyproxy", "squid", "proxy.py", "privoxy", "envoy", "nginx")
@@ -256,6 +261,16 @@ async def _close(writer: asyncio.StreamWriter) -> None:
             await writer.wait_closed()
 
 
+async def _http_fetch(
+    proxy: ProxyEndpoint, target: Target, seconds: float, tls: ssl.SSLContext
+) -> ResponseHead:
+    reader, writer = await _open(proxy, seconds, tls)
+    try:
+        return await _http_get(reader, writer, proxy, target, seconds)
+    finally:
+        await _close(writer)
+
+
 async def _http_get(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
@@ -348,7 +363,7 @@ class _Steps:
         self.steps: list[ProxyTestStep] = []
 
     @contextlib.asynccontextmanager
-    async def step(self, name: str) -> AsyncIterator[_StepRecord]:
+    async def step(self, name: str, target: str | None = None) -> AsyncIterator[_StepRecord]:
         started = time.perf_counter()
         record = _StepRecord()
         try:
@@ -361,14 +376,28 @@ class _Steps:
                     latency_ms=_ms(started),
                     detail=exc.message,
                     status_code=exc.status_code,
+                    target=target,
                 )
             )
             raise
         self.steps.append(
             ProxyTestStep(
-                name=name, ok=True, latency_ms=_ms(started), detail=record.detail, status_code=record.status
+                name=name,
+                ok=True,
+                latency_ms=_ms(started),
+                detail=record.detail,
+                status_code=record.status,
+                target=target,
             )
         )
+
+    def skip_rest(self, planned: list[str]) -> None:
+        """Report the planned steps (`connect`, then target URLs) that did not run as skipped."""
+        for item in planned[len(self.steps) :]:
+            name, target = ("connect", None) if item == "connect" else (_scheme(item), item)
+            self.steps.append(
+                ProxyTestStep(name=name, ok=False, skipped=True, detail=SKIPPED_AFTER_FAILURE, target=target)
+            )
 
 
 @dataclass
@@ -381,10 +410,33 @@ def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
+def targets_of(request_urls: list[str], http_url: str | None, https_url: str | None) -> list[str]:
+    """The URLs a request names, in order and each once; the two defaults when it names none."""
+    named = list(dict.fromkeys([*request_urls, *(url for url in (http_url, https_url) if url)]))
+    return named or [DEFAULT_HTTP_TARGET, DEFAULT_HTTPS_TARGET]
+
+
+def _scheme(url: str) -> str:
+    return "https" if url.lower().startswith("https://") else "http"
+
+
+def new_result(proxy_url: str | None, targets: list[str], node_id: str | None) -> ProxyTestResult:
+    return ProxyTestResult(
+        ok=False,
+        reason="error",
+        message="",
+        proxy=mask_proxy_url(proxy_url),
+        target_http=next((t for t in targets if _scheme(t) == "http"), None),
+        target_https=next((t for t in targets if _scheme(t) == "https"), None),
+        targets=list(targets),
+        node_id=node_id,
+        tested_at=datetime.now(UTC),
+    )
+
+
 async def check_proxy(
     proxy_url: str,
-    http_url: str | None = None,
-    https_url: str | None = None,
+    targets: list[str],
     *,
     https_proxy_url: str | None = None,
     timeout: float | None = None,  # noqa: ASYNC109 - a limit per step, as in ProxyTestRequest
@@ -392,80 +444,69 @@ async def check_proxy(
     ca_file: str | None = None,
     node_id: str | None = None,
 ) -> ProxyTestResult:
-    """Test `proxy_url` (and `https_proxy_url` for the HTTPS step, default: the same proxy)."""
+    """Fetch each target through the proxy its scheme selects: `proxy_url` for http://,
+    `https_proxy_url` (default: the same proxy) for https://. The first step connects to the
+    proxy of the first target; a step after a failed one is reported skipped."""
     step_timeout = timeout or DEFAULT_TIMEOUT
-    http_target_url = http_url or DEFAULT_HTTP_TARGET
-    https_target_url = https_url or DEFAULT_HTTPS_TARGET
-    result = ProxyTestResult(
-        ok=False,
-        reason="error",
-        message="",
-        proxy=mask_proxy_url(proxy_url),
-        target_http=http_target_url,
-        target_https=https_target_url,
-        node_id=node_id,
-        tested_at=datetime.now(UTC),
-    )
+    result = new_result(proxy_url, targets, node_id)
     runner = _Steps()
     try:
         proxy = ProxyEndpoint.parse(proxy_url)
         https_proxy = ProxyEndpoint.parse(https_proxy_url) if https_proxy_url else proxy
-        http_target = Target.parse(http_target_url, "http")
-        https_target = Target.parse(https_target_url, "https")
+        parsed = [Target.parse(url, _scheme(url)) for url in targets]
         tls = tls_context(verify, ca_file)
+        first = https_proxy if targets and _scheme(targets[0]) == "https" else proxy
         async with runner.step("connect") as record:
-            reader, writer = await _open(proxy, step_timeout, tls)
-            record.detail = f"connected to {proxy.host}:{proxy.port}"
-        try:
-            async with runner.step("http") as record:
-                head = await _http_get(reader, writer, proxy, http_target, step_timeout)
-                record.status, record.detail = head.status, f"{http_target.url} answered {head.describe()}"
-        finally:
-            await _close(writer)
-        async with runner.step("https") as record:
-            head = await _https_get(https_proxy, https_target, step_timeout, tls)
-            record.status, record.detail = head.status, f"{https_target.url} answered {head.describe()}"
+            _, writer = await _open(first, step_timeout, tls)
+            record.detail = f"connected to {first.host}:{first.port}"
+        await _close(writer)
+        for target in parsed:
+            scheme = _scheme(target.url)
+            async with runner.step(scheme, target.url) as record:
+                if scheme == "http":
+                    head = await _http_fetch(proxy, target, step_timeout, tls)
+                else:
+                    head = await _https_get(https_proxy, target, step_timeout, tls)
+                record.status, record.detail = head.status, f"{target.url} answered {head.describe()}"
     except ProxyCheckError as exc:
         result.reason, result.message = exc.reason, exc.message
+        runner.skip_rest(["connect", *targets])
     else:
         result.ok, result.reason = True, "ok"
         latencies = ", ".join(f"{step.name} {step.latency_ms:g} ms" for step in runner.steps)
-        result.message = f"proxy {result.proxy} works for HTTP and HTTPS ({latencies})"
+        result.message = f"proxy {result.proxy} works for {_described(targets)} ({latencies})"
     result.steps = runner.steps
     log.info("proxy test of %s: %s (%s)", result.proxy, result.reason, result.message)
     return result
 
 
+def _described(targets: list[str]) -> str:
+    schemes = sorted({_scheme(url).upper() for url in targets})
+    return f"{len(targets)} target(s) over {' and '.join(schemes)}"
+
+
 async def check_proxy_config(
     config: ProxyConfig,
-    http_url: str | None = None,
-    https_url: str | None = None,
+    targets: list[str],
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - a limit per step, as in ProxyTestRequest
     verify: bool = True,
     ca_file: str | None = None,
     node_id: str | None = None,
 ) -> ProxyTestResult:
-    """The test for a node's env config: http_proxy for the HTTP step, https_proxy for HTTPS.
+    """The test for a node's env config: http_proxy for http:// targets, https_proxy for https://.
 
-    With only one of the two set, both steps go through it. `no_proxy` is not consulted: the
+    With only one of the two set, every target goes through it. `no_proxy` is not consulted: the
     targets are meant to be reached through the proxy.
     """
     proxy_url = config.http_proxy or config.https_proxy
     if not proxy_url:
-        return ProxyTestResult(
-            ok=False,
-            reason="error",
-            message="no proxy configured (set http_proxy or https_proxy)",
-            target_http=http_url or DEFAULT_HTTP_TARGET,
-            target_https=https_url or DEFAULT_HTTPS_TARGET,
-            node_id=node_id,
-            tested_at=datetime.now(UTC),
-        )
+        result = new_result(None, targets, node_id)
+        result.message = "no proxy configured (set http_proxy or https_proxy)"
+        return result
     return await check_proxy(
         proxy_url,
-        http_url,
-        https_url,
+        targets,
         https_proxy_url=config.https_proxy if config.https_proxy != proxy_url else None,
         timeout=timeout,
         verify=verify,

@@ -2,11 +2,11 @@
 
 A throwaway container of a busybox image (PROXY_PROBE_IMAGE, or the request's image) on the
 runs' network gets the proxy variables as runs get them (both cases: busybox `wget` reads only
-`http_proxy`) and fetches the HTTP target with `wget -S`; its output is classified into the
-same reasons as the on-node test (`nodemanager.proxycheck`).
+`http_proxy`) and fetches each http:// target with `wget -S`, stopping at the first failure; its
+output is classified into the same reasons as the on-node test (`nodemanager.proxycheck`).
 
 Limits, reported rather than hidden: busybox `wget` cannot tunnel HTTPS through a proxy
-(no CONNECT), so the `https` step is answered `skipped`; the on-node test covers CONNECT + TLS.
+(no CONNECT), so `https` steps are answered `skipped`; the on-node test covers CONNECT + TLS.
 `wget -T` crashes busybox 1.35, so the `timeout` applet bounds the fetch instead.
 """
 
@@ -17,40 +17,44 @@ import contextlib
 import math
 import re
 import uuid
-from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
 import docker.errors
 
 from nodeapi.models import ProxyConfig, ProxyTestResult, ProxyTestStep
 from nodemanager.proxycheck import (
-    DEFAULT_HTTP_TARGET,
-    DEFAULT_HTTPS_TARGET,
     DEFAULT_TIMEOUT,
+    SKIPPED_AFTER_FAILURE,
     ProxyCheckError,
     ProxyEndpoint,
     ResponseHead,
     Target,
     classify_response,
-    mask_proxy_url,
+    new_result,
 )
 from nodemanager.runtime.base import ImageNotFound, RuntimeError_
 from nodemanager.runtime.docker import LABEL_NODE_ID, DockerRuntime
 
 PROBE_LABEL = "agentnodes.proxycheck"
 CONTAINER_GRACE_SECONDS = 15.0  # container start and teardown, on top of the step timeout
+HTTPS_NOT_TESTED = "busybox wget cannot tunnel HTTPS through a proxy"
 HTTPS_SKIPPED = (
     "not tested inside the container: busybox wget cannot tunnel HTTPS through a proxy "
     "(run the test on the node for the CONNECT + TLS step)"
 )
 
-# Times come from /proc/uptime (busybox `date` has no sub-second format).
+# Times come from /proc/uptime (busybox `date` has no sub-second format); `set -f`: a URL may hold
+# glob characters, and URLs never hold white space (the server refuses them).
 PROBE_SCRIPT = r"""
-read t0 _ </proc/uptime
-timeout "$PROBE_TIMEOUT" wget -S -O /dev/null "$PROBE_URL" 2>&1
-rc=$?
-read t1 _ </proc/uptime
-echo "@@step http $rc $t0 $t1"
+set -f
+for url in $PROBE_URLS; do
+  read t0 _ </proc/uptime
+  timeout "$PROBE_TIMEOUT" wget -S -O /dev/null "$url" 2>&1
+  rc=$?
+  read t1 _ </proc/uptime
+  echo "@@step http $rc $t0 $t1"
+  [ "$rc" = 0 ] || break
+done
 """
 
 _STEP_LINE = re.compile(r"^@@step (\S+) (\d+) ([\d.]+) ([\d.]+)$")
@@ -73,39 +77,31 @@ async def check_proxy_in_container(
     runtime: DockerRuntime,
     image: str,
     config: ProxyConfig,
-    http_url: str | None = None,
-    https_url: str | None = None,
+    targets: list[str],
     *,
-    timeout: float | None = None,  # noqa: ASYNC109 - the limit of the step, as in ProxyTestRequest
+    timeout: float | None = None,  # noqa: ASYNC109 - the limit of each step, as in ProxyTestRequest
     node_id: str | None = None,
     network_mode: str = "host",
     labels: dict[str, str] | None = None,
 ) -> ProxyTestResult:
     step_timeout = timeout or DEFAULT_TIMEOUT
-    target_url = http_url or DEFAULT_HTTP_TARGET
     proxy_url = config.http_proxy or config.https_proxy
-    result = ProxyTestResult(
-        ok=False,
-        reason="error",
-        message="",
-        proxy=mask_proxy_url(proxy_url),
-        target_http=target_url,
-        target_https=https_url or DEFAULT_HTTPS_TARGET,
-        in_container=True,
-        node_id=node_id,
-        tested_at=datetime.now(UTC),
-    )
+    result = new_result(proxy_url, targets, node_id)
+    result.in_container = True
     if not proxy_url:
         result.message = "no proxy configured (set http_proxy or https_proxy)"
         return result
+    http_urls = [url for url in targets if not url.lower().startswith("https://")]
     try:
         proxy = ProxyEndpoint.parse(proxy_url)
-        target = Target.parse(target_url, "http")
-        await runtime.ensure_image(image)
-        environment = probe_environment(config, proxy_url)
-        output = await asyncio.to_thread(
-            _run_probe, runtime, image, environment, target_url, step_timeout, network_mode, labels or {}
-        )
+        http_targets = [Target.parse(url, "http") for url in http_urls]
+        output = ""
+        if http_targets:
+            await runtime.ensure_image(image)
+            environment = probe_environment(config, proxy_url)
+            output = await asyncio.to_thread(
+                _run_probe, runtime, image, environment, http_urls, step_timeout, network_mode, labels or {}
+            )
     except ProxyCheckError as exc:
         result.reason, result.message = exc.reason, exc.message
         return result
@@ -115,33 +111,55 @@ async def check_proxy_in_container(
     except RuntimeError_ as exc:
         result.message = f"could not run the probe container: {exc}"
         return result
-    output = _scrub(output, proxy)
-    step, failure = _classify_output(output, proxy, target, step_timeout)
-    result.steps = [step]
+    fetched, failure = _classify_output(_scrub(output, proxy), proxy, http_targets, step_timeout)
+    result.steps = _in_order(targets, fetched)
     if failure is not None:
         result.reason, result.message = failure.reason, f"from a container: {failure.message}"
         return result
-    result.steps.append(ProxyTestStep(name="https", ok=False, skipped=True, detail=HTTPS_SKIPPED))
+    if not http_targets:
+        result.message = f"nothing to test in a container: {HTTPS_NOT_TESTED}"
+        return result
     result.ok, result.reason = True, "ok"
-    result.message = (
-        f"from a container ({image}), proxy {result.proxy} fetched {target_url} ({step.detail}); "
-        "HTTPS was not tested in the container (busybox wget cannot tunnel it through a proxy)"
+    result.message = f"from a container ({image}), proxy {result.proxy} fetched " + ", ".join(
+        step.detail or step.target or "" for step in fetched
     )
+    if len(http_urls) < len(targets):
+        result.message += (
+            "; HTTPS was not tested in the container (busybox wget cannot tunnel it through a proxy)"
+        )
     return result
+
+
+def _in_order(targets: list[str], fetched: list[ProxyTestStep]) -> list[ProxyTestStep]:
+    """A step per target in the request's order: the fetched ones, then skipped ones saying why."""
+    by_target = {step.target: step for step in fetched}
+    failed = any(not step.ok for step in fetched)
+    steps = []
+    for url in targets:
+        if url in by_target:
+            steps.append(by_target[url])
+        elif url.lower().startswith("https://"):
+            steps.append(
+                ProxyTestStep(name="https", ok=False, skipped=True, detail=HTTPS_SKIPPED, target=url)
+            )
+        else:
+            detail = SKIPPED_AFTER_FAILURE if failed else "not run"
+            steps.append(ProxyTestStep(name="http", ok=False, skipped=True, detail=detail, target=url))
+    return steps
 
 
 def _run_probe(
     runtime: DockerRuntime,
     image: str,
     proxy_environment: dict[str, str],
-    target_url: str,
+    target_urls: list[str],
     step_timeout: float,
     network_mode: str,
     labels: dict[str, str],
 ) -> str:
     """Start the probe container, wait for it, return its output; always removes it."""
     seconds = max(1, math.ceil(step_timeout))
-    environment = {**proxy_environment, "PROBE_URL": target_url, "PROBE_TIMEOUT": str(seconds)}
+    environment = {**proxy_environment, "PROBE_URLS": " ".join(target_urls), "PROBE_TIMEOUT": str(seconds)}
     all_labels = {**labels, **runtime.extra_labels, PROBE_LABEL: "1", LABEL_NODE_ID: runtime.node_id}
     try:
         container = runtime.client.containers.create(
@@ -160,7 +178,7 @@ def _run_probe(
     try:
         container.start()
         try:
-            container.wait(timeout=seconds + CONTAINER_GRACE_SECONDS)
+            container.wait(timeout=seconds * len(target_urls) + CONTAINER_GRACE_SECONDS)
         except OSError as exc:  # requests' ConnectionError: the wait itself timed out
             raise ProxyCheckError("timeout", f"the probe container did not finish within {seconds}s") from exc
         return bytes(container.logs(stdout=True, stderr=True)).decode("utf-8", errors="replace")
@@ -179,22 +197,50 @@ def _scrub(output: str, proxy: ProxyEndpoint) -> str:
 
 
 def _classify_output(
-    output: str, proxy: ProxyEndpoint, target: Target, step_timeout: float
+    output: str, proxy: ProxyEndpoint, targets: list[Target], step_timeout: float
+) -> tuple[list[ProxyTestStep], ProxyCheckError | None]:
+    """A step per target the probe fetched (it stops at the first failure), and that failure."""
+    steps: list[ProxyTestStep] = []
+    lines: list[str] = []
+    segments: list[tuple[list[str], re.Match[str] | None]] = []
+    for line in output.splitlines():
+        marker = _STEP_LINE.match(line)
+        if marker:
+            segments.append((lines, marker))
+            lines = []
+        else:
+            lines.append(line)
+    if lines or not segments:
+        segments.append((lines, None))  # output without a marker: the probe did not finish a step
+    for target, (step_lines, marker) in zip(targets, segments, strict=False):
+        step, failure = _classify_step(step_lines, marker, proxy, target, step_timeout)
+        steps.append(step)
+        if failure is not None:
+            return steps, failure
+    return steps, None
+
+
+def _classify_step(
+    lines: list[str], marker: re.Match[str] | None, proxy: ProxyEndpoint, target: Target, step_timeout: float
 ) -> tuple[ProxyTestStep, ProxyCheckError | None]:
-    lines = output.splitlines()
-    marker = next((m for m in map(_STEP_LINE.match, lines) if m), None)
     latency = round((float(marker.group(4)) - float(marker.group(3))) * 1000, 1) if marker else None
     exit_code = int(marker.group(2)) if marker else None
     head = _last_response_head(lines)
     failure = _failure(lines, exit_code, head, proxy, target, step_timeout)
     if failure is None:
-        detail = f"{target.url} answered {head.describe()}" if head else "fetched"
+        detail = f"{target.url} answered {head.describe()}" if head else f"{target.url} fetched"
         status = head.status if head else None
-        return ProxyTestStep(
-            name="http", ok=True, latency_ms=latency, detail=detail, status_code=status
-        ), None
+        step = ProxyTestStep(
+            name="http", ok=True, latency_ms=latency, detail=detail, status_code=status, target=target.url
+        )
+        return step, None
     step = ProxyTestStep(
-        name="http", ok=False, latency_ms=latency, detail=failure.message, status_code=failure.status_code
+        name="http",
+        ok=False,
+        latency_ms=latency,
+        detail=failure.message,
+        status_code=failure.status_code,
+        target=target.url,
     )
     return step, failure
 

@@ -79,7 +79,7 @@ export function proxyResultView(result) {
                   step.ok ? "OK" : step.skipped ? t("proxy.skipped") : "✕",
                   step.status_code ? ` (${step.status_code})` : ""),
                 h("td", { class: "num" }, formatLatency(step.latency_ms)),
-                h("td", { class: "wrap" }, step.detail || ""),
+                h("td", { class: "wrap" }, [step.detail, step.skipped && step.target].filter(Boolean).join(" — ")),
               );
             }),
           ),

@@ -48,22 +48,6 @@ class ProxyTestTargets:
     https_url: str
 
 
-def _check_target(url: str, field: str, scheme: str) -> str:
-    if not url.startswith(f"{scheme}://") or len(url) > 2048 or any(ch.isspace() for ch in url):
-        raise ValueError(f"{field} must be an {scheme}:// URL without spaces, got {url[:80]!r}")
-    return url
-
-
-def _proxy_payload(proxy: m.ProxyConfig) -> dict[str, str | None]:
-    for name in ("http_proxy", "https_proxy"):
-        value = getattr(proxy, name)
-        if value:
-            validation.validate_proxy_url(value, f"proxy.{name}")
-    if proxy.no_proxy:
-        validation.validate_no_proxy(proxy.no_proxy, "proxy.no_proxy")
-    return {"http_proxy": proxy.http_proxy, "https_proxy": proxy.https_proxy, "no_proxy": proxy.no_proxy}
-
-
 class CommandService:
     def __init__(self, ctx: ServiceContext, targets: ProxyTestTargets) -> None:
         self._ctx = ctx
@@ -105,14 +89,16 @@ class CommandService:
         raise Conflict(f"node {node_id} is offline: last heartbeat {(now - heard).total_seconds():.0f} s ago")
 
     def _payload(self, req: m.ProxyTestRequest, saved: m.ProxyConfig) -> dict[str, Any]:
+        """What the node runs: the named targets only, or the server's defaults when none is named."""
+        proxy = req.proxy if req.proxy is not None else saved
         try:
-            proxy = _proxy_payload(req.proxy if req.proxy is not None else saved)
-            http_url = _check_target(req.url, "url", "http") if req.url else self._targets.http_url
-            https_url = (
-                _check_target(req.https_url, "https_url", "https")
-                if req.https_url
-                else self._targets.https_url
-            )
+            validation.validate_proxy_settings(proxy.http_proxy, proxy.https_proxy, proxy.no_proxy)
+            named = list(dict.fromkeys([*req.urls, *(url for url in (req.url, req.https_url) if url)]))
+            urls = validation.validate_target_urls(named) or [self._targets.http_url, self._targets.https_url]
+            if req.url and not req.url.startswith("http://"):
+                raise ValueError(f"url must be an http:// URL, got {req.url[:80]!r}")
+            if req.https_url and not req.https_url.startswith("https://"):
+                raise ValueError(f"https_url must be an https:// URL, got {req.https_url[:80]!r}")
         except ValueError as exc:
             raise InvalidInput(str(exc)) from exc
         if req.timeout is not None and not 0 < req.timeout <= MAX_STEP_TIMEOUT:
@@ -120,9 +106,15 @@ class CommandService:
         if req.image is not None and (not req.image.strip() or len(req.image) > 512):
             raise InvalidInput("image must be a non-empty image reference of at most 512 characters")
         return {
-            "proxy": proxy,
-            "url": http_url,
-            "https_url": https_url,
+            "proxy": {
+                "http_proxy": proxy.http_proxy,
+                "https_proxy": proxy.https_proxy,
+                "no_proxy": proxy.no_proxy,
+            },
+            "urls": urls,
+            # the first target of each scheme, for nodes that read only these two
+            "url": next((url for url in urls if url.startswith("http://")), None),
+            "https_url": next((url for url in urls if url.startswith("https://")), None),
             "timeout": req.timeout,
             "in_container": req.in_container,
             "image": req.image,
@@ -182,11 +174,18 @@ def _proxy_passwords(payload: dict[str, Any]) -> set[str]:
     return passwords
 
 
+MIN_SCRUBBED_LENGTH = 4  # a shorter password is masked only where it sits in a URL (`:pw@`)
+
+
 def _without(text: str | None, passwords: set[str]) -> str | None:
+    """`text` without the passwords: in URL userinfo always, elsewhere when long enough that
+    replacing it cannot garble ordinary words (a password "p" would eat every p)."""
     if text is None:
         return None
     for password in sorted(passwords, key=len, reverse=True):
-        text = text.replace(password, "***")
+        text = text.replace(f":{password}@", ":***@")
+        if len(password) >= MIN_SCRUBBED_LENGTH:
+            text = text.replace(password, "***")
     return text
 
 

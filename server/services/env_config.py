@@ -15,12 +15,8 @@ from server.services.mappers import env_config_to_wire, now_utc
 def validate_env_config(config: m.EnvConfig) -> None:
     """Raises InvalidInput naming the bad field."""
     try:
-        for name in ("http_proxy", "https_proxy"):
-            url = getattr(config.proxy, name)
-            if url:
-                validation.validate_proxy_url(url, f"proxy.{name}")
-        if config.proxy.no_proxy:
-            validation.validate_no_proxy(config.proxy.no_proxy, "proxy.no_proxy")
+        proxy = config.proxy
+        validation.validate_proxy_settings(proxy.http_proxy, proxy.https_proxy, proxy.no_proxy)
         validation.validate_env(config.env, "env")
     except ValueError as exc:
         raise InvalidInput(str(exc)) from exc

@@ -6,10 +6,12 @@ sessionStorage) and its own node ids, so the tests share the server without inte
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -118,7 +120,12 @@ def refresh_now(page: Page) -> None:
 
 
 def test_cards_filters_and_language(
-    page: Page, browser: Browser, server: ServerProcess, api: Client, node_id: Callable[[str], str]
+    page: Page,
+    browser: Browser,
+    server: ServerProcess,
+    api: Client,
+    node_id: Callable[[str], str],
+    tmp_path: Path,
 ) -> None:
     gpu, cpu = node_id("gpu"), node_id("cpu")
     register(api, gpu, {"os": "linux", "gpu": "true"}, max_concurrent=3)
@@ -162,8 +169,16 @@ def test_cards_filters_and_language(
     try:
         chinese_browser.goto(f"{server.base_url}/")
         expect(chinese_browser.locator(".nav-link.active [data-i18n]")).to_have_text("节点管理")
+        chinese_browser.screenshot(path=str(tmp_path / "console-zh.png"))
     finally:
         chinese_browser.context.close()
+
+
+def test_a_cjk_font_is_installed_so_chinese_screenshots_are_readable() -> None:
+    """Without one (Debian: fonts-noto-cjk) chromium draws Chinese text as empty boxes."""
+    fc_list = require_binary("fc-list", "fontconfig's fc-list (comes with chromium)")
+    fonts = subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True, text=True, check=True)
+    assert fonts.stdout.strip(), "no font covers Chinese: apt-get install fonts-noto-cjk"
 
 
 def test_details_and_env_config(

@@ -118,7 +118,7 @@ def test_a_working_proxy_passes_every_step(
     https_target: TargetServer,
 ) -> None:
     proxy: ProxyProcess = request.getfixturevalue(proxy_name)
-    targets = ("--url", http_target.url(), "--https-url", https_target.url(), "--timeout", "5")
+    targets = ("--url", http_target.url(), "--url", https_target.url(), "--timeout", "5")
 
     text = cli("env", "test-proxy", NODE, "--proxy", proxy.url(), *targets)
     code, result = cli.test_proxy(NODE, "--proxy", proxy.url(), *targets)
@@ -170,8 +170,33 @@ def test_a_closed_proxy_port_is_refused(cli: Cli, closed_port: int, http_target:
         NODE, "--proxy", f"http://127.0.0.1:{closed_port}", "--url", http_target.url()
     )
     assert (code, result["ok"], result["reason"]) == (1, False, "refused")
-    assert steps_of(result) == [("connect", False)]
+    assert [(step["name"], step["ok"], step["skipped"]) for step in result["steps"]] == [
+        ("connect", False, False),
+        ("http", False, True),  # not run after the failure: skipped, not failed
+    ]
     assert "refused the connection" in result["message"]
+
+
+def test_only_the_named_targets_are_fetched(
+    cli: Cli, tinyproxy: ProxyProcess, http_target: TargetServer, https_target: TargetServer
+) -> None:
+    """The server's default targets (the loopback HTTP and HTTPS targets here) serve only a
+    request that names none: naming one http:// target tests exactly that one."""
+    named = [http_target.url("/named-a"), http_target.url("/named-b")]
+    code, result = cli.test_proxy(NODE, "--proxy", tinyproxy.url(), "--url", named[0], "--url", named[1])
+    assert code == 0, result["message"]
+    assert [(step["name"], step["target"]) for step in result["steps"]] == [
+        ("connect", None),
+        ("http", named[0]),
+        ("http", named[1]),
+    ]
+    assert (result["targets"], result["target_https"]) == (named, None)
+    _, default = cli.test_proxy(NODE, "--proxy", tinyproxy.url())
+    assert default["targets"] == [http_target.url(), https_target.url()]
+    assert [step["name"] for step in default["steps"]] == ["connect", "http", "https"]
+    bad = cli("env", "test-proxy", NODE, "--url", "ftp://x/")
+    assert bad.returncode == 2
+    assert "must be an http:// or https:// URL" in bad.stderr
 
 
 def test_a_proxy_that_never_answers_times_out(
@@ -345,7 +370,7 @@ def test_the_in_container_variant(
     env = {"RUNTIME": "docker", "DOCKER_NETWORK": "host", "PROXY_PROBE_IMAGE": test_image}
     for docker_node in start_node(server, workdir, "docker-node", **env):
         proxy = ("--proxy", tinyproxy_auth.url(PROXY_USER, PROXY_PASSWORD))
-        targets = ("--url", http_target.url(), "--https-url", https_target.url(), "--timeout", "5")
+        targets = ("--url", http_target.url(), "--url", https_target.url(), "--timeout", "5")
         code, result = cli.test_proxy("docker-node", "--in-container", *proxy, *targets)
         text = cli("env", "test-proxy", "docker-node", "--in-container", *proxy, *targets)
         node_log = docker_node.log()
