@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from nodeapi.retry import log_retries
 from server.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"apiserver: configuration error: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
     logging.getLogger().setLevel(settings.log_level)
+    log_retries(logging.getLogger("server.retry"))
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
     import uvicorn

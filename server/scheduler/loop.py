@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Any, cast
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.background import run_forever
 from server.node_status import StatusRule
 from server.queue.base import Message, RunQueue
 from server.repositories import runs as run_repo
@@ -119,7 +119,10 @@ class Scheduler:
             "reclaim": (self._reclaim_once, self.reclaim_interval),
         }
         self._tasks = [
-            asyncio.create_task(self._supervise(name, step, every), name=f"scheduler-{name}")
+            asyncio.create_task(
+                run_forever(f"scheduler {name}", step, every, on_failure=self._count_failure),
+                name=f"scheduler-{name}",
+            )
             for name, (step, every) in steps.items()
         ]
 
@@ -138,25 +141,8 @@ class Scheduler:
         self._last_fingerprint = None
         self._woken.set()
 
-    async def _supervise(self, name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
-        failures = 0
-        while True:
-            try:
-                await step()
-                failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # never die silently: log, back off, go on
-                failures += 1
-                self.stats.errors += 1
-                delay = min(10.0, 0.2 * 2 ** min(failures, 6)) * random.uniform(0.5, 1.0)
-                log.warning(
-                    "scheduler %s step failed (%s); retrying in %.1fs", name, exc, delay, exc_info=True
-                )
-                await asyncio.sleep(delay)
-                continue
-            if every:
-                await asyncio.sleep(every * random.uniform(0.9, 1.1))
+    def _count_failure(self, _: Exception) -> None:
+        self.stats.errors += 1
 
     # ------------------------------------------------------------------ steps
 

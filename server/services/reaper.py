@@ -21,6 +21,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+from server.background import run_forever
 from server.db.models import RunRow
 from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
@@ -43,7 +44,9 @@ class LostRunReaper:
 
     async def start(self) -> None:
         self._started = time.monotonic()
-        self._task = asyncio.create_task(self._loop(), name="lost-run-reaper")
+        self._task = asyncio.create_task(
+            run_forever("lost-run reaper", self._reap, self._interval), name="lost-run-reaper"
+        )
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -52,13 +55,8 @@ class LostRunReaper:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.reap_once()
-            except Exception:
-                log.exception("reaping lost runs failed; retrying in %.0fs", self._interval)
-            await asyncio.sleep(self._interval)
+    async def _reap(self) -> None:
+        await self.reap_once()
 
     async def reap_once(self) -> int:
         """Handle every run on a silent node once; the number of runs changed."""
