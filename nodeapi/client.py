@@ -91,8 +91,13 @@ class Calls:
         return Call("GET", f"{API}/nodes/{_seg(node_id)}/runs", m.RunList, params=params)
 
     @staticmethod
-    def get_env_config(node_id: str) -> Call[m.EnvConfig]:
-        return Call("GET", f"{API}/nodes/{_seg(node_id)}/env-config", m.EnvConfig)
+    def get_env_config(node_id: str, reveal: bool = False) -> Call[m.EnvConfig]:
+        params = {"reveal": "true"} if reveal else {}
+        return Call("GET", f"{API}/nodes/{_seg(node_id)}/env-config", m.EnvConfig, params=params)
+
+    @staticmethod
+    def reset_credential(node_id: str) -> Call[_NoContent]:
+        return Call("DELETE", f"{API}/nodes/{_seg(node_id)}/credential", _NoContent)
 
     @staticmethod
     def put_env_config(node_id: str, config: m.EnvConfig) -> Call[m.EnvConfig]:
@@ -255,6 +260,13 @@ class Client:
             base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
         )
 
+    def set_token(self, token: str | None) -> None:
+        """Send this bearer token from now on."""
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._http.headers.pop("Authorization", None)
+
     def send(self, call: Call[T]) -> T:
         try:
             response = self._http.request(call.method, call.path, **_request(call))
@@ -282,6 +294,13 @@ class AsyncClient:
         self._http = httpx.AsyncClient(
             base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
         )
+
+    def set_token(self, token: str | None) -> None:
+        """Send this bearer token from now on (a node switches to its own credential)."""
+        if token:
+            self._http.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._http.headers.pop("Authorization", None)
 
     async def send(self, call: Call[T]) -> T:
         try:

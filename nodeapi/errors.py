@@ -51,6 +51,10 @@ class Unauthorized(HTTPStatusError):
     pass
 
 
+class Forbidden(Unauthorized):
+    """403: authenticated, but not allowed (another node's run, a viewer changing something)."""
+
+
 class NotFound(HTTPStatusError):
     pass
 
@@ -71,7 +75,9 @@ def error_for_status(
     status_code: int, detail: str, extra: Any = None, retry_after: float | None = None
 ) -> HTTPStatusError:
     cls: type[HTTPStatusError]
-    if status_code in (401, 403):
+    if status_code == 403:
+        cls = Forbidden
+    elif status_code == 401:
         cls = Unauthorized
     elif status_code == 404:
         cls = NotFound

@@ -55,13 +55,15 @@ class HeartbeatRequest(Struct):
     active_runs: list[str] = msgspec.field(default_factory=list)
 
 
-class HeartbeatResponse(Struct):
+class HeartbeatResponse(Struct, omit_defaults=True):
     node_id: str
     status: NodeStatus
     heartbeat_interval: float
     offline_after: float
-    # runs the node reported that the server wants stopped (cancelled, lost, unknown)
-    stop_runs: list[str] = msgspec.field(default_factory=list)
+    # runs the node reported that the server wants stopped (cancelled, lost, unknown); always sent
+    stop_runs: list[str]
+    # only in the answer that registers the node (or gives it a new credential): its bearer token
+    node_token: str | None = None
 
 
 class ProxyTestStep(Struct):
@@ -130,8 +132,12 @@ class ProxyConfig(Struct):
 
 
 class EnvConfig(Struct):
+    """Reads show proxy passwords and `secret_env` values as `***` (unless revealed); a PUT that
+    sends `***` back keeps the stored value."""
+
     proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    secret_env: dict[str, str] = msgspec.field(default_factory=dict)
     resource_version: int | None = None
     updated_at: datetime | None = None
 
@@ -156,6 +162,7 @@ class RunCreate(Struct):
     image: str
     command: list[str] = msgspec.field(default_factory=list)
     env: dict[str, str] = msgspec.field(default_factory=dict)
+    secret_env: dict[str, str] = msgspec.field(default_factory=dict)  # reads show `***`
     node_selector: dict[str, str] = msgspec.field(default_factory=dict)
     # set-based expressions, Kubernetes style: "gpu in (a,b)", "zone notin (x)", "ssd", "!spot"
     selector_expressions: list[str] = msgspec.field(default_factory=list)
@@ -171,6 +178,7 @@ class Run(Struct):
     node_id: str | None
     exit_code: int | None
     created_at: datetime
+    secret_env: dict[str, str] = msgspec.field(default_factory=dict)  # `***`, but for its node
     selector_expressions: list[str] = msgspec.field(default_factory=list)
     updated_at: datetime | None = None
     scheduled_at: datetime | None = None
@@ -266,6 +274,23 @@ class CommandResult(Struct):
     ok: bool
     result: dict[str, Any] = msgspec.field(default_factory=dict)
     error: str | None = None
+
+
+# --------------------------------------------------------------------------- console sign-in
+
+
+class LoginRequest(Struct):
+    token: str
+
+
+class SessionInfo(Struct):
+    """Who the caller is. `csrf_token` (console sessions only) goes back in `X-CSRF-Token` on
+    every change made through the session cookie."""
+
+    role: Literal["admin", "viewer", "node", "anonymous"]
+    protected_mode: bool = False
+    csrf_token: str | None = None
+    expires_at: datetime | None = None
 
 
 # --------------------------------------------------------------------------- misc

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit
+
+from nodeapi.masking import mask_url_password
 
 MAX_CAPACITY = 10_000
 MAX_LABELS = 64
@@ -108,6 +110,15 @@ def validate_env(env: Mapping[str, str], field: str = "env") -> None:
             raise ValueError(f"{field}: the value of {name} is longer than {MAX_ENV_VALUE_LENGTH} characters")
 
 
+def validate_env_total(env: Mapping[str, str], secret_env: Mapping[str, str]) -> None:
+    """`env` and `secret_env` together: one name in both, or too many in all, is an error."""
+    both = sorted(set(env) & set(secret_env))
+    if both:
+        raise ValueError(f"{both[0]} is in both env and secret_env; keep it in one of them")
+    if len(env) + len(secret_env) > MAX_ENV_VARS:
+        raise ValueError(f"env and secret_env: at most {MAX_ENV_VARS} variables in all")
+
+
 def validate_proxy_url(url: str, field: str = "proxy") -> str:
     """http, https, socks5 or socks5h URL with a host, optional user:password and a valid port."""
     if any(ch.isspace() or ch == "\x00" for ch in url) or len(url) > 2048:
@@ -178,19 +189,6 @@ def validate_capacity(max_concurrent: int, field: str = "capacity.max_concurrent
     if isinstance(max_concurrent, bool) or not 1 <= max_concurrent <= MAX_CAPACITY:
         raise ValueError(f"{field} must be an integer between 1 and {MAX_CAPACITY}, got {max_concurrent!r}")
     return max_concurrent
-
-
-def mask_url_password(url: str) -> str:
-    """The URL with its password replaced by '***' (for logs, audit entries and answers)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>" if "@" in url else url
-    if parts.password is None:
-        return url
-    userinfo, _, hostport = parts.netloc.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{hostport}"))
 
 
 def _split(url: str, field: str) -> SplitResult:

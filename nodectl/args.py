@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from nodeapi import validation
+from nodeapi.masking import MASK, has_masked_password
 from nodectl.errors import UsageError
 
 
@@ -62,6 +63,8 @@ def check_proxy_url(url: str, option: str) -> str | None:
     if url == "":
         return None
     try:
+        if has_masked_password(url):  # `***` keeps the stored password (env edit)
+            return validation.validate_proxy_url(url.replace(MASK, "x", 1), option) and url
         return validation.validate_proxy_url(url, option)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

@@ -36,15 +36,21 @@ def get_env(
     ctx: typer.Context,
     node_id: NodeIdArg,
     fmt: OutputOpt = Format.table,
-    show_secrets: Annotated[
-        bool, typer.Option("--show-secrets", help="Show proxy passwords and env values instead of ***.")
+    reveal: Annotated[
+        bool,
+        typer.Option(
+            "--reveal",
+            "--show-secrets",
+            help="Show proxy passwords and secret_env values (admin only; written to the audit log).",
+        ),
     ] = False,
 ) -> None:
-    """Show a node's env config; secrets are masked unless --show-secrets."""
+    """Show a node's env config. The server shows proxy passwords and secret_env values as ***
+    unless --reveal; plain env values as they are."""
     from nodeapi.client import Calls
 
-    config = session(ctx).send(Calls.get_env_config(node_id))
-    data: dict[str, Any] = output.to_data(config) if show_secrets else views.masked_env_config(config)
+    config = session(ctx).send(Calls.get_env_config(node_id, reveal=reveal))
+    data: dict[str, Any] = output.to_data(config)
     if not output.print_data(data, fmt):
         output.print_fields(views.env_fields(data))
 
@@ -63,18 +69,22 @@ def _put(sess: Session, node_id: str, config: m.EnvConfig, kind: str) -> m.EnvCo
 
 @dataclass
 class EnvChanges:
-    """What `env set` changes, checked once for all nodes; None leaves a proxy setting as it is."""
+    """What `env set` changes, checked once for all nodes; None leaves a proxy setting as it is.
+
+    The config read from the server has its secrets masked (`***`); sent back unchanged they
+    keep their stored values."""
 
     http_proxy: str | None
     https_proxy: str | None
     no_proxy: str | None
     to_set: dict[str, str]
+    secret_to_set: dict[str, str]
     to_unset: list[str]
 
     def apply(self, config: m.EnvConfig) -> list[str]:
         """Change `config` in place; the names to unset that were not set. ValueError if the
         resulting env breaks a limit (e.g. too many variables)."""
-        from nodeapi.validation import validate_env
+        from nodeapi.validation import validate_env, validate_env_total
 
         if self.http_proxy is not None:
             config.proxy.http_proxy = self.http_proxy or None
@@ -82,9 +92,20 @@ class EnvChanges:
             config.proxy.https_proxy = self.https_proxy or None
         if self.no_proxy is not None:
             config.proxy.no_proxy = self.no_proxy or None
-        missing = [name for name in self.to_unset if config.env.pop(name, None) is None]
-        config.env.update(self.to_set)
+        missing = [
+            name
+            for name in self.to_unset
+            if config.env.pop(name, None) is None and config.secret_env.pop(name, None) is None
+        ]
+        for name, value in self.to_set.items():  # a name moves between env and secret_env
+            config.secret_env.pop(name, None)
+            config.env[name] = value
+        for name, value in self.secret_to_set.items():
+            config.env.pop(name, None)
+            config.secret_env[name] = value
         validate_env(config.env)
+        validate_env(config.secret_env, "secret_env")
+        validate_env_total(config.env, config.secret_env)
         return missing
 
 
@@ -93,19 +114,29 @@ def _env_changes(
     https_proxy: str | None,
     no_proxy: str | None,
     env: list[str] | None,
+    secret_env: list[str] | None,
     unset_env: list[str] | None,
 ) -> EnvChanges:
+    from nodeapi.masking import looks_secret
     from nodeapi.validation import validate_no_proxy
 
     to_set = parse_env_pairs(env or [])
+    secret_to_set = parse_env_pairs(secret_env or [], "--secret-env")
     to_unset = list(unset_env or [])
-    if http_proxy is None and https_proxy is None and no_proxy is None and not to_set and not to_unset:
+    nothing = not (to_set or secret_to_set or to_unset)
+    if http_proxy is None and https_proxy is None and no_proxy is None and nothing:
         raise UsageError(
-            "nothing to change: give --http-proxy, --https-proxy, --no-proxy, --env or --unset-env"
+            "nothing to change: give --http-proxy, --https-proxy, --no-proxy, --env, --secret-env "
+            "or --unset-env"
         )
-    both = set(to_set) & set(to_unset)
+    both = (set(to_set) | set(secret_to_set)) & set(to_unset) or set(to_set) & set(secret_to_set)
     if both:
-        raise UsageError(f"{sorted(both)[0]} is both set and unset")
+        raise UsageError(f"{sorted(both)[0]} is named twice (set, secret and unset are exclusive)")
+    for name in sorted(to_set):
+        if looks_secret(name):
+            output.warn(
+                f"{name} looks like a secret: --secret-env {name}=... keeps its value masked everywhere"
+            )
     if http_proxy is not None:
         http_proxy = check_proxy_url(http_proxy, "--http-proxy") or ""
     if https_proxy is not None:
@@ -115,7 +146,7 @@ def _env_changes(
             no_proxy = validate_no_proxy(no_proxy, "--no-proxy") or ""
         except ValueError as exc:
             raise UsageError(str(exc)) from exc
-    return EnvChanges(http_proxy, https_proxy, no_proxy, to_set, to_unset)
+    return EnvChanges(http_proxy, https_proxy, no_proxy, to_set, secret_to_set, to_unset)
 
 
 @app.command("set")
@@ -134,8 +165,12 @@ def set_env(
     env: Annotated[
         list[str] | None, typer.Option("--env", "-e", help="NAME=value to set; repeatable.")
     ] = None,
+    secret_env: Annotated[
+        list[str] | None,
+        typer.Option("--secret-env", help="NAME=value to set as a secret (shown as ***); repeatable."),
+    ] = None,
     unset_env: Annotated[
-        list[str] | None, typer.Option("--unset-env", help="NAME to remove; repeatable.")
+        list[str] | None, typer.Option("--unset-env", help="NAME to remove (env or secret); repeatable.")
     ] = None,
     selector: SelectorOpt = None,
     yes: BulkYesOpt = False,
@@ -147,7 +182,7 @@ def set_env(
     from nodeapi.client import Calls
 
     labels = selector_of(node_id, selector, fmt)
-    changes = _env_changes(http_proxy, https_proxy, no_proxy, env, unset_env)
+    changes = _env_changes(http_proxy, https_proxy, no_proxy, env, secret_env, unset_env)
     sess = session(ctx)
     if labels is not None:
         _set_env_fleet(sess, labels, changes, yes, parallel, fmt or Format.table)
@@ -185,13 +220,14 @@ def _set_env_fleet(
 
 
 ENV_EDIT_HELP = """Env config of node {id}: proxy for agent containers and extra environment variables.
-Lines starting with '#' are ignored. An empty proxy value clears it.
+Lines starting with '#' are ignored. An empty proxy value clears it. Secrets (proxy passwords,
+secret_env values) show as ***: leave *** to keep a stored value, or write a new one.
 Save and quit to apply; quit without saving (or empty the file) to cancel."""
 
 
 @app.command("edit")
 def edit_env(ctx: typer.Context, node_id: NodeIdArg) -> None:
-    """Edit a node's env config in $VISUAL / $EDITOR (YAML, secrets shown)."""
+    """Edit a node's env config in $VISUAL / $EDITOR (YAML; secrets stay *** unless replaced)."""
     from nodeapi import models as m
     from nodeapi.client import Calls
 
@@ -204,6 +240,7 @@ def edit_env(ctx: typer.Context, node_id: NodeIdArg) -> None:
             "no_proxy": config.proxy.no_proxy or "",
         },
         "env": dict(sorted(config.env.items())),
+        "secret_env": dict(sorted(config.secret_env.items())),
     }
     original = editing.dump(document, ENV_EDIT_HELP.format(id=node_id))
     try:
@@ -211,28 +248,36 @@ def edit_env(ctx: typer.Context, node_id: NodeIdArg) -> None:
     except editing.Unchanged:
         output.info(editing.CANCELLED)
         return
-    proxy, env = _parse_env_document(edited)
-    if proxy == config.proxy and env == config.env:
+    proxy, env, secret_env = _parse_env_document(edited)
+    if proxy == config.proxy and env == config.env and secret_env == config.secret_env:
         output.info(editing.CANCELLED)
         return
-    _put(sess, node_id, m.EnvConfig(proxy=proxy, env=env, resource_version=config.resource_version), "edit")
+    edited_config = m.EnvConfig(
+        proxy=proxy, env=env, secret_env=secret_env, resource_version=config.resource_version
+    )
+    _put(sess, node_id, edited_config, "edit")
     output.info(f"env config of node/{node_id} edited")
 
 
-def _parse_env_document(edited: dict[str, Any]) -> tuple[m.ProxyConfig, dict[str, str]]:
+def _parse_env_document(edited: dict[str, Any]) -> tuple[m.ProxyConfig, dict[str, str], dict[str, str]]:
     from nodeapi import models as m
-    from nodeapi.validation import validate_env, validate_no_proxy
+    from nodeapi.validation import validate_env, validate_env_total, validate_no_proxy
 
-    unknown = set(edited) - {"proxy", "env"}
+    unknown = set(edited) - {"proxy", "env", "secret_env"}
     if unknown:
-        raise UsageError(f"unknown top-level key(s): {', '.join(sorted(unknown))} (only proxy and env)")
+        raise UsageError(
+            f"unknown top-level key(s): {', '.join(sorted(unknown))} (only proxy, env and secret_env)"
+        )
     proxy_map = editing.string_map(edited.get("proxy"), "proxy")
     unknown = set(proxy_map) - {"http_proxy", "https_proxy", "no_proxy"}
     if unknown:
         raise UsageError(f"unknown proxy key(s): {', '.join(sorted(unknown))}")
     env = editing.string_map(edited.get("env"), "env")
+    secret_env = editing.string_map(edited.get("secret_env"), "secret_env")
     try:
         validate_env(env)
+        validate_env(secret_env, "secret_env")
+        validate_env_total(env, secret_env)
         no_proxy = validate_no_proxy(proxy_map.get("no_proxy", ""), "proxy.no_proxy") or None
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -241,7 +286,7 @@ def _parse_env_document(edited: dict[str, Any]) -> tuple[m.ProxyConfig, dict[str
         https_proxy=check_proxy_url(proxy_map.get("https_proxy", ""), "proxy.https_proxy"),
         no_proxy=no_proxy,
     )
-    return proxy, env
+    return proxy, env, secret_env
 
 
 @app.command("test-proxy")

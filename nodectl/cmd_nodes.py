@@ -308,6 +308,28 @@ def delete(
     output.info(f"node/{node_id} deleted")
 
 
+@app.command("reset-credential")
+def reset_credential(
+    ctx: typer.Context,
+    node_id: NodeIdArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Void a node's credential (e.g. after it lost its state directory): its next heartbeat with
+    the join token registers it again and gets a new one. Until then the old token is refused."""
+    from nodeapi.client import Calls
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"refusing to reset the credential of node {node_id} without a terminal to confirm; "
+                "pass --yes"
+            )
+        if not typer.confirm(f"Void the credential of node {node_id}?", default=False, err=True):
+            raise CliError("reset declined; nothing changed", EXIT_TIMEOUT)
+    session(ctx).send(Calls.reset_credential(node_id))
+    output.info(f"node/{node_id} credential voided; it registers again with the join token")
+
+
 @app.command("runs")
 def node_runs(
     ctx: typer.Context,

@@ -43,6 +43,12 @@ def submit(
         typer.Option("--expr", help="Set-based selector, e.g. 'zone in (a,b)', '!spot'; repeatable."),
     ] = None,
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="NAME=value; repeatable.")] = None,
+    secret_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--secret-env", help="NAME=value reaching only the container (shown as ***); repeatable."
+        ),
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the run to finish; exit 0 only if it succeeded.")
     ] = False,
@@ -56,17 +62,25 @@ def submit(
     Prints the run id on stdout."""
     from nodeapi import models as m
     from nodeapi.client import Calls
-    from nodeapi.validation import validate_env
+    from nodeapi.masking import looks_secret
+    from nodeapi.validation import validate_env, validate_env_total
 
     run_env = parse_env_pairs(env or [])
+    run_secret_env = parse_env_pairs(secret_env or [], "--secret-env")
     try:
         validate_env(run_env)
+        validate_env(run_secret_env, "--secret-env")
+        validate_env_total(run_env, run_secret_env)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
+    for name in sorted(run_env):
+        if looks_secret(name):
+            output.warn(f"{name} looks like a secret: --secret-env {name}=... keeps it masked everywhere")
     request = m.RunCreate(
         image=image,
         command=list(command or []),
         env=run_env,
+        secret_env=run_secret_env,
         node_selector=parse_selector_pairs(selector or []),
         selector_expressions=[e.strip() for e in expr or [] if e.strip()],
     )

@@ -10,8 +10,6 @@ from nodectl.output import Cell, ago, iso, labels_text, status_cell
 if TYPE_CHECKING:
     from nodeapi import models as m
 
-SECRET = "***"
-
 NODE_HEADERS = ["ID", "STATUS", "LOAD", "HEARTBEAT", "AGE"]
 NODE_WIDE_HEADERS = [*NODE_HEADERS, "LABELS", "HOSTNAME", "OS/ARCH", "RUNTIME", "VERSION"]
 RUN_HEADERS = ["ID", "STATUS", "IMAGE", "NODE", "EXIT", "AGE"]
@@ -96,7 +94,8 @@ def run_fields(run: m.Run) -> list[tuple[str, Cell]]:
         ("Exit code", "-" if run.exit_code is None else str(run.exit_code)),
         ("Selector", labels_text(run.node_selector)),
         ("Expressions", ", ".join(run.selector_expressions) or "-"),
-        ("Env", ", ".join(sorted(run.env)) or "-"),
+        ("Env", ", ".join(f"{k}={v}" for k, v in sorted(run.env.items())) or "-"),
+        ("Secret env", ", ".join(f"{k}={v}" for k, v in sorted(run.secret_env.items())) or "-"),
         ("Attempts", str(run.attempts)),
         ("Created", iso(run.created_at)),
         ("Started", iso(run.started_at)),
@@ -131,20 +130,6 @@ def audit_row(entry: m.AuditEntry) -> list[Cell]:
     ]
 
 
-def masked_env_config(config: m.EnvConfig) -> dict[str, Any]:
-    """The env config as plain data with proxy passwords and env values replaced by ***."""
-    from nodeapi.validation import mask_url_password
-    from nodectl.output import to_data
-
-    data: dict[str, Any] = to_data(config)
-    proxy = data.get("proxy") or {}
-    for key in ("http_proxy", "https_proxy"):
-        if proxy.get(key):
-            proxy[key] = mask_url_password(proxy[key])
-    data["env"] = {name: SECRET for name in (data.get("env") or {})}
-    return data
-
-
 def env_fields(data: dict[str, Any]) -> list[tuple[str, Cell]]:
     proxy = data.get("proxy") or {}
     fields: list[tuple[str, Cell]] = [
@@ -155,6 +140,9 @@ def env_fields(data: dict[str, Any]) -> list[tuple[str, Cell]]:
     env = data.get("env") or {}
     fields.append(("Env", "-" if not env else f"{len(env)} variable(s)"))
     fields += [(f"  {name}", value) for name, value in sorted(env.items())]
+    secret_env = data.get("secret_env") or {}
+    fields.append(("Secret env", "-" if not secret_env else f"{len(secret_env)} variable(s)"))
+    fields += [(f"  {name}", value) for name, value in sorted(secret_env.items())]
     if data.get("resource_version") is not None:
         fields.append(("Resource version", str(data["resource_version"])))
     return fields

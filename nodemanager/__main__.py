@@ -11,6 +11,7 @@ from nodeapi.client import AsyncClient
 from nodeapi.retry import log_retries
 from nodemanager.agent import Agent
 from nodemanager.config import VARIABLES, ConfigError, NodeConfig
+from nodemanager.credentials import Credentials
 from nodemanager.runtime import make_runtime
 from nodemanager.runtime.base import RuntimeError_
 
@@ -82,9 +83,10 @@ async def serve(config: NodeConfig) -> int:
         runtime.name,
         config.max_concurrent,
     )
-    client = AsyncClient(config.api_server_url, token=config.node_join_token, timeout=15.0)
+    credentials = Credentials(config.credential_path, config.node_join_token)
+    client = AsyncClient(config.api_server_url, token=credentials.token, timeout=15.0)
     try:
-        await Agent(config, runtime, client).run(stop)
+        await Agent(config, runtime, client, credentials).run(stop)
     finally:
         await client.aclose()
         await runtime.close()

@@ -16,10 +16,11 @@ from typing import Any
 
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
-from nodeapi.errors import ApiError, Conflict, NotFound
+from nodeapi.errors import ApiError, Conflict, Forbidden, NotFound, Unauthorized
 from nodeapi.retry import is_transient
 from nodemanager.commands import run_command
 from nodemanager.config import NodeConfig
+from nodemanager.credentials import Credentials
 from nodemanager.loops import DEFAULT_CEILING, retried, retry_hook, retrying, service_loop, until_stopped
 from nodemanager.nodeinfo import node_info, node_labels
 from nodemanager.reporter import RunReporter
@@ -40,10 +41,13 @@ FORGOTTEN_RUNS_KEPT = 10_000  # ids of finished runs remembered, so a re-sent as
 
 
 class Agent:
-    def __init__(self, config: NodeConfig, runtime: Runtime, client: AsyncClient) -> None:
+    def __init__(
+        self, config: NodeConfig, runtime: Runtime, client: AsyncClient, credentials: Credentials
+    ) -> None:
         self.config = config
         self.runtime = runtime
         self.client = client
+        self.credentials = credentials
         self.workspaces = Workspaces(config.workspace_dir)
         self.supervisors: dict[str, RunSupervisor] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -112,7 +116,17 @@ class Agent:
             info=self._info or m.NodeInfo(),
             active_runs=sorted(self.supervisors),
         )
-        reply = await self.client.send(Calls.heartbeat(request))
+        try:
+            reply = await self.client.send(Calls.heartbeat(request))
+        except Unauthorized as exc:
+            if exc.status_code != 401 or not self.credentials.has_node_token:
+                raise
+            self.credentials.forget()  # voided by an admin, or the node was deleted
+            self.client.set_token(self.credentials.token)
+            reply = await self.client.send(Calls.heartbeat(request))
+        if reply.node_token:
+            self.credentials.store(reply.node_token)
+            self.client.set_token(reply.node_token)
         self._heartbeat_interval = max(1.0, reply.heartbeat_interval)
         for run_id in reply.stop_runs:  # in the background: a stop may take STOP_GRACE
             why = "the server no longer expects it here"
@@ -176,7 +190,7 @@ class Agent:
             run_id=run.id,
             image=run.image,
             command=list(run.command),
-            env=container_env(assignment.env_config, run.env),
+            env=container_env(assignment.env_config, run),
             workspace=self.workspaces.path(run.id),
             labels=dict(self.config.container_labels),
         )
@@ -311,7 +325,7 @@ class Agent:
         batch = m.NodeEventBatch(node_id=self.config.node_id, events=[])
         try:
             return await self.client.send(Calls.post_run_events(run_id, batch))
-        except (NotFound, Conflict) as exc:
+        except (NotFound, Conflict, Forbidden) as exc:
             log.info("run %s: not this node's: %s", run_id, exc.detail)
             return None
 

@@ -32,7 +32,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("WORKSPACE_DIR", "/tmp/agents-workspaces", "per-run workspace directories live here"),
     ("NODE_LABELS", "(auto: os, arch)", "extra labels, k=v,k2=v2"),
     ("MAX_CONCURRENT", "number of CPUs (min 1)", "runs executed at once; reported as capacity"),
-    ("NODE_JOIN_TOKEN", "(unset)", "token presented to the apiserver"),
+    ("NODE_JOIN_TOKEN", "(unset)", "token that registers the node; it then uses its own credential"),
+    ("STATE_DIR", "$WORKSPACE_DIR/.nodemanager", "where the node keeps its credential (mode 0600)"),
     ("RUNTIME", "auto", "auto | docker | process (auto: docker when an engine answers)"),
     ("IMAGE_PULL_POLICY", "if-not-present", "if-not-present | always | never"),
     ("STOP_GRACE", "10", "seconds between SIGTERM and SIGKILL when stopping a run"),
@@ -85,6 +86,8 @@ class NodeConfig(EnvSettings):
         default_factory=default_max_concurrent, validation_alias="MAX_CONCURRENT"
     )
     node_join_token: str | None = Field(None, validation_alias="NODE_JOIN_TOKEN", repr=False)
+    # where the node keeps its credential; default: WORKSPACE_DIR/.nodemanager
+    state_dir: Path | None = Field(None, validation_alias="STATE_DIR")
     runtime: Annotated[RuntimeKind, choice(*RUNTIMES)] = Field("auto", validation_alias="RUNTIME")
     image_pull_policy: Annotated[PullPolicy, choice(*PULL_POLICIES)] = Field(
         "if-not-present", validation_alias="IMAGE_PULL_POLICY"
@@ -104,3 +107,8 @@ class NodeConfig(EnvSettings):
         default_factory=dict, validation_alias="CONTAINER_LABELS"
     )
     log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")
+
+    @property
+    def credential_path(self) -> Path:
+        state_dir = self.state_dir if self.state_dir is not None else self.workspace_dir / ".nodemanager"
+        return state_dir / f"node-token-{self.node_id}"

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
+from nodeapi.masking import mask_url_password
 from nodeapi.models import ProxyConfig, ProxyTestReason, ProxyTestResult, ProxyTestStep
-from nodeapi.validation import mask_url_password
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ MAX_BATCH_BYTES = 512 * 1024  # encoded; well under the apiserver's default 1 Mi
 LINGER = 0.2  # seconds a batch waits for more log lines before it is sent
 MAX_PENDING = 20_000  # log lines buffered per run before the reader is paused
 # answers that will never change for this batch; anything else is retried
-REFUSED_STATUSES = frozenset({400, 404, 409, 413, 422})
+REFUSED_STATUSES = frozenset({400, 403, 404, 409, 413, 422})
 RETRY_CEILING = 10.0  # seconds; events are what users wait for, so retry sooner than heartbeats
 RETRY_INITIAL = 0.2
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})

@@ -36,13 +36,14 @@ OUTPUT_RETRY_CEILING = 2.0  # a reopened stream must catch up within LOG_DRAIN_T
 PROXY_VARIABLES = (("http_proxy", "HTTP_PROXY"), ("https_proxy", "HTTPS_PROXY"), ("no_proxy", "NO_PROXY"))
 
 
-def container_env(env_config: m.EnvConfig, run_env: Mapping[str, str]) -> dict[str, str]:
-    """The environment of a run: node env config, then its proxy settings, then the run's own env.
+def container_env(env_config: m.EnvConfig, run: m.Run) -> dict[str, str]:
+    """The environment of a run: the node's env config, its proxy settings, its secret env, then
+    the run's own env and secret env.
 
     Later layers win: the proxy fields are the explicit setting, so they beat a same-named
-    variable in the node's env; the run's env is the most specific, so it beats both (a run may
-    set its own NO_PROXY). Proxy values are injected in both cases, since some tools (busybox
-    wget, curl) read only the lower-case names.
+    variable in the node's env; the run's env is the most specific, so it beats the node's (a run
+    may set its own NO_PROXY). Proxy values are injected in both cases, since some tools (busybox
+    wget, curl) read only the lower-case names. Secret values reach only the container.
     """
     env = dict(env_config.env)
     for attribute, upper in PROXY_VARIABLES:
@@ -50,7 +51,9 @@ def container_env(env_config: m.EnvConfig, run_env: Mapping[str, str]) -> dict[s
         if value:
             env[upper] = value
             env[attribute] = value
-    env.update(run_env)
+    env.update(env_config.secret_env)
+    env.update(run.env)
+    env.update(run.secret_env)
     return env
 
 

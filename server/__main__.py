@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger().setLevel(settings.log_level)
     log_retries(logging.getLogger("server.retry"))
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    # aiosqlite logs every call with its arguments at DEBUG: statement parameters, secrets included
+    logging.getLogger("aiosqlite").setLevel(max(logging.INFO, logging.getLogger().level))
 
     import uvicorn
 

@@ -16,7 +16,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
-from server.auth import SETTINGS_KEY
+from server.auth import AUTH_KEY
 from server.components import BackgroundService, Components, Services, build_components
 from server.config import Settings
 from server.controllers.audit import AuditController
@@ -25,6 +25,7 @@ from server.controllers.health import HealthController
 from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
+from server.controllers.session import SessionController
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
 
@@ -36,6 +37,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     NodeWorkController,
     RunController,
     AuditController,
+    SessionController,
     console_router,
 ]
 
@@ -44,6 +46,7 @@ def _lifespan(components: Components) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncGenerator[None, None]:
         await run_migrations(components.engine)
+        components.context.secrets.warn_if_plain()
         started: list[BackgroundService] = []
         try:
             for service in components.background:
@@ -89,7 +92,7 @@ def create_app(
     return Litestar(
         route_handlers=[*ROUTE_HANDLERS, *extra_handlers],
         dependencies=_dependencies(components.services),
-        state=State({SETTINGS_KEY: components.settings}),  # read by the guards (server.auth)
+        state=State({AUTH_KEY: components.auth}),  # what the guards read (server.auth)
         lifespan=[_lifespan(components)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=components.settings.max_body_size,

@@ -14,11 +14,14 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from server.auth import Auth
 from server.config import Settings
 from server.db.engine import create_engine, create_sessionmaker
+from server.identity import Authenticator
 from server.queue import make_queue
 from server.queue.base import RunQueue
 from server.scheduler.loop import Scheduler
+from server.secrets import SecretBox
 from server.services.audit import AuditService
 from server.services.commands import CommandService, ProxyTestTargets
 from server.services.context import ServiceContext
@@ -30,6 +33,7 @@ from server.services.notifier import Notifier
 from server.services.reaper import LostRunReaper
 from server.services.runs import RunService
 from server.services.work import WorkService
+from server.sessions import SessionSigner
 
 log = logging.getLogger("server.components")
 
@@ -61,6 +65,7 @@ class Components:
     sessionmaker: async_sessionmaker[AsyncSession]
     context: ServiceContext
     services: Services
+    auth: Auth
     background: list[BackgroundService] = field(default_factory=list)
 
 
@@ -85,6 +90,8 @@ def build_components(settings: Settings) -> Components:
     engine = create_engine(settings)
     sessionmaker = create_sessionmaker(engine)
     queue = make_queue(settings.redis_url)
+    secrets = SecretBox(settings.secrets_keys)
+    authenticator = Authenticator(settings, sessionmaker)
     node_work, run_updates = Notifier(), Notifier()
 
     def on_assigned(assigned: list[tuple[str, str]]) -> None:
@@ -97,13 +104,14 @@ def build_components(settings: Settings) -> Components:
         settings=settings,
         sessionmaker=sessionmaker,
         queue=queue,
+        secrets=secrets,
         wake_scheduler=scheduler.wake,
         run_updates=run_updates,
         node_work=node_work,
     )
     reaper = LostRunReaper(context)
     services = Services(
-        nodes=NodeService(context),
+        nodes=NodeService(context, authenticator),
         env_config=EnvConfigService(context),
         runs=RunService(context),
         node_events=NodeEventService(context),
@@ -118,5 +126,6 @@ def build_components(settings: Settings) -> Components:
         sessionmaker=sessionmaker,
         context=context,
         services=services,
+        auth=Auth(settings, authenticator, SessionSigner(settings)),
         background=[QueueConnection(queue), scheduler, reaper],
     )

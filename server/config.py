@@ -12,18 +12,47 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, model_validator
+from pydantic_settings import NoDecode
 
 from nodeapi.settings import ConfigError as ConfigError
 from nodeapi.settings import EnvSettings, checked, choice, integer, seconds
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+MIN_TOKEN_LENGTH = 8
 
 
 def _redis_url(url: str) -> str:
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must start with redis://, rediss:// or unix://")
     return url
+
+
+def _tokens(raw: str) -> tuple[str, ...]:
+    tokens = tuple(token.strip() for token in raw.split(",") if token.strip())
+    for token in tokens:
+        if len(token) < MIN_TOKEN_LENGTH or any(ch.isspace() or not ch.isprintable() for ch in token):
+            raise ValueError(
+                f"must hold tokens of at least {MIN_TOKEN_LENGTH} printable characters without spaces, "
+                "separated by commas"
+            )
+    return tokens
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    from cryptography.fernet import Fernet
+
+    keys = tuple(key.strip() for key in raw.split(",") if key.strip())
+    for key in keys:
+        try:
+            Fernet(key)
+        except ValueError:
+            raise ValueError(
+                "must hold Fernet keys (32 url-safe base64-encoded bytes each, separated by commas); "
+                'make one with python -c "from cryptography.fernet import Fernet; '
+                'print(Fernet.generate_key().decode())"'
+            ) from None
+    return keys
 
 
 def _http_target(scheme: str) -> Any:
@@ -44,8 +73,21 @@ class Settings(EnvSettings):
     redis_url: Annotated[str | None, checked(_redis_url)] = Field(None, validation_alias="REDIS_URL")
     heartbeat_interval: Annotated[float, seconds()] = Field(30.0, validation_alias="NODE_HEARTBEAT_INTERVAL")
     offline_after: Annotated[float, seconds()] = Field(90.0, validation_alias="NODE_OFFLINE_AFTER")
-    admin_token: str | None = Field(None, validation_alias="ADMIN_TOKEN", repr=False)
-    node_join_token: str | None = Field(None, validation_alias="NODE_JOIN_TOKEN", repr=False)
+    # each: one token, or several separated by commas (so a token can be rotated without downtime)
+    admin_tokens: Annotated[tuple[str, ...], NoDecode, checked(_tokens)] = Field(
+        (), validation_alias="ADMIN_TOKEN", repr=False
+    )
+    viewer_tokens: Annotated[tuple[str, ...], NoDecode, checked(_tokens)] = Field(
+        (), validation_alias="VIEWER_TOKEN", repr=False
+    )
+    node_join_tokens: Annotated[tuple[str, ...], NoDecode, checked(_tokens)] = Field(
+        (), validation_alias="NODE_JOIN_TOKEN", repr=False
+    )
+    # Fernet keys, comma-separated: the first encrypts, all decrypt (key rotation)
+    secrets_keys: Annotated[tuple[str, ...], NoDecode, checked(_fernet_keys)] = Field(
+        (), validation_alias="SECRETS_KEY", repr=False
+    )
+    session_ttl: Annotated[float, seconds(30 * 86400.0)] = Field(12 * 3600.0, validation_alias="SESSION_TTL")
     run_lost_grace: Annotated[float, seconds()] = Field(60.0, validation_alias="RUN_LOST_GRACE")
     run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
     max_body_size: Annotated[int, integer(1024, 1024**3)] = Field(
@@ -79,8 +121,13 @@ class Settings(EnvSettings):
 
     @property
     def protected_mode(self) -> bool:
-        """No token configured: the API is open, so it may only listen on loopback."""
-        return not self.admin_token and not self.node_join_token
+        """Neither ADMIN_TOKEN nor NODE_JOIN_TOKEN: no credential is checked, so the server may only
+        listen on loopback (the single-machine development setup)."""
+        return not self.admin_tokens and not self.node_join_tokens
+
+    @property
+    def uses_tokens(self) -> bool:
+        return bool(self.admin_tokens or self.viewer_tokens or self.node_join_tokens)
 
     @property
     def is_sqlite(self) -> bool:
@@ -93,8 +140,13 @@ class Settings(EnvSettings):
                 "NODE_JOIN_TOKEN is set, so the API would be open to the network. Set ADMIN_TOKEN "
                 "(and NODE_JOIN_TOKEN for nodes), or listen on 127.0.0.1."
             )
-        if not self.admin_token and not is_loopback(self.host):
-            logging.getLogger("server.config").warning(
+        log = logging.getLogger("server.config")
+        if self.admin_tokens and not self.node_join_tokens:
+            log.warning(
+                "NODE_JOIN_TOKEN is not set: no new node can register (nodes with a credential still work)"
+            )
+        if not self.admin_tokens and not is_loopback(self.host):
+            log.warning(
                 "ADMIN_TOKEN is not set: the admin API on %s is open to anyone who can reach it; "
                 "NODE_JOIN_TOKEN only guards the node endpoints",
                 self.host,

@@ -8,7 +8,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 
 from nodeapi import models as m
-from server.auth import admin_guard
+from server.auth import read_guard
 from server.controllers.params import MAX_OFFSET
 from server.services.audit import AuditService
 
@@ -16,7 +16,7 @@ from server.services.audit import AuditService
 class AuditController(Controller):
     path = "/api/v1/audit"
     tags = ["audit"]
-    guards = [admin_guard]
+    guards = [read_guard]
 
     @get("/")
     async def list_audit(

@@ -1,4 +1,4 @@
-"""/api/v1/nodes: heartbeat (node token), registry and env config (admin token)."""
+"""/api/v1/nodes: heartbeat (node credentials), registry and env config (admin; viewer reads)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from nodeapi import models as m
-from server.auth import actor_of, admin_guard, node_guard
+from server.auth import actor_of, admin_guard, join_guard, principal_of, read_guard
 from server.controllers.params import MAX_OFFSET, existing_node_id, parse_if_match
+from server.errors import Forbidden
 from server.services.env_config import EnvConfigService
 from server.services.nodes import DEFAULT_LIMIT, MAX_LIMIT, NodeService
 
@@ -24,12 +25,15 @@ class NodeController(Controller):
     path = "/api/v1/nodes"
     tags = ["nodes"]
 
-    @post("/heartbeat", guards=[node_guard], status_code=200)
-    async def heartbeat(self, nodes: NodeService, data: m.HeartbeatRequest) -> m.HeartbeatResponse:
-        """Report liveness, labels and capacity; registers the node on first sight."""
-        return await nodes.heartbeat(data)
+    @post("/heartbeat", guards=[join_guard], status_code=200)
+    async def heartbeat(
+        self, nodes: NodeService, request: Request[None, None, State], data: m.HeartbeatRequest
+    ) -> m.HeartbeatResponse:
+        """Report liveness, labels and capacity. With the join token it registers a new node id and
+        answers its `node_token` (once); from then on the node sends that token."""
+        return await nodes.heartbeat(data, principal_of(request))
 
-    @get("/", guards=[admin_guard])
+    @get("/", guards=[read_guard])
     async def list_nodes(
         self,
         nodes: NodeService,
@@ -40,7 +44,7 @@ class NodeController(Controller):
     ) -> m.NodeList:
         return await nodes.list(status, selector, limit, offset)
 
-    @get("/{node_id:str}", guards=[admin_guard])
+    @get("/{node_id:str}", guards=[read_guard])
     async def get_node(self, nodes: NodeService, node_id: NodeId) -> m.Node:
         return await nodes.get(existing_node_id(node_id))
 
@@ -56,6 +60,13 @@ class NodeController(Controller):
         """JSON merge patch: labels (null removes a key, sticky across heartbeats), status, max_concurrent."""
         return await nodes.patch(existing_node_id(node_id), data, actor_of(request), parse_if_match(if_match))
 
+    @delete("/{node_id:str}/credential", guards=[admin_guard], status_code=204)
+    async def reset_credential(
+        self, nodes: NodeService, request: Request[None, None, State], node_id: NodeId
+    ) -> None:
+        """Void the node's credential; its next heartbeat with the join token registers it again."""
+        await nodes.reset_credential(existing_node_id(node_id), actor_of(request))
+
     @delete("/{node_id:str}", guards=[admin_guard], status_code=204)
     async def delete_node(
         self, nodes: NodeService, request: Request[None, None, State], node_id: NodeId
@@ -63,7 +74,7 @@ class NodeController(Controller):
         """409 while runs are scheduled or running on the node."""
         await nodes.delete(existing_node_id(node_id), actor_of(request))
 
-    @get("/{node_id:str}/runs", guards=[admin_guard])
+    @get("/{node_id:str}/runs", guards=[read_guard])
     async def node_runs(
         self,
         nodes: NodeService,
@@ -75,9 +86,20 @@ class NodeController(Controller):
     ) -> m.RunList:
         return await nodes.runs(existing_node_id(node_id), status, limit, offset)
 
-    @get("/{node_id:str}/env-config", guards=[admin_guard])
-    async def get_env_config(self, env_config: EnvConfigService, node_id: NodeId) -> m.EnvConfig:
-        return await env_config.get(existing_node_id(node_id))
+    @get("/{node_id:str}/env-config", guards=[read_guard])
+    async def get_env_config(
+        self,
+        env_config: EnvConfigService,
+        request: Request[None, None, State],
+        node_id: NodeId,
+        reveal: Annotated[
+            bool, Parameter(description="show proxy passwords and secret_env values (admin only, audited)")
+        ] = False,
+    ) -> m.EnvConfig:
+        """Proxy passwords and `secret_env` values read as `***` unless an admin asks `reveal=true`."""
+        if reveal and principal_of(request).role != "admin":
+            raise Forbidden("only an admin may reveal secrets")
+        return await env_config.get(existing_node_id(node_id), reveal=reveal, actor=actor_of(request))
 
     @put("/{node_id:str}/env-config", guards=[admin_guard])
     async def put_env_config(

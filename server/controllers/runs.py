@@ -9,7 +9,7 @@ from litestar.datastructures import State
 from litestar.params import Parameter
 
 from nodeapi import models as m
-from server.auth import actor_of, admin_guard, node_guard
+from server.auth import actor_of, admin_guard, caller_node, node_guard, read_guard
 from server.controllers.params import MAX_OFFSET
 from server.services.node_events import NodeEventService
 from server.services.runs import DEFAULT_EVENTS_LIMIT, DEFAULT_LIMIT, MAX_EVENTS_WAIT, MAX_LIMIT, RunService
@@ -30,7 +30,7 @@ class RunController(Controller):
         """Queue a run; the scheduler places it on a matching node."""
         return await runs.create(data, actor_of(request))
 
-    @get("/", guards=[admin_guard])
+    @get("/", guards=[read_guard])
     async def list_runs(
         self,
         runs: RunService,
@@ -44,7 +44,7 @@ class RunController(Controller):
         """Newest first."""
         return await runs.list(status, node_id, limit, offset)
 
-    @get("/{run_id:str}", guards=[admin_guard])
+    @get("/{run_id:str}", guards=[read_guard])
     async def get_run(self, runs: RunService, run_id: RunId) -> m.Run:
         return await runs.get(run_id)
 
@@ -53,7 +53,7 @@ class RunController(Controller):
         """Queued: cancelled at once. Scheduled or running: the node is told to stop it. Finished: 409."""
         return await runs.cancel(run_id, actor_of(request))
 
-    @get("/{run_id:str}/events", guards=[admin_guard])
+    @get("/{run_id:str}/events", guards=[read_guard])
     async def run_events(
         self,
         runs: RunService,
@@ -70,7 +70,12 @@ class RunController(Controller):
 
     @post("/{run_id:str}/node-events", guards=[node_guard], status_code=200)
     async def node_events(
-        self, node_events: NodeEventService, run_id: RunId, data: m.NodeEventBatch
+        self,
+        node_events: NodeEventService,
+        request: Request[None, None, State],
+        run_id: RunId,
+        data: m.NodeEventBatch,
     ) -> m.NodeEventAck:
-        """Events a node reports for a run it was assigned; retried batches are stored once."""
-        return await node_events.ingest(run_id, data)
+        """Events a node reports for a run placed on it (403 for any other run); retried batches
+        are stored once."""
+        return await node_events.ingest(run_id, data, caller_node(request))

@@ -18,7 +18,12 @@ def _json_dumps(value: Any) -> str:
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
-    common: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": msgspec.json.decode}
+    common: dict[str, Any] = {
+        "json_serializer": _json_dumps,
+        "json_deserializer": msgspec.json.decode,
+        # statement parameters carry sealed secrets and env values: never in logs or error messages
+        "hide_parameters": True,
+    }
     if settings.is_sqlite:
         path = sqlite_path(settings.database_url)
         if path is not None:

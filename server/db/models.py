@@ -5,12 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
 def _json(**kw: Any) -> Any:
     return Field(default_factory=dict, sa_column=Column(JSON, nullable=False, **kw))
+
+
+def _json_added_later() -> Any:
+    """A JSON column added by a migration to tables with rows: empty ({}) unless set."""
+    return _json(server_default=text("'{}'"))
 
 
 def _ts(nullable: bool = True, index: bool = False) -> Any:
@@ -37,14 +42,20 @@ class NodeRow(SQLModel, table=True):
     updated_at: datetime | None = _ts()
     resource_version: int = Field(default=1)
     last_proxy_test: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # sha256 of the node's credential (never the token itself); NULL: the join token may claim one
+    token_hash: str | None = Field(default=None, max_length=64, unique=True)
+    token_issued_at: datetime | None = _ts()
 
 
 class EnvConfigRow(SQLModel, table=True):
     __tablename__ = "env_configs"
 
     node_id: str = Field(primary_key=True, max_length=253)
+    # proxy URLs with their passwords masked; the real ones are in `secrets`
     proxy: dict[str, str | None] = _json()
     env: dict[str, str] = _json()
+    # {"names": secret_env names, "sealed": (server.secrets) {"proxy": full URLs, "secret_env": values}}
+    secrets: dict[str, Any] = _json_added_later()
     resource_version: int = Field(default=1)
     updated_at: datetime | None = _ts()
 
@@ -58,6 +69,8 @@ class RunRow(SQLModel, table=True):
     image: str = Field(max_length=512)
     command: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     env: dict[str, str] = _json()
+    # {"names": [...], "sealed": server.secrets-sealed {NAME: value}}; reaches only the node that runs it
+    secret_env: dict[str, Any] = _json_added_later()
     node_selector: dict[str, str] = _json()
     selector_expressions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     node_id: str | None = Field(default=None, max_length=253)

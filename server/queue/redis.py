@@ -29,7 +29,7 @@ from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError, ResponseError
 
-from nodeapi.validation import mask_url_password
+from nodeapi.masking import mask_url_password
 from server.queue.base import Message, QueueUnavailable, RunQueue
 
 DEFAULT_STREAM_KEY = "agentnodes:runs"

@@ -14,15 +14,31 @@ from server.db.models import ENV_CONFIGS, EnvConfigRow
 col: Any = ENV_CONFIGS.c
 
 
-async def get(session: AsyncSession, node_id: str) -> Row[Any] | None:
-    query = select(col.proxy, col.env, col.resource_version, col.updated_at).where(col.node_id == node_id)
-    return (await session.execute(query)).first()
+COLUMNS = (col.proxy, col.env, col.secrets, col.resource_version, col.updated_at)
+
+
+async def get(session: AsyncSession, node_id: str) -> Any:
+    """The node's config row (proxy, env, secrets, resource_version, updated_at), or None."""
+    return (await session.execute(select(*COLUMNS).where(col.node_id == node_id))).first()
 
 
 async def upsert(
-    session: AsyncSession, node_id: str, proxy: dict[str, str | None], env: dict[str, str], now: datetime
+    session: AsyncSession,
+    node_id: str,
+    proxy: dict[str, str | None],
+    env: dict[str, str],
+    secrets: dict[str, Any],
+    now: datetime,
 ) -> Row[Any]:
-    values = {"node_id": node_id, "proxy": proxy, "env": env, "resource_version": 1, "updated_at": now}
+    """`proxy` with masked passwords; `secrets` the sealed credentials and secret env."""
+    values = {
+        "node_id": node_id,
+        "proxy": proxy,
+        "env": env,
+        "secrets": secrets,
+        "resource_version": 1,
+        "updated_at": now,
+    }
     insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     stmt = insert(EnvConfigRow).values(values)
     stmt = stmt.on_conflict_do_update(
@@ -30,10 +46,11 @@ async def upsert(
         set_={
             "proxy": stmt.excluded.proxy,
             "env": stmt.excluded.env,
+            "secrets": stmt.excluded.secrets,
             "updated_at": stmt.excluded.updated_at,
             "resource_version": col.resource_version + 1,
         },
-    ).returning(col.proxy, col.env, col.resource_version, col.updated_at)
+    ).returning(*COLUMNS)
     return (await session.execute(stmt)).one()
 
 

@@ -216,3 +216,33 @@ async def runs_of_node(
 
 async def set_last_proxy_test(session: AsyncSession, node_id: str, result: dict[str, Any]) -> None:
     await session.execute(update(NodeRow).where(col.id == node_id).values(last_proxy_test=result))
+
+
+async def node_of_token(session: AsyncSession, hashed: str) -> str | None:
+    row = (await session.execute(select(col.id).where(col.token_hash == hashed))).first()
+    return None if row is None else str(row.id)
+
+
+async def credential_claimed(session: AsyncSession, node_id: str) -> bool | None:
+    """None: no such node; else whether it holds a credential (locks its row on PostgreSQL)."""
+    query = select(col.token_hash).where(col.id == node_id).with_for_update()
+    row = (await session.execute(query)).first()
+    return None if row is None else row.token_hash is not None
+
+
+async def claim_credential(session: AsyncSession, node_id: str, hashed: str, now: datetime) -> bool:
+    """Give the node a credential unless it has one; False when it already has."""
+    stmt = (
+        update(NodeRow)
+        .where(col.id == node_id, col.token_hash.is_(None))
+        .values(token_hash=hashed, token_issued_at=now)
+    )
+    result: Any = await session.execute(stmt)
+    return bool(result.rowcount)
+
+
+async def void_credential(session: AsyncSession, node_id: str) -> bool:
+    """Forget the node's credential; False for an unknown node."""
+    stmt = update(NodeRow).where(col.id == node_id).values(token_hash=None, token_issued_at=None)
+    result: Any = await session.execute(stmt)
+    return bool(result.rowcount)

@@ -25,6 +25,11 @@ def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
 
 
+async def add(session: AsyncSession, row: RunRow) -> None:
+    session.add(row)
+    await session.flush()
+
+
 async def get_run(session: AsyncSession, run_id: str, *, for_update: bool = False) -> RunRow | None:
     stmt = select(RunRow).where(col(RunRow.id) == run_id)
     if for_update:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
-from nodeapi.validation import mask_url_password
+from nodeapi.masking import mask_url_password
 from server.errors import InvalidInput
 from server.repositories import audit as repo
 from server.services.context import ServiceContext

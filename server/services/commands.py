@@ -29,9 +29,11 @@ from server.errors import Conflict, GatewayTimeout, InvalidInput, NotFound
 from server.repositories import commands as repo
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as node_repo
+from server.secrets import SecretBox
 from server.services.context import ServiceContext
+from server.services.env_config import env_config_view
 from server.services.longpoll import long_poll
-from server.services.mappers import env_config_to_wire, now_utc, utc
+from server.services.mappers import now_utc, utc
 
 DEFAULT_WAIT = 15.0
 MAX_WAIT = 60.0
@@ -65,7 +67,9 @@ class CommandService:
             if node is None:
                 raise NotFound(f"node {node_id!r} not found")
             self._require_online(node_id, node.last_heartbeat_at, node.draining, now)
-            saved = env_config_to_wire(await env_repo.get(session, node_id)).proxy
+            saved = env_config_view(
+                await env_repo.get(session, node_id), self._ctx.secrets, reveal=True
+            ).proxy
             payload = self._payload(req, saved)
             command = NodeCommandRow(
                 id=f"cmd-{secrets.token_hex(8)}",
@@ -151,7 +155,8 @@ class CommandService:
             row = await repo.get(session, command_id)
             if row is None or row.node_id != node_id:
                 raise NotFound(f"command {command_id!r} of node {node_id!r} not found")
-            stored = _normalise(node_id, result, now, _proxy_passwords(row.payload))
+            full = unsealed_payload(row.payload or {}, self._ctx.secrets)
+            stored = _normalise(node_id, result, now, _proxy_passwords(full))
             if not await repo.complete(session, command_id, stored, now):
                 return
             await _forget_secrets(session, command_id)
@@ -200,16 +205,21 @@ def _scrub(result: m.ProxyTestResult, passwords: set[str]) -> None:
 
 
 async def _forget_secrets(session: AsyncSession, command_id: str) -> None:
-    """Mask the proxy URLs kept in a command nobody will read again."""
+    """Drop the sealed proxy of a command nobody will read again (the masked one stays)."""
     row = await repo.get(session, command_id)
-    proxy = (row.payload or {}).get("proxy") if row is not None else None
-    if row is None or not isinstance(proxy, dict):
-        return
-    masked = {
-        name: validation.mask_url_password(value) if isinstance(value, str) else value
-        for name, value in proxy.items()
-    }
-    await repo.set_payload(session, command_id, {**row.payload, "proxy": masked})
+    if row is not None and "sealed_proxy" in (row.payload or {}):
+        payload = {key: value for key, value in row.payload.items() if key != "sealed_proxy"}
+        await repo.set_payload(session, command_id, payload)
+
+
+def unsealed_payload(payload: dict[str, Any], box: SecretBox) -> dict[str, Any]:
+    """A command's payload as its node gets it: the proxy URLs with their passwords."""
+    if "sealed_proxy" not in payload:
+        return dict(payload)
+    unsealed = {key: value for key, value in payload.items() if key != "sealed_proxy"}
+    proxy = box.open(payload.get("sealed_proxy"))
+    unsealed["proxy"] = {**(payload.get("proxy") or {}), **proxy}
+    return unsealed
 
 
 def _normalise(node_id: str, result: m.CommandResult, now: datetime, passwords: set[str]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from server.config import Settings
 from server.node_status import StatusRule
 from server.queue.base import QueueUnavailable, RunQueue
 from server.repositories import runs as run_repo
+from server.secrets import SecretBox
 from server.services.notifier import Notifier
 
 log = logging.getLogger("server.runs")
@@ -24,6 +25,7 @@ class ServiceContext:
     settings: Settings
     sessionmaker: async_sessionmaker[AsyncSession]
     queue: RunQueue
+    secrets: SecretBox
     # re-examine parked runs: a slot freed up or a node became usable
     wake_scheduler: Callable[[], None]
     # key: run id; set when a run gets new events or changes status

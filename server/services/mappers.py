@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from nodeapi import models as m
+from nodeapi.masking import mask_values
 from server.node_status import StatusRule
 
 
@@ -77,6 +78,7 @@ def run_to_wire(row: Any) -> m.Run:
         node_id=row.node_id,
         exit_code=row.exit_code,
         created_at=utc(row.created_at),  # type: ignore[arg-type]
+        secret_env=mask_values(dict.fromkeys((row.secret_env or {}).get("names", []), "")),
         selector_expressions=list(row.selector_expressions or []),
         updated_at=utc(row.updated_at),
         scheduled_at=utc(row.scheduled_at),
@@ -87,21 +89,4 @@ def run_to_wire(row: Any) -> m.Run:
         container_id=row.container_id,
         message=row.message,
         last_node_seq=row.last_node_seq,
-    )
-
-
-def env_config_to_wire(row: Any | None) -> m.EnvConfig:
-    """The empty config, at resource_version 0, for a node that has none yet."""
-    if row is None:
-        return m.EnvConfig(resource_version=0)
-    proxy = row.proxy or {}
-    return m.EnvConfig(
-        proxy=m.ProxyConfig(
-            http_proxy=proxy.get("http_proxy"),
-            https_proxy=proxy.get("https_proxy"),
-            no_proxy=proxy.get("no_proxy"),
-        ),
-        env=dict(row.env or {}),
-        resource_version=row.resource_version,
-        updated_at=utc(row.updated_at),
     )

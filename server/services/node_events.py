@@ -22,7 +22,7 @@ from typing import Any
 
 from nodeapi import models as m
 from nodeapi.models import TERMINAL_RUN_STATUSES
-from server.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.repositories import runs as repo
 from server.repositories.events import append_run_events
 from server.services.context import ServiceContext
@@ -105,10 +105,13 @@ class NodeEventService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
 
-    async def ingest(self, run_id: str, batch: m.NodeEventBatch) -> m.NodeEventAck:
+    async def ingest(self, run_id: str, batch: m.NodeEventBatch, caller_node: str | None) -> m.NodeEventAck:
+        """`caller_node`: the node whose credential posted the batch (None in protected mode,
+        where the batch's `node_id` is taken at its word)."""
         _check_batch(batch)
+        node_id = caller_node if caller_node is not None else batch.node_id
         for _ in range(MAX_ATTEMPTS):
-            outcome = await self._try_ingest(run_id, batch)
+            outcome = await self._try_ingest(run_id, batch, node_id)
             if outcome is not None:
                 ack, freed = outcome
                 if ack.accepted:
@@ -118,15 +121,17 @@ class NodeEventService:
                 return ack
         raise Conflict(f"run {run_id!r} is changing state concurrently; retry")
 
-    async def _try_ingest(self, run_id: str, batch: m.NodeEventBatch) -> tuple[m.NodeEventAck, bool] | None:
+    async def _try_ingest(
+        self, run_id: str, batch: m.NodeEventBatch, node_id: str
+    ) -> tuple[m.NodeEventAck, bool] | None:
         now = now_utc()
         async with self._ctx.sessionmaker.begin() as session:
             row = await repo.get_run(session, run_id, for_update=True)
             if row is None:
                 raise NotFound(f"run {run_id!r} not found")
-            if row.node_id != batch.node_id:
-                owner = f"node {row.node_id!r}" if row.node_id else "no node"
-                raise Conflict(f"run {run_id} is assigned to {owner}, not to node {batch.node_id!r}")
+            if row.node_id != node_id:
+                # another node's run, or one taken away from this node: its events change nothing
+                raise Forbidden(f"run {run_id} is not placed on node {node_id!r}")
             by_seq = {e.node_seq: e for e in batch.events if e.node_seq > row.last_node_seq}
             fresh = [by_seq[seq] for seq in sorted(by_seq)]
             ack = m.NodeEventAck(

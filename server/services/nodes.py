@@ -7,13 +7,16 @@ flip nodes offline.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any, cast, get_args
 
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
 from nodeapi import validation
-from server.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.identity import Authenticator, Principal, new_node_token, token_hash
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
@@ -49,23 +52,37 @@ class _SchedulerView:
 
 
 class NodeService:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, authenticator: Authenticator) -> None:
         self._ctx = ctx
+        self._authenticator = authenticator
         self._scheduler_view = _SchedulerView()
 
-    async def heartbeat(self, req: m.HeartbeatRequest) -> m.HeartbeatResponse:
+    async def heartbeat(self, req: m.HeartbeatRequest, caller: Principal) -> m.HeartbeatResponse:
+        """Liveness and what the node reports. With the join token it registers a new node id (or
+        gives a node without a credential one) and answers its `node_token`, once."""
         try:
             validation.validate_node_id(req.node_id)
             validation.validate_labels(req.labels)
             validation.validate_capacity(req.capacity.max_concurrent)
         except ValueError as exc:
             raise _invalid(exc) from exc
+        if caller.role == "node" and not caller.trusted and caller.node_id != req.node_id:
+            raise Forbidden(
+                f"a node token acts only for its own node ({caller.node_id}), not {req.node_id!r}"
+            )
         now = now_utc()
         info = _clean_info(msgspec.to_builtins(req.info))
+        node_token = None
         async with self._ctx.sessionmaker.begin() as session:
+            if caller.role == "join":
+                node_token = await self._register(session, req.node_id, caller, now)
             row = await repo.upsert_heartbeat(
                 session, req.node_id, dict(req.labels), req.capacity.max_concurrent, info, now
             )
+            if node_token is not None and not await repo.claim_credential(
+                session, req.node_id, token_hash(node_token), now
+            ):
+                raise Conflict(f"node {req.node_id!r} was registered concurrently; retry with its node token")
             stop_runs = await runs_to_stop(session, req.node_id, list(req.active_runs))
         node = node_from_columns(row, self._ctx.status_rule, now)
         if self._scheduler_view.changed(node):
@@ -77,7 +94,31 @@ class NodeService:
             heartbeat_interval=settings.heartbeat_interval,
             offline_after=settings.offline_after,
             stop_runs=stop_runs,
+            node_token=node_token,
         )
+
+    async def _register(self, session: AsyncSession, node_id: str, caller: Principal, now: datetime) -> str:
+        """A new credential for a node id that has none (new, reset by an admin, or from before
+        node credentials existed: trust on first use); Conflict for one that has its own."""
+        claimed = await repo.credential_claimed(session, node_id)
+        if claimed:
+            raise Conflict(
+                f"node {node_id!r} is already registered and has its own credential: the join token "
+                "cannot act for it. If the node lost its state directory, an admin runs "
+                f"`nodectl nodes reset-credential {node_id}` (or deletes the node) and the node "
+                "registers again at its next heartbeat"
+            )
+        action = "node.register" if claimed is None else "node.claim_credential"
+        await record(session, caller.actor, action, "node", node_id, {})
+        return new_node_token()
+
+    async def reset_credential(self, node_id: str, actor: str) -> None:
+        """Void the node's credential: the next heartbeat with the join token registers it again."""
+        async with self._ctx.sessionmaker.begin() as session:
+            if not await repo.void_credential(session, node_id):
+                raise NotFound(f"node {node_id!r} not found")
+            await record(session, actor, "node.reset_credential", "node", node_id, {})
+        self._authenticator.forget_node(node_id)
 
     async def list(
         self, status: str | None, selector: str | None, limit: int = DEFAULT_LIMIT, offset: int = 0
@@ -168,6 +209,7 @@ class NodeService:
                 )
             await env_repo.delete_for_node(session, node_id)
             await record(session, actor, "node.delete", "node", node_id, {})
+        self._authenticator.forget_node(node_id)
 
 
 def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from nodeapi import validation
+from nodeapi.masking import MASK
 from nodeapi.models import RunCreate
 from server.errors import InvalidInput
 from server.scheduler.selectors import compile_selector
@@ -19,6 +20,10 @@ def validate_run_create(req: RunCreate) -> None:
         _validate_image(req.image)
         _validate_command(req.command)
         validation.validate_env(req.env, "env")
+        validation.validate_env(req.secret_env, "secret_env")
+        validation.validate_env_total(req.env, req.secret_env)
+        if MASK in req.secret_env.values():
+            raise ValueError(f"secret_env: {MASK} is what reads show in place of a value; send the value")
         validation.validate_labels(req.node_selector, "node_selector")
         _validate_expressions(req.selector_expressions)
         compile_selector(req.node_selector, req.selector_expressions)

@@ -11,6 +11,7 @@ from server.db.models import RunEventRow, RunRow
 from server.errors import Conflict, InvalidInput, NotFound
 from server.repositories import runs as repo
 from server.repositories.events import record_events
+from server.secrets import sealed_with_names
 from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.longpoll import long_poll
@@ -63,6 +64,7 @@ class RunService:
             image=req.image.strip(),
             command=list(req.command),
             env=dict(req.env),
+            secret_env=sealed_with_names(self._ctx.secrets, list(req.secret_env), dict(req.secret_env)),
             node_selector=dict(req.node_selector),
             selector_expressions=list(req.selector_expressions),
             created_at=now,
@@ -70,15 +72,19 @@ class RunService:
             enqueued=False,
         )
         async with self._ctx.sessionmaker.begin() as session:
-            session.add(row)
-            await session.flush()
+            await repo.add(session, row)
             await record_events(
                 session,
                 row.id,
                 [("created", {"image": row.image, "command": row.command}), ("queued", {})],
                 now,
             )
-            details = {"image": row.image, "node_selector": row.node_selector, "env": sorted(row.env)}
+            details = {
+                "image": row.image,
+                "node_selector": row.node_selector,
+                "env": sorted(row.env),
+                "secret_env": sorted(req.secret_env),
+            }
             await record(session, actor, "run.create", "run", row.id, details)
         await self._ctx.publish([row.id])
         return run_to_wire(row)

@@ -18,6 +18,7 @@ REDELIVER_AFTER seconds.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from nodeapi import models as m
 from server.errors import InvalidInput, NotFound
@@ -25,9 +26,12 @@ from server.repositories import commands as command_repo
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
+from server.secrets import SecretBox
+from server.services.commands import unsealed_payload
 from server.services.context import ServiceContext
+from server.services.env_config import env_config_view
 from server.services.longpoll import long_poll
-from server.services.mappers import env_config_to_wire, now_utc, run_to_wire
+from server.services.mappers import now_utc, run_to_wire
 
 MAX_WORK_WAIT = 60.0
 # Every waiting node re-reads the database this often. Only another replica's assignments need
@@ -74,14 +78,23 @@ class WorkService:
             if node is None:
                 raise NotFound(f"node {node_id!r} not found; it registers with its first heartbeat")
             runs = await run_repo.pending_assignments(session, node_id)
-            env_config = env_config_to_wire(await env_repo.get(session, node_id)) if runs else m.EnvConfig()
+            # this node's own channel: its secrets in clear, so it can inject them
+            box = self._ctx.secrets
+            env_config = (
+                env_config_view(await env_repo.get(session, node_id), box, reveal=True)
+                if runs
+                else m.EnvConfig()
+            )
             cancel_runs = await run_repo.cancel_requested_ids(session, node_id)
             running = await run_repo.running_ids(session, node_id)
             commands = await command_repo.claim_pending(session, node_id, now)
         return m.WorkResponse(
-            assignments=[m.Assignment(run=run_to_wire(row), env_config=env_config) for row in runs],
+            assignments=[m.Assignment(run=_revealed(row, box), env_config=env_config) for row in runs],
             cancel_runs=cancel_runs,
-            commands=[m.NodeCommand(id=c.id, type=c.type, payload=dict(c.payload or {})) for c in commands],
+            commands=[
+                m.NodeCommand(id=c.id, type=c.type, payload=unsealed_payload(c.payload or {}, box))
+                for c in commands
+            ],
             draining=bool(node.draining),
             running_runs=running,
         )
@@ -102,6 +115,12 @@ class WorkService:
         self._handed_out[node_id] = {
             key: (now if previous.get(key, 0.0) < stale_before else previous[key]) for key in keys
         }
+
+
+def _revealed(row: Any, box: SecretBox) -> m.Run:
+    run = run_to_wire(row)
+    run.secret_env = dict(box.open((row.secret_env or {}).get("sealed")))
+    return run
 
 
 def _item_keys(work: m.WorkResponse) -> list[str]:

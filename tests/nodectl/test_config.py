@@ -15,12 +15,13 @@ from tests.support.nodectl import base_env, heartbeat, invoke, tsv
 from tests.support.server import ServerProcess
 
 TOKEN = "s3cret-admin-token"
+JOIN_TOKEN = "s3cret-join-token"
 
 
 @pytest.fixture(scope="module")
 def auth_server() -> Iterator[ServerProcess]:
-    with ServerProcess(env={"ADMIN_TOKEN": TOKEN}) as process:
-        heartbeat(process.base_url, "auth-node-1", {"zone": "a"}, token=TOKEN)
+    with ServerProcess(env={"ADMIN_TOKEN": TOKEN, "NODE_JOIN_TOKEN": JOIN_TOKEN}) as process:
+        heartbeat(process.base_url, "auth-node-1", {"zone": "a"}, token=JOIN_TOKEN)
         yield process
 
 

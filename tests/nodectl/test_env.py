@@ -42,7 +42,7 @@ def test_set_then_get_masks_secrets(env: dict[str, str], node_id: str) -> None:
         "--http-proxy", "http://alice:pa55@127.0.0.1:3128",
         "--https-proxy", "http://127.0.0.1:3129",
         "--no-proxy", "localhost,10.0.0.0/8",
-        "--env", "API_KEY=abc123", "--env", "MODE=fast",
+        "--secret-env", "API_KEY=abc123", "--env", "MODE=fast",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
@@ -53,16 +53,27 @@ def test_set_then_get_masks_secrets(env: dict[str, str], node_id: str) -> None:
         "https_proxy": "http://127.0.0.1:3129",
         "no_proxy": "localhost,10.0.0.0/8",
     }
-    assert masked["env"] == {"API_KEY": "***", "MODE": "***"}
+    assert masked["env"] == {"MODE": "fast"}  # plain env shows as it is
+    assert masked["secret_env"] == {"API_KEY": "***"}
 
     table = invoke(env, "env", "get", node_id).stdout
     assert "pa55" not in table
     assert "abc123" not in table
     assert "http://alice:***@127.0.0.1:3128" in table
 
-    shown = yaml.safe_load(invoke(env, "env", "get", node_id, "-o", "yaml", "--show-secrets").stdout)
+    shown = yaml.safe_load(invoke(env, "env", "get", node_id, "-o", "yaml", "--reveal").stdout)
     assert shown["proxy"]["http_proxy"] == "http://alice:pa55@127.0.0.1:3128"
-    assert shown["env"] == {"API_KEY": "abc123", "MODE": "fast"}
+    assert (shown["env"], shown["secret_env"]) == ({"MODE": "fast"}, {"API_KEY": "abc123"})
+
+    # a change of something else sends the masked values back: the stored secrets stay
+    assert invoke(env, "env", "set", node_id, "--env", "MORE=1").exit_code == 0
+    kept = yaml.safe_load(invoke(env, "env", "get", node_id, "-o", "yaml", "--reveal").stdout)
+    assert kept["proxy"]["http_proxy"] == "http://alice:pa55@127.0.0.1:3128"
+    assert kept["secret_env"] == {"API_KEY": "abc123"}
+
+    hinted = invoke(env, "env", "set", node_id, "--env", "GITHUB_TOKEN=ghp_x")
+    assert hinted.exit_code == 0
+    assert "GITHUB_TOKEN looks like a secret: --secret-env" in hinted.stderr
 
 
 def test_set_changes_only_what_is_named(env: dict[str, str], node_id: str) -> None:

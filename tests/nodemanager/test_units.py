@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -109,13 +110,29 @@ def test_a_bad_value_exits_2_with_a_message() -> None:
     assert result.stdout == ""
 
 
+def _run(env: dict[str, str], secret_env: dict[str, str] | None = None) -> m.Run:
+    return m.Run(
+        id="r",
+        status="scheduled",
+        image="i",
+        command=[],
+        env=env,
+        secret_env=secret_env or {},
+        node_selector={},
+        node_id="n",
+        exit_code=None,
+        created_at=datetime.now(UTC),
+    )
+
+
 def test_run_env_beats_proxy_which_beats_node_env() -> None:
     config = m.EnvConfig(
         proxy=m.ProxyConfig(http_proxy="http://proxy:3128", no_proxy="localhost"),
         env={"HTTP_PROXY": "http://stale:1", "SHARED": "node", "NODE_ONLY": "1"},
+        secret_env={"NODE_KEY": "n-secret", "RUN_KEY": "node's"},
     )
 
-    env = container_env(config, {"SHARED": "run", "NO_PROXY": "example.com"})
+    env = container_env(config, _run({"SHARED": "run", "NO_PROXY": "example.com"}, {"RUN_KEY": "run's"}))
 
     assert env == {
         "HTTP_PROXY": "http://proxy:3128",
@@ -124,11 +141,13 @@ def test_run_env_beats_proxy_which_beats_node_env() -> None:
         "no_proxy": "localhost",
         "SHARED": "run",
         "NODE_ONLY": "1",
+        "NODE_KEY": "n-secret",
+        "RUN_KEY": "run's",
     }
 
 
 def test_unset_proxy_fields_inject_nothing() -> None:
-    assert container_env(m.EnvConfig(), {}) == {}
+    assert container_env(m.EnvConfig(), _run({})) == {}
 
 
 @pytest.mark.parametrize(

@@ -189,7 +189,7 @@ def test_node_events_are_idempotent_and_free_the_slot_once(client: Client) -> No
     wait_run_status(client, run.id, "scheduled")
     assert node.poll().assignments[0].run.id == run.id
 
-    with pytest.raises(errors.Conflict, match="assigned to node 'n1'"):
+    with pytest.raises(errors.Forbidden, match="not placed on node 'n2'"):
         other.report(run.id, ("claimed", {}))
 
     batch = node.batch(

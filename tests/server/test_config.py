@@ -35,8 +35,9 @@ def test_values_from_env() -> None:
             "REDIS_URL": "redis://localhost:6379/0",
             "NODE_HEARTBEAT_INTERVAL": "0.5",
             "NODE_OFFLINE_AFTER": "2",
-            "ADMIN_TOKEN": "a",
-            "NODE_JOIN_TOKEN": "j",
+            "ADMIN_TOKEN": "admin-token-1, admin-token-2",
+            "VIEWER_TOKEN": "viewer-token",
+            "NODE_JOIN_TOKEN": "join-token",
             "RUN_LOST_GRACE": "5",
             "RUN_MAX_ATTEMPTS": "7",
             "MAX_BODY_SIZE": "2048",
@@ -47,6 +48,9 @@ def test_values_from_env() -> None:
     assert (settings.port, settings.heartbeat_interval, settings.offline_after) == (9000, 0.5, 2.0)
     assert (settings.run_lost_grace, settings.run_max_attempts, settings.max_body_size) == (5.0, 7, 2048)
     assert settings.log_level == "DEBUG"
+    assert settings.admin_tokens == ("admin-token-1", "admin-token-2")  # a list, for rotation
+    assert (settings.viewer_tokens, settings.node_join_tokens) == (("viewer-token",), ("join-token",))
+    assert "admin-token" not in repr(settings)
     assert not settings.protected_mode
     settings.check_listen_address()  # tokens set: any address is allowed
 
@@ -69,6 +73,8 @@ def test_values_from_env() -> None:
         ({"DATABASE_URL": "nodes.db"}, "DATABASE_URL must look like"),
         ({"DATABASE_URL": "sqlite://nodes.db"}, "three slashes"),
         ({"REDIS_URL": "localhost:6379"}, "REDIS_URL must start with"),
+        ({"ADMIN_TOKEN": "short"}, "ADMIN_TOKEN must hold tokens of at least 8"),
+        ({"SECRETS_KEY": "not-a-fernet-key"}, "SECRETS_KEY must hold Fernet keys"),
     ],
 )
 def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> None:

@@ -20,6 +20,7 @@ class FakeNode:
         self.labels = labels or {}
         self.max_concurrent = max_concurrent
         self._seq: defaultdict[str, int] = defaultdict(int)
+        self.node_token: str | None = None
 
     def heartbeat(self, active_runs: list[str] | None = None) -> m.HeartbeatResponse:
         request = m.HeartbeatRequest(
@@ -28,7 +29,11 @@ class FakeNode:
             capacity=m.Capacity(max_concurrent=self.max_concurrent),
             active_runs=active_runs or [],
         )
-        return self.client.send(Calls.heartbeat(request))
+        reply = self.client.send(Calls.heartbeat(request))
+        if reply.node_token:  # registered with the join token: act with the node's own credential
+            self.client.set_token(reply.node_token)
+            self.node_token = reply.node_token
+        return reply
 
     def poll(self, wait: float = 0.0) -> m.WorkResponse:
         return self.client.send(Calls.poll_work(self.node_id, wait=wait))
