@@ -9,6 +9,7 @@ import sys
 
 from nodeapi.client import AsyncClient
 from nodeapi.retry import log_retries
+from nodeapi.tls import trusted
 from nodemanager.agent import Agent
 from nodemanager.config import VARIABLES, ConfigError, NodeConfig
 from nodemanager.runtime import make_runtime
@@ -75,14 +76,25 @@ async def serve(config: NodeConfig) -> int:
     except (RuntimeError_, ValueError) as exc:
         log.error("cannot start the %s runtime: %s", config.runtime, exc)
         return 1
+    server = config.api_server_url
+    if server.startswith("https://"):
+        server = f"{server} (verified against {trusted(config.api_server_ca or True)})"
     log.info(
         "nodemanager %s starting: server %s, runtime %s, max %d concurrent runs",
         config.node_id,
-        config.api_server_url,
+        server,
         runtime.name,
         config.max_concurrent,
     )
-    client = AsyncClient(config.api_server_url, token=config.node_join_token, timeout=15.0)
+    if config.api_server_ca is not None and not config.api_server_url.startswith("https://"):
+        log.warning("API_SERVER_CA is set but API_SERVER_URL is not https://: the CA file is not used")
+    client = AsyncClient(
+        config.api_server_url,
+        token=config.node_join_token,
+        timeout=15.0,
+        verify=config.api_server_ca or True,
+        ca_hint="set API_SERVER_CA to the CA file (PEM) that signed the apiserver's certificate",
+    )
     try:
         await Agent(config, runtime, client).run(stop)
     finally:
