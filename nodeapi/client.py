@@ -250,7 +250,10 @@ def _transport_error(
             reason = f"{reason}; {ca_hint}"
         return CertificateError(base_url, reason)
     if tls is not None:
-        return TLSError(base_url, f"TLS handshake failed: {ssl_reason(tls)}")
+        reason = f"TLS handshake failed: {ssl_reason(tls)}"
+        if tls.reason == "WRONG_VERSION_NUMBER":  # what a plain-HTTP answer to a TLS hello looks like
+            reason = f"{reason} (does the server serve plain http://?)"
+        return TLSError(base_url, reason)
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError) and "refused" in reason.lower():
         reason = "connection refused"
