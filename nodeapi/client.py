@@ -6,6 +6,7 @@ response type); `Client` and `AsyncClient` only differ in how they send it.
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -14,12 +15,14 @@ import httpx
 import msgspec
 
 from nodeapi import models as m
-from nodeapi.errors import RequestTimeout, TransportError, error_for_status
+from nodeapi.errors import CertificateError, RequestTimeout, TLSError, TransportError, error_for_status
+from nodeapi.tls import Verify, client_context, ssl_reason, trusted
 
 T = TypeVar("T")
 
 DEFAULT_SERVER = "http://localhost:8080"
 API = "/api/v1"
+X509_V_ERR_HOSTNAME_MISMATCH = 62  # a certificate for another name: another CA file would not help
 
 
 @dataclass(frozen=True)
@@ -240,24 +243,65 @@ def _request(call: Call[Any]) -> dict[str, Any]:
     return kwargs
 
 
-def _transport_error(base_url: str, exc: httpx.TransportError) -> TransportError:
+def _transport_error(
+    base_url: str, exc: httpx.TransportError, verify: Verify, ca_hint: str | None
+) -> TransportError:
     if isinstance(exc, httpx.TimeoutException):
         return RequestTimeout(base_url, "timed out")
+    tls = _ssl_error(exc)
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        reason = f"{ssl_reason(tls)} (trusting {trusted(verify)})"
+        if ca_hint and tls.verify_code != X509_V_ERR_HOSTNAME_MISMATCH:
+            reason = f"{reason}; {ca_hint}"
+        return CertificateError(base_url, reason)
+    if tls is not None:
+        reason = f"TLS handshake failed: {ssl_reason(tls)}"
+        if tls.reason == "WRONG_VERSION_NUMBER":  # what a plain-HTTP answer to a TLS hello looks like
+            reason = f"{reason} (does the server serve plain http://?)"
+        return TLSError(base_url, reason)
     reason = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectError) and "refused" in reason.lower():
         reason = "connection refused"
     return TransportError(base_url, reason)
 
 
+def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
+    """The SSL error behind an httpx error (httpx and httpcore chain it as the cause)."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ssl.SSLError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
 class Client:
-    """Blocking client (nodectl)."""
+    """Blocking client (nodectl).
+
+    `verify`: the CA file (PEM) an https:// server's certificate must chain to, or True for
+    the system CA store (nodeapi.tls); CAFileError when the file cannot be used. `ca_hint`
+    ends the message of a certificate error: how the user names a CA file.
+    """
 
     def __init__(
-        self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0
+        self,
+        base_url: str = DEFAULT_SERVER,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        verify: Verify = True,
+        ca_hint: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._verify, self._ca_hint = verify, ca_hint
         self._http = httpx.Client(
-            base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
+            base_url=self.base_url,
+            headers=_headers(token),
+            timeout=timeout,
+            trust_env=False,
+            verify=client_context(verify),
         )
 
     def set_token(self, token: str | None) -> None:
@@ -271,7 +315,7 @@ class Client:
         try:
             response = self._http.request(call.method, call.path, **_request(call))
         except httpx.TransportError as exc:
-            raise _transport_error(self.base_url, exc) from exc
+            raise _transport_error(self.base_url, exc, self._verify, self._ca_hint) from exc
         return _decode(call, response)
 
     def close(self) -> None:
@@ -285,14 +329,25 @@ class Client:
 
 
 class AsyncClient:
-    """asyncio client (nodemanager)."""
+    """asyncio client (nodemanager); `verify` and `ca_hint` as for `Client`."""
 
     def __init__(
-        self, base_url: str = DEFAULT_SERVER, token: str | None = None, timeout: float = 10.0
+        self,
+        base_url: str = DEFAULT_SERVER,
+        token: str | None = None,
+        timeout: float = 10.0,
+        *,
+        verify: Verify = True,
+        ca_hint: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._verify, self._ca_hint = verify, ca_hint
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=_headers(token), timeout=timeout, trust_env=False
+            base_url=self.base_url,
+            headers=_headers(token),
+            timeout=timeout,
+            trust_env=False,
+            verify=client_context(verify),
         )
 
     def set_token(self, token: str | None) -> None:
@@ -306,7 +361,7 @@ class AsyncClient:
         try:
             response = await self._http.request(call.method, call.path, **_request(call))
         except httpx.TransportError as exc:
-            raise _transport_error(self.base_url, exc) from exc
+            raise _transport_error(self.base_url, exc, self._verify, self._ca_hint) from exc
         return _decode(call, response)
 
     async def aclose(self) -> None:

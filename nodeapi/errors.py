@@ -2,7 +2,9 @@
 
 ApiError
 ├── TransportError          the server could not be reached or did not answer
-│   └── RequestTimeout      no answer within the client timeout
+│   ├── RequestTimeout      no answer within the client timeout
+│   └── TLSError            the TLS handshake failed
+│       └── CertificateError    the server's certificate is not trusted
 └── HTTPStatusError         the server answered 4xx/5xx; `.status_code`, `.detail`
     ├── BadRequest          400, 413, 422
     ├── Unauthorized        401, 403
@@ -29,6 +31,14 @@ class TransportError(ApiError):
 
 
 class RequestTimeout(TransportError):
+    pass
+
+
+class TLSError(TransportError):
+    pass
+
+
+class CertificateError(TLSError):
     pass
 
 

@@ -75,6 +75,25 @@ def readable_file() -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def ca_file() -> BeforeValidator:
+    """A readable PEM file of CA certificates that a TLS client can load (nodeapi.tls)."""
+
+    def check(raw: Any) -> Path:
+        from nodeapi.tls import CAFileError, check_ca_file
+
+        path = Path(str(raw))
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise ValueError(f"must name a readable PEM file of CA certificates, got {str(raw)!r}")
+        try:
+            return check_ca_file(path)
+        except CAFileError as exc:
+            raise ValueError(
+                f"must name a PEM file of CA certificates, got {str(raw)!r} ({exc.reason})"
+            ) from None
+
+    return BeforeValidator(check)
+
+
 def checked(rule: Callable[[str], Any]) -> BeforeValidator:
     """A validator from a function that raises ValueError with a message naming the rule."""
 

@@ -68,6 +68,14 @@ def root(
         str | None,
         typer.Option("--context", help="Use this context from the config file (env NODECTL_CONTEXT)."),
     ] = None,
+    ca: Annotated[
+        str | None,
+        typer.Option(
+            "--ca",
+            metavar="FILE",
+            help="CA file (PEM) that verifies an https:// server (env NODECTL_CA; default: system CAs).",
+        ),
+    ] = None,
     request_timeout: Annotated[
         float, typer.Option("--request-timeout", min=0.1, help="Seconds to wait for each API answer.")
     ] = 30.0,
@@ -75,7 +83,7 @@ def root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
 ) -> None:
-    """Global options come before the command: `nodectl --server http://host:8080 nodes list`."""
-    sess = Session(server, token, context, request_timeout)
+    """Global options come before the command: `nodectl --server https://host:8080 --ca ca.pem nodes list`."""
+    sess = Session(server, token, context, request_timeout, ca)
     ctx.obj = sess
     ctx.call_on_close(sess.close)

@@ -1,7 +1,8 @@
-"""`nodectl context ...`: named server + token pairs in ~/.config/nodectl/config.toml."""
+"""`nodectl context ...`: named servers (URL, token, CA file) in ~/.config/nodectl/config.toml."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -11,7 +12,7 @@ from nodectl.errors import EXIT_NOT_FOUND, CliError, UsageError
 from nodectl.options import NoHeadersOpt, OutputOpt, session
 from nodectl.output import Format
 
-app = typer.Typer(help="Named contexts (server + token) in the config file.", no_args_is_help=True)
+app = typer.Typer(help="Named contexts (server, token, CA file) in the config file.", no_args_is_help=True)
 
 NameArg = Annotated[str, typer.Argument(help="Context name.", show_default=False)]
 
@@ -34,6 +35,7 @@ def list_contexts(fmt: OutputOpt = Format.table, no_headers: NoHeadersOpt = Fals
                 "name": n,
                 "server": cfg.contexts[n].server,
                 "has_token": bool(cfg.contexts[n].token),
+                "ca": cfg.contexts[n].ca,
                 "current": n == cfg.current,
             }
             for n in names
@@ -57,6 +59,10 @@ def set_context(
     name: NameArg,
     server: Annotated[str | None, typer.Option("--server", help="API server URL.")] = None,
     token: Annotated[str | None, typer.Option("--token", help="Bearer token; '' removes it.")] = None,
+    ca: Annotated[
+        str | None,
+        typer.Option("--ca", metavar="FILE", help="CA file (PEM) that verifies the server; '' removes it."),
+    ] = None,
     use: Annotated[bool, typer.Option("--use", help="Also make it the current context.")] = False,
 ) -> None:
     """Create or change a context: `nodectl context set prod --server https://... --token ... --use`."""
@@ -68,7 +74,17 @@ def set_context(
     if not url.startswith(("http://", "https://")):
         raise UsageError(f"--server must be an http:// or https:// URL, not {url!r}")
     new_token = (token or None) if token is not None else (existing.token if existing else None)
-    cfg.contexts[name] = config.Context(name, url.rstrip("/"), new_token)
+    new_ca = existing.ca if existing else None
+    if ca:
+        from nodeapi.tls import CAFileError, check_ca_file
+
+        try:
+            new_ca = str(check_ca_file(Path(ca).expanduser().absolute()))
+        except CAFileError as exc:
+            raise UsageError(f"--ca: {exc}") from exc
+    elif ca is not None:
+        new_ca = None
+    cfg.contexts[name] = config.Context(name, url.rstrip("/"), new_token, new_ca)
     if use or cfg.current is None:
         cfg.current = name
     path = config.save(cfg)
@@ -107,6 +123,7 @@ def current_context(ctx: typer.Context) -> None:
             ("Context", target.context or "(none)"),
             ("Server", f"{target.server} (from {target.server_source})"),
             ("Token", "set" if target.token else "none"),
+            ("CA", f"{target.ca} (from {target.ca_source})" if target.ca else "the system CA store"),
             ("Config file", str(config.config_path())),
         ]
     )

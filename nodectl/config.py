@@ -1,8 +1,8 @@
 """Where nodectl talks to: named contexts in ~/.config/nodectl/config.toml.
 
-Precedence for the server and token: flags > NODECTL_SERVER / NODECTL_TOKEN > the
-selected context (--context, else NODECTL_CONTEXT, else the file's current context)
-> http://localhost:8080 without a token.
+Precedence for the server, token and CA file: flags > NODECTL_SERVER / NODECTL_TOKEN /
+NODECTL_CA > the selected context (--context, else NODECTL_CONTEXT, else the file's current
+context) > http://localhost:8080 without a token, verified against the system CA store.
 
 The file is read with tomllib and written with tomli_w:
 
@@ -11,6 +11,9 @@ The file is read with tomllib and written with tomli_w:
     [contexts.prod]
     server = "https://nodes.example.com"
     token = "..."
+    ca = "/etc/agent-nodes/ca.pem"
+
+A relative `ca` path is relative to the file's directory.
 """
 
 from __future__ import annotations
@@ -31,12 +34,14 @@ class Context:
     name: str
     server: str
     token: str | None = None
+    ca: str | None = None  # CA file (PEM) that verifies an https:// server
 
 
 @dataclass
 class Config:
     contexts: dict[str, Context] = field(default_factory=dict)
     current: str | None = None
+    directory: Path | None = field(default=None, compare=False)  # of the file: relative `ca` paths start here
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,8 @@ class Target:
     token: str | None
     context: str | None
     server_source: str
+    ca: str | None = None  # None: the system CA store
+    ca_source: str | None = None
 
 
 def config_path() -> Path:
@@ -61,7 +68,7 @@ def load(path: Path | None = None) -> Config:
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return Config()
+        return Config(directory=path.parent)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
     try:
@@ -72,10 +79,17 @@ def load(path: Path | None = None) -> Config:
     for name, entry in (data.get("contexts") or {}).items():
         if not isinstance(entry, dict) or not isinstance(entry.get("server"), str):
             raise ConfigError(f'{path}: context {name!r} needs a server = "URL" entry')
-        token = entry.get("token")
-        contexts[name] = Context(name, entry["server"], token if isinstance(token, str) and token else None)
+        token, ca = entry.get("token"), entry.get("ca")
+        if ca is not None and not isinstance(ca, str):
+            raise ConfigError(f'{path}: context {name!r}: ca must be a file name, ca = "PATH"')
+        contexts[name] = Context(
+            name,
+            entry["server"],
+            token if isinstance(token, str) and token else None,
+            ca or None,
+        )
     current = data.get("current-context")
-    return Config(contexts, current if isinstance(current, str) and current else None)
+    return Config(contexts, current if isinstance(current, str) and current else None, path.parent)
 
 
 HEADER = "# nodectl contexts; edit with `nodectl context set|use|delete`\n"
@@ -90,7 +104,11 @@ def dumps(config: Config) -> str:
     contexts: dict[str, dict[str, str]] = {}
     for name in sorted(config.contexts):
         ctx = config.contexts[name]
-        contexts[name] = {"server": ctx.server, **({"token": ctx.token} if ctx.token else {})}
+        contexts[name] = {"server": ctx.server}
+        if ctx.token:
+            contexts[name]["token"] = ctx.token
+        if ctx.ca:
+            contexts[name]["ca"] = ctx.ca
     if contexts:
         document["contexts"] = contexts
     body = tomli_w.dumps(document)
@@ -119,6 +137,7 @@ def resolve(
     context_flag: str | None,
     environ: dict[str, str] | None = None,
     config: Config | None = None,
+    ca_flag: str | None = None,
 ) -> Target:
     env = os.environ if environ is None else environ
     context_name = context_flag or env.get("NODECTL_CONTEXT") or None
@@ -140,8 +159,21 @@ def resolve(
     else:
         server, source = DEFAULT_SERVER, "default"
 
+    # A context's token and CA go only with that context's server, never to one named by a flag or env var.
+    own_server = context is not None and server.rstrip("/") == context.server.rstrip("/")
     token = token_flag or env.get("NODECTL_TOKEN") or None
-    # A context's token goes only to that context's server, never to one named by a flag or env var.
-    if token is None and context is not None and server.rstrip("/") == context.server.rstrip("/"):
+    if token is None and context is not None and own_server:
         token = context.token
-    return Target(server.rstrip("/"), token, context.name if context else None, source)
+    ca, ca_source = None, None
+    if ca_flag:
+        ca, ca_source = ca_flag, "--ca"
+    elif env.get("NODECTL_CA"):
+        ca, ca_source = env["NODECTL_CA"], "NODECTL_CA"
+    elif context is not None and own_server and context.ca:
+        ca, ca_source = context_ca(cfg, context.ca), f"context {context.name}"
+    return Target(server.rstrip("/"), token, context.name if context else None, source, ca, ca_source)
+
+
+def context_ca(cfg: Config, ca: str) -> str:
+    """A context's `ca` as a path: `~` expanded, a relative path taken from the file's directory."""
+    return str((cfg.directory or Path()) / Path(ca).expanduser())

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from nodeapi.client import Call, Client
 
 T = TypeVar("T")
+CA_HINT = "pass --ca or set NODECTL_CA"
 PAGE_SIZE = 10_000  # the API's maximum page; fewer round trips for big fleets
 
 
@@ -22,13 +23,16 @@ class Session:
     token_flag: str | None = None
     context_flag: str | None = None
     request_timeout: float = 30.0
+    ca_flag: str | None = None
     _client: Client | None = field(default=None, repr=False)
     _target: config.Target | None = field(default=None, repr=False)
 
     def target(self) -> config.Target:
         if self._target is None:
             try:
-                self._target = config.resolve(self.server_flag, self.token_flag, self.context_flag)
+                self._target = config.resolve(
+                    self.server_flag, self.token_flag, self.context_flag, ca_flag=self.ca_flag
+                )
             except config.ConfigError as exc:
                 raise UsageError(str(exc)) from exc
         return self._target
@@ -36,9 +40,19 @@ class Session:
     def client(self) -> Client:
         if self._client is None:
             from nodeapi.client import Client
+            from nodeapi.tls import CAFileError
 
             target = self.target()
-            self._client = Client(target.server, target.token, timeout=self.request_timeout)
+            try:
+                self._client = Client(
+                    target.server,
+                    target.token,
+                    timeout=self.request_timeout,
+                    verify=target.ca or True,
+                    ca_hint=CA_HINT,
+                )
+            except CAFileError as exc:
+                raise UsageError(f"{target.ca_source}: {exc}") from exc
         return self._client
 
     def send(self, call: Call[T]) -> T:

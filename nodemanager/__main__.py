@@ -9,6 +9,7 @@ import sys
 
 from nodeapi.client import AsyncClient
 from nodeapi.retry import log_retries
+from nodeapi.tls import trusted
 from nodemanager.agent import Agent
 from nodemanager.config import VARIABLES, ConfigError, NodeConfig
 from nodemanager.credentials import Credentials
@@ -76,15 +77,26 @@ async def serve(config: NodeConfig) -> int:
     except (RuntimeError_, ValueError) as exc:
         log.error("cannot start the %s runtime: %s", config.runtime, exc)
         return 1
+    server = config.api_server_url
+    if server.startswith("https://"):
+        server = f"{server} (verified against {trusted(config.api_server_ca or True)})"
     log.info(
         "nodemanager %s starting: server %s, runtime %s, max %d concurrent runs",
         config.node_id,
-        config.api_server_url,
+        server,
         runtime.name,
         config.max_concurrent,
     )
+    if config.api_server_ca is not None and not config.api_server_url.startswith("https://"):
+        log.warning("API_SERVER_CA is set but API_SERVER_URL is not https://: the CA file is not used")
     credentials = Credentials(config.credential_path, config.node_join_token)
-    client = AsyncClient(config.api_server_url, token=credentials.token, timeout=15.0)
+    client = AsyncClient(
+        config.api_server_url,
+        token=credentials.token,
+        timeout=15.0,
+        verify=config.api_server_ca or True,
+        ca_hint="set API_SERVER_CA to the CA file (PEM) that signed the apiserver's certificate",
+    )
     try:
         await Agent(config, runtime, client, credentials).run(stop)
     finally:

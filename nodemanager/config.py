@@ -14,7 +14,7 @@ from pydantic import Field
 from pydantic_settings import NoDecode
 
 from nodeapi.settings import ConfigError as ConfigError
-from nodeapi.settings import EnvSettings, checked, choice, integer, readable_file, seconds
+from nodeapi.settings import EnvSettings, ca_file, checked, choice, integer, readable_file, seconds
 from nodeapi.validation import parse_selector, validate_labels, validate_node_id
 
 RuntimeKind = Literal["auto", "docker", "process"]
@@ -28,6 +28,7 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # (name, default, meaning) for `--help`; the order is the order printed.
 VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("API_SERVER_URL", "http://localhost:8080", "apiserver base URL"),
+    ("API_SERVER_CA", "(system CA store)", "CA file (PEM) that verifies an https:// apiserver"),
     ("NODE_ID", "dev-node-01", "unique id of this node"),
     ("WORKSPACE_DIR", "/tmp/agents-workspaces", "per-run workspace directories live here"),
     ("NODE_LABELS", "(auto: os, arch)", "extra labels, k=v,k2=v2"),
@@ -77,6 +78,7 @@ class NodeConfig(EnvSettings):
     api_server_url: Annotated[str, checked(_api_server_url)] = Field(
         "http://localhost:8080", validation_alias="API_SERVER_URL"
     )
+    api_server_ca: Annotated[Path | None, ca_file()] = Field(None, validation_alias="API_SERVER_CA")
     node_id: Annotated[str, checked(_node_id)] = Field("dev-node-01", validation_alias="NODE_ID")
     workspace_dir: Path = Field(Path("/tmp/agents-workspaces"), validation_alias="WORKSPACE_DIR")
     node_labels: Annotated[dict[str, str], NoDecode, checked(_labels)] = Field(

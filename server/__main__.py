@@ -28,7 +28,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Node-management API server: REST API, scheduler and web console. "
         "Configured by environment variables (APISERVER_HOST, APISERVER_PORT, DATABASE_URL, REDIS_URL, "
         "NODE_HEARTBEAT_INTERVAL, NODE_OFFLINE_AFTER, ADMIN_TOKEN, NODE_JOIN_TOKEN, APISERVER_DATA_DIR, "
-        "RUN_LOST_GRACE, RUN_MAX_ATTEMPTS, MAX_BODY_SIZE, LOG_LEVEL); flags override them.",
+        "RUN_LOST_GRACE, RUN_MAX_ATTEMPTS, MAX_BODY_SIZE, LOG_LEVEL, TLS_CERT_FILE and TLS_KEY_FILE to serve "
+        "HTTPS); flags override them.",
     )
     parser.add_argument("--host", help="listen address (APISERVER_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (APISERVER_PORT, default 8080)")
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         access_log=settings.log_level == "DEBUG",
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        ssl_certfile=settings.tls_cert_file,
+        ssl_keyfile=settings.tls_key_file,
     )
     _serve(config, on_exit=components.context.begin_shutdown)
 

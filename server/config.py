@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import NoDecode
 
 from nodeapi.settings import ConfigError as ConfigError
-from nodeapi.settings import EnvSettings, checked, choice, integer, seconds
+from nodeapi.settings import EnvSettings, checked, choice, integer, readable_file, seconds
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -100,6 +101,8 @@ class Settings(EnvSettings):
     proxy_test_https_url: Annotated[str, _http_target("https")] = Field(
         "https://example.com/", validation_alias="PROXY_TEST_HTTPS_URL"
     )
+    tls_cert_file: Annotated[Path | None, readable_file()] = Field(None, validation_alias="TLS_CERT_FILE")
+    tls_key_file: Annotated[Path | None, readable_file()] = Field(None, validation_alias="TLS_KEY_FILE")
 
     @model_validator(mode="before")
     @classmethod
@@ -119,6 +122,21 @@ class Settings(EnvSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if self.tls_cert_file is not None and self.tls_key_file is not None:
+            check_tls_pair(self.tls_cert_file, self.tls_key_file)
+        elif self.tls_cert_file is not None or self.tls_key_file is not None:
+            given, missing = (
+                ("TLS_CERT_FILE", "TLS_KEY_FILE")
+                if self.tls_key_file is None
+                else ("TLS_KEY_FILE", "TLS_CERT_FILE")
+            )
+            raise ValueError(
+                f"{missing} must be set too when {given} is: HTTPS needs the certificate and its key"
+            )
+        return self
+
     @property
     def protected_mode(self) -> bool:
         """Neither ADMIN_TOKEN nor NODE_JOIN_TOKEN: no credential is checked, so the server may only
@@ -127,7 +145,13 @@ class Settings(EnvSettings):
 
     @property
     def uses_tokens(self) -> bool:
+        """Some bearer token is configured: callers must present one."""
         return bool(self.admin_tokens or self.viewer_tokens or self.node_join_tokens)
+
+    @property
+    def tls(self) -> bool:
+        """The server itself serves HTTPS (TLS_CERT_FILE and TLS_KEY_FILE)."""
+        return self.tls_cert_file is not None and self.tls_key_file is not None
 
     @property
     def is_sqlite(self) -> bool:
@@ -151,6 +175,32 @@ class Settings(EnvSettings):
                 "NODE_JOIN_TOKEN only guards the node endpoints",
                 self.host,
             )
+        if self.uses_tokens and not self.tls and not is_loopback(self.host):
+            logging.getLogger("server.config").warning(
+                "serving plain HTTP on %s: bearer tokens travel in clear text. Set TLS_CERT_FILE and "
+                "TLS_KEY_FILE to serve HTTPS, unless a reverse proxy terminates TLS in front of this server",
+                self.host,
+            )
+
+
+def check_tls_pair(cert_file: Path, key_file: Path) -> None:
+    """ValueError naming the variable unless the files are a PEM certificate (chain) and its key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_verify_locations(cafile=cert_file)  # parses every certificate in the file
+    except (OSError, ValueError):
+        raise ValueError(f"TLS_CERT_FILE must name a PEM certificate file, got {str(cert_file)!r}") from None
+    try:
+        # a password callback, so that an encrypted key fails here instead of prompting
+        context.load_cert_chain(cert_file, key_file, password=lambda: b"")
+    except (OSError, ValueError) as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise ValueError(
+                "TLS_KEY_FILE is not the private key of the certificate in TLS_CERT_FILE"
+            ) from None
+        raise ValueError(
+            f"TLS_KEY_FILE must name the unencrypted PEM private key of TLS_CERT_FILE, got {str(key_file)!r}"
+        ) from None
 
 
 def is_loopback(host: str) -> bool:

@@ -8,6 +8,7 @@ import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import certifi
 import pytest
 
 from nodectl import config
@@ -55,6 +56,36 @@ def test_context_token_is_never_sent_to_another_server() -> None:
     assert config.resolve("https://prod:8080/", None, None, {}, cfg).token == "ptok"
 
 
+def test_ca_precedence_flag_then_env_then_context() -> None:
+    cfg = config.Config(
+        {"prod": config.Context("prod", "https://prod:8443", None, "/etc/prod-ca.pem")}, "prod"
+    )
+    env = {"NODECTL_CA": "/env/ca.pem"}
+    flag = config.resolve(None, None, None, env, cfg, ca_flag="/flag/ca.pem")
+    assert (flag.ca, flag.ca_source) == ("/flag/ca.pem", "--ca")
+    from_env = config.resolve(None, None, None, env, cfg)
+    assert (from_env.ca, from_env.ca_source) == ("/env/ca.pem", "NODECTL_CA")
+    from_context = config.resolve(None, None, None, {}, cfg)
+    assert (from_context.ca, from_context.ca_source) == ("/etc/prod-ca.pem", "context prod")
+    # like its token, a context's CA only vouches for the context's own server
+    assert config.resolve("https://elsewhere:8443", None, None, {}, cfg).ca is None
+    assert config.resolve(None, None, None, {}, config.Config()).ca is None
+
+
+def test_a_relative_context_ca_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "nodectl" / "config.toml"
+    cfg = config.Config({"prod": config.Context("prod", "https://prod:8443", None, "certs/ca.pem")}, "prod")
+    config.save(cfg, path)
+    assert 'ca = "certs/ca.pem"' in path.read_text()  # written as given
+    loaded = config.load(path)
+    assert loaded == cfg
+    assert config.resolve(None, None, None, {}, loaded).ca == str(tmp_path / "nodectl" / "certs" / "ca.pem")
+    absolute = config.Context("prod", "https://prod:8443", None, "/etc/ca.pem")
+    assert config.resolve(
+        None, None, None, {}, config.Config({"prod": absolute}, "prod", path.parent)
+    ).ca == ("/etc/ca.pem")
+
+
 def test_context_flag_and_env_select_a_context() -> None:
     cfg = _cfg(a=("http://a:1", None), b=("http://b:1", "btok"))
     cfg.current = "a"
@@ -93,6 +124,13 @@ def test_the_file_layout(tmp_path: Path) -> None:
     assert config.load(empty) == config.Config()
 
 
+def test_a_context_ca_must_be_a_string(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[contexts.prod]\nserver = "https://prod"\nca = 1\n')
+    with pytest.raises(config.ConfigError, match="ca must be a file name"):
+        config.load(path)
+
+
 def test_broken_config_file_is_a_usage_error(tmp_path: Path) -> None:
     path = tmp_path / "nodectl" / "config.toml"
     path.parent.mkdir()
@@ -129,12 +167,47 @@ def test_context_commands_manage_the_file(tmp_path: Path) -> None:
 
     assert invoke(env, "context", "set", "prod", "--token", "").exit_code == 0  # '' removes the token
     assert "token" not in tomllib.loads(path.read_text())["contexts"]["prod"]
+
+    assert invoke(env, "context", "set", "prod", "--ca", certifi.where()).exit_code == 0
+    assert tomllib.loads(path.read_text())["contexts"]["prod"]["ca"] == certifi.where()
+    assert f"{certifi.where()} (from context prod)" in invoke(env, "context", "current").stdout
+    assert (
+        json.loads(invoke(env, "context", "list", "-o", "json").stdout)["items"][1]["ca"] == certifi.where()
+    )
+    missing = invoke(env, "context", "set", "prod", "--ca", str(tmp_path / "missing.pem"))
+    assert missing.exit_code == 2
+    assert "--ca: cannot read CA file" in missing.stderr
+    assert invoke(env, "context", "set", "prod", "--ca", "").exit_code == 0  # '' removes the CA
+    assert "ca" not in tomllib.loads(path.read_text())["contexts"]["prod"]
+    assert "the system CA store" in invoke(env, "context", "current").stdout
+
     assert invoke(env, "context", "delete", "prod").exit_code == 0
     assert "current-context" not in tomllib.loads(path.read_text())
     assert invoke(env, "context", "use", "prod").exit_code == 5
     assert invoke(env, "context", "delete", "prod").exit_code == 5
     assert invoke(env, "context", "set", "new").exit_code == 2  # a new context needs --server
     assert invoke(env, "--context", "nope", "nodes", "list").exit_code == 2
+
+
+@pytest.mark.parametrize("source", ["--ca", "NODECTL_CA", "context c"])
+def test_an_unusable_ca_file_is_a_usage_error_naming_where_it_came_from(tmp_path: Path, source: str) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    env = base_env("https://127.0.0.1:1", tmp_path)
+    args: list[str] = []
+    if source == "--ca":
+        args = ["--ca", str(bad)]
+    elif source == "NODECTL_CA":
+        env["NODECTL_CA"] = str(bad)
+    else:
+        del env["NODECTL_SERVER"]
+        context = config.Context("c", "https://127.0.0.1:1", None, str(bad))
+        config.save(config.Config({"c": context}, "c"), tmp_path / "nodectl" / "config.toml")
+    result = invoke(env, *args, "nodes", "list")
+    assert result.exit_code == 2
+    assert (
+        result.stderr == f"error: {source}: {bad} holds no PEM CA certificate (no certificate or crl found)\n"
+    )
 
 
 # --------------------------------------------------------------------------- authentication

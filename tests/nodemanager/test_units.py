@@ -7,6 +7,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import certifi
 import pytest
 
 from nodeapi import models as m
@@ -28,6 +29,7 @@ def test_defaults_match_the_contract() -> None:
     assert config.max_concurrent == default_max_concurrent() >= 1
     assert config.node_labels == {}
     assert (config.stop_grace, config.docker_network, config.node_join_token) == (10.0, "host", None)
+    assert config.api_server_ca is None  # the system CA store
 
 
 def test_values_are_parsed() -> None:
@@ -81,6 +83,22 @@ def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as info:
         NodeConfig.from_env(env)
     assert message in str(info.value)
+
+
+def test_api_server_ca_is_a_pem_file_of_ca_certificates(tmp_path: Path) -> None:
+    config = NodeConfig.from_env(
+        {"API_SERVER_URL": "https://apiserver:8443", "API_SERVER_CA": certifi.where()}
+    )
+    assert config.api_server_ca == Path(certifi.where())
+
+    with pytest.raises(ConfigError, match="API_SERVER_CA must name a readable PEM file of CA certificates"):
+        NodeConfig.from_env({"API_SERVER_CA": str(tmp_path / "missing.pem")})
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("-----BEGIN NOTHING-----\n")
+    with pytest.raises(
+        ConfigError, match=r"API_SERVER_CA must name a PEM file of CA certificates, got '.*ca\.pem' \("
+    ):
+        NodeConfig.from_env({"API_SERVER_CA": str(not_pem)})
 
 
 def _nodemanager(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ import pytest
 
 from server.config import ConfigError, Settings, async_database_url, is_loopback, sqlite_path
 from tests.support.server import REPO_ROOT
+from tests.support.tls import ThrowawayCA, make_test_ca
+
+CLEAR_TEXT_WARNING = "bearer tokens travel in clear text"
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -82,6 +86,79 @@ def test_invalid_values_name_the_variable(env: dict[str, str], message: str) -> 
         Settings.from_env(env)
 
 
+@pytest.fixture(scope="module")
+def test_ca(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayCA:
+    return make_test_ca(tmp_path_factory.mktemp("ca"))
+
+
+def test_tls_needs_both_files(tmp_path: Path) -> None:
+    some_file = tmp_path / "file.pem"
+    some_file.write_text("x")
+    with pytest.raises(ConfigError, match="TLS_KEY_FILE must be set too when TLS_CERT_FILE is"):
+        Settings.from_env({"TLS_CERT_FILE": str(some_file)})
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE must be set too when TLS_KEY_FILE is"):
+        Settings.from_env({"TLS_KEY_FILE": str(some_file)})
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE must name a readable file"):
+        Settings.from_env({"TLS_CERT_FILE": str(tmp_path / "missing.pem"), "TLS_KEY_FILE": str(some_file)})
+    with pytest.raises(ConfigError, match="TLS_KEY_FILE must name a readable file"):
+        Settings.from_env({"TLS_CERT_FILE": str(some_file), "TLS_KEY_FILE": str(tmp_path)})
+    assert not Settings.from_env({}).tls
+
+
+def test_tls_files_must_be_a_certificate_and_its_key(test_ca: ThrowawayCA, tmp_path: Path) -> None:
+    cert, key = str(test_ca.cert_file), str(test_ca.key_file)
+    settings = Settings.from_env({"TLS_CERT_FILE": cert, "TLS_KEY_FILE": key})
+    assert settings.tls
+    assert (settings.tls_cert_file, settings.tls_key_file) == (test_ca.cert_file, test_ca.key_file)
+
+    other_key = str(test_ca.ca_file.with_name("ca-key.pem"))
+    with pytest.raises(ConfigError, match="TLS_KEY_FILE is not the private key of the certificate"):
+        Settings.from_env({"TLS_CERT_FILE": cert, "TLS_KEY_FILE": other_key})
+    with pytest.raises(ConfigError, match="TLS_CERT_FILE must name a PEM certificate file"):
+        Settings.from_env({"TLS_CERT_FILE": key, "TLS_KEY_FILE": key})
+    with pytest.raises(ConfigError, match="TLS_KEY_FILE must name the unencrypted PEM private key"):
+        Settings.from_env({"TLS_CERT_FILE": cert, "TLS_KEY_FILE": cert})
+    encrypted = tmp_path / "encrypted-key.pem"
+    subprocess.run(
+        ["openssl", "pkey", "-in", key, "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    with pytest.raises(ConfigError, match="TLS_KEY_FILE must name the unencrypted"):  # refused, not prompted
+        Settings.from_env({"TLS_CERT_FILE": cert, "TLS_KEY_FILE": str(encrypted)})
+
+
+def test_tokens_in_use() -> None:
+    assert not Settings.from_env({}).uses_tokens
+    assert Settings.from_env({"ADMIN_TOKEN": "a"}).uses_tokens
+    assert Settings.from_env({"NODE_JOIN_TOKEN": "j"}).uses_tokens
+    assert Settings.from_env({"NODE_JOIN_TOKEN": "j"}).protected_mode is False
+
+
+def test_plain_http_with_tokens_beyond_loopback_warns_once(
+    caplog: pytest.LogCaptureFixture, test_ca: ThrowawayCA
+) -> None:
+    tokens = {"ADMIN_TOKEN": "a", "NODE_JOIN_TOKEN": "j"}
+    tls = {"TLS_CERT_FILE": str(test_ca.cert_file), "TLS_KEY_FILE": str(test_ca.key_file)}
+    with caplog.at_level(logging.WARNING, logger="server.config"):
+        Settings.from_env({**tokens, "APISERVER_HOST": "0.0.0.0"}).check_listen_address()
+    assert [r.getMessage() for r in caplog.records].count(
+        "serving plain HTTP on 0.0.0.0: bearer tokens travel in clear text. Set TLS_CERT_FILE and "
+        "TLS_KEY_FILE to serve HTTPS, unless a reverse proxy terminates TLS in front of this server"
+    ) == 1
+
+    for quiet in (
+        {**tokens, **tls, "APISERVER_HOST": "0.0.0.0"},  # HTTPS
+        {**tokens, "APISERVER_HOST": "127.0.0.1"},  # loopback only
+        {"APISERVER_HOST": "::1"},  # no tokens to leak
+    ):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="server.config"):
+            Settings.from_env(quiet).check_listen_address()
+        assert CLEAR_TEXT_WARNING not in caplog.text
+
+
 def test_database_url_mapping() -> None:
     assert async_database_url("sqlite:////abs/x.db") == "sqlite+aiosqlite:////abs/x.db"
     assert async_database_url("postgres://h/db") == "postgresql+asyncpg://h/db"
@@ -133,3 +210,4 @@ def test_help() -> None:
     result = _run_server({}, "--help")
     assert result.returncode == 0
     assert "DATABASE_URL" in result.stdout
+    assert "TLS_CERT_FILE" in result.stdout

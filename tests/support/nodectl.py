@@ -37,7 +37,7 @@ def base_env(server_url: str | None, config_home: Path, **extra: str) -> dict[st
 def invoke(env: dict[str, str], *args: str, input: str | None = None) -> Result:
     """The CLI in-process. CliRunner's env only adds variables, so unset the ones tests must not inherit."""
     unset: dict[str, str | None] = {
-        k: None for k in ("NODECTL_SERVER", "NODECTL_TOKEN", "NODECTL_CONTEXT", "NO_COLOR")
+        k: None for k in ("NODECTL_SERVER", "NODECTL_TOKEN", "NODECTL_CONTEXT", "NODECTL_CA", "NO_COLOR")
     }
     return CliRunner().invoke(app, list(args), env={**unset, **env}, input=input, catch_exceptions=False)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -24,11 +25,17 @@ class ServerProcess:
 
     `env` is added to a clean copy of the environment; DATABASE_URL defaults to a SQLite
     file under `data_dir`. The server's output goes to `log_path`; `log()` returns it.
+    With `tls_ca` (the CA that signed the TLS_CERT_FILE in `env`) the server is reached,
+    and checked, over https://.
     """
 
-    def __init__(self, env: dict[str, str] | None = None, data_dir: Path | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str] | None = None, data_dir: Path | None = None, tls_ca: Path | None = None
+    ) -> None:
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.tls_ca = tls_ca
+        self._tls_context = ssl.create_default_context(cafile=tls_ca) if tls_ca else None
+        self.base_url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{self.port}"
         self._own_tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._own_tmp = tempfile.TemporaryDirectory(prefix="apiserver-")
@@ -74,7 +81,9 @@ class ServerProcess:
             if self._process.poll() is not None:
                 raise RuntimeError(f"apiserver exited with {self._process.returncode}:\n{self.log()}")
             try:
-                response = httpx.get(f"{self.base_url}/readyz", timeout=1.0, trust_env=False)
+                response = httpx.get(
+                    f"{self.base_url}/readyz", timeout=1.0, trust_env=False, verify=self._verify()
+                )
                 if response.status_code == 200:
                     return
                 last = response.text
@@ -88,7 +97,12 @@ class ServerProcess:
         """An httpx client for this server, with the admin token unless another is given."""
         token = token if token is not None else self.admin_token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.base_url, headers=headers, trust_env=False, timeout=timeout)
+        return httpx.Client(
+            base_url=self.base_url, headers=headers, trust_env=False, timeout=timeout, verify=self._verify()
+        )
+
+    def _verify(self) -> ssl.SSLContext | bool:
+        return self._tls_context or True
 
     @property
     def running(self) -> bool:
@@ -132,4 +146,14 @@ class ServerProcess:
         self.close()
 
 
-_SERVER_VARS = frozenset({"DATABASE_URL", "REDIS_URL", "ADMIN_TOKEN", "LOG_LEVEL", "MAX_BODY_SIZE"})
+_SERVER_VARS = frozenset(
+    {
+        "DATABASE_URL",
+        "REDIS_URL",
+        "ADMIN_TOKEN",
+        "LOG_LEVEL",
+        "MAX_BODY_SIZE",
+        "TLS_CERT_FILE",
+        "TLS_KEY_FILE",
+    }
+)
