@@ -459,15 +459,21 @@ def token_api(token_server: ServerProcess) -> Iterator[Api]:
 def test_run_claimed_before_a_crash_is_started_after_restart_with_tokens(
     request: pytest.FixtureRequest, token_server: ServerProcess, token_api: Api, tmp_path: Path
 ) -> None:
-    # what a node that crashed right after claiming leaves behind: scheduled, claimed, no process
-    crashed = token_server.client(token=TOKENS["NODE_JOIN_TOKEN"])
+    # what a node that crashed right after claiming leaves behind: scheduled, claimed, no process,
+    # and its credential in its state directory
     heartbeat = {"node_id": "node-a", "labels": {}, "capacity": {"max_concurrent": 2}}
-    assert crashed.post("/api/v1/nodes/heartbeat", json=heartbeat).status_code == 200
+    with token_server.client(token=TOKENS["NODE_JOIN_TOKEN"]) as joining:
+        registered = joining.post("/api/v1/nodes/heartbeat", json=heartbeat)
+    assert registered.status_code == 200
+    node_token = registered.json()["node_token"]
+    credential = tmp_path / "workspaces-node-a" / ".nodemanager" / "node-token-node-a"
+    credential.parent.mkdir(parents=True)
+    credential.write_text(node_token + "\n")
     run_id = token_api.submit("ignored", ["sh", "-c", "echo once"])
     token_api.wait_status(run_id, {"scheduled"})
     claim = {"node_id": "node-a", "events": [{"node_seq": 1, "type": "claimed", "data": {}}]}
-    assert crashed.post(f"/api/v1/runs/{run_id}/node-events", json=claim).status_code == 200
-    crashed.close()
+    with token_server.client(token=node_token) as crashed:
+        assert crashed.post(f"/api/v1/runs/{run_id}/node-events", json=claim).status_code == 200
 
     node = NodeManagerProcess(
         token_server.base_url,

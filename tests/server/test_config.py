@@ -131,15 +131,18 @@ def test_tls_files_must_be_a_certificate_and_its_key(test_ca: ThrowawayCA, tmp_p
 
 def test_tokens_in_use() -> None:
     assert not Settings.from_env({}).uses_tokens
-    assert Settings.from_env({"ADMIN_TOKEN": "a"}).uses_tokens
-    assert Settings.from_env({"NODE_JOIN_TOKEN": "j"}).uses_tokens
-    assert Settings.from_env({"NODE_JOIN_TOKEN": "j"}).protected_mode is False
+    assert Settings.from_env({"ADMIN_TOKEN": "admin-token"}).uses_tokens
+    assert Settings.from_env({"NODE_JOIN_TOKEN": "join-token"}).uses_tokens
+    assert Settings.from_env({"NODE_JOIN_TOKEN": "join-token"}).protected_mode is False
+    viewer_only = Settings.from_env({"VIEWER_TOKEN": "viewer-token"})
+    assert viewer_only.uses_tokens
+    assert viewer_only.protected_mode  # the admin API would be open: loopback only
 
 
 def test_plain_http_with_tokens_beyond_loopback_warns_once(
     caplog: pytest.LogCaptureFixture, test_ca: ThrowawayCA
 ) -> None:
-    tokens = {"ADMIN_TOKEN": "a", "NODE_JOIN_TOKEN": "j"}
+    tokens = {"ADMIN_TOKEN": "admin-token", "NODE_JOIN_TOKEN": "join-token"}
     tls = {"TLS_CERT_FILE": str(test_ca.cert_file), "TLS_KEY_FILE": str(test_ca.key_file)}
     with caplog.at_level(logging.WARNING, logger="server.config"):
         Settings.from_env({**tokens, "APISERVER_HOST": "0.0.0.0"}).check_listen_address()
