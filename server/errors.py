@@ -40,6 +40,7 @@ from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from nodeapi.models import ErrorBody
 from server.queue.base import QueueUnavailable
+from server.secrets import SecretsUnavailable
 
 log = logging.getLogger("server.errors")
 
@@ -168,6 +169,11 @@ def _backend_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[
     return error_response(503, f"{what} unavailable, retry later", headers={"Retry-After": "1"})
 
 
+def _secrets_unavailable(_: Request[Any, Any, Any], exc: SecretsUnavailable) -> Response[ErrorBody]:
+    log.error("stored secrets cannot be opened: %s", exc)
+    return error_response(503, f"stored secrets cannot be opened: {exc}")
+
+
 def _too_deep(_: Request[Any, Any, Any], exc: RecursionError) -> Response[ErrorBody]:
     # msgspec gives up on absurdly nested JSON with a RecursionError while decoding the body
     return error_response(400, "request body is nested too deeply")
@@ -189,5 +195,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     PostgresConnectionError: _backend_unavailable,
     CannotConnectNowError: _backend_unavailable,
     TooManyConnectionsError: _backend_unavailable,
+    SecretsUnavailable: _secrets_unavailable,
     Exception: _unexpected,
 }
