@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
 from nodeapi import validation
+from nodeapi.masking import mask_url_password
 from server.db.models import NodeCommandRow
 from server.errors import Conflict, GatewayTimeout, InvalidInput, NotFound
 from server.repositories import commands as repo
@@ -110,11 +111,13 @@ class CommandService:
         if req.image is not None and (not req.image.strip() or len(req.image) > 512):
             raise InvalidInput("image must be a non-empty image reference of at most 512 characters")
         return {
+            # the node gets the full URLs over its own channel (unsealed_payload); the row keeps them sealed
             "proxy": {
-                "http_proxy": proxy.http_proxy,
-                "https_proxy": proxy.https_proxy,
+                "http_proxy": mask_url_password(proxy.http_proxy) if proxy.http_proxy else None,
+                "https_proxy": mask_url_password(proxy.https_proxy) if proxy.https_proxy else None,
                 "no_proxy": proxy.no_proxy,
             },
+            "sealed_proxy": self._ctx.secrets.seal(msgspec.to_builtins(proxy)),
             "urls": urls,
             # the first target of each scheme, for nodes that read only these two
             "url": next((url for url in urls if url.startswith("http://")), None),
