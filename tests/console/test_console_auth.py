@@ -8,16 +8,19 @@ it starts signed out, with no cookie and empty storage.
 from __future__ import annotations
 
 import re
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgspec
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Playwright, expect
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
-from tests.console.browser import card, close_page, new_page, refresh_now
+from tests.console.browser import CHROMIUM, CHROMIUM_ARGS, card, close_page, new_page, refresh_now
 from tests.support.server import ServerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -61,11 +64,13 @@ def node_id() -> Callable[[str], str]:
     return lambda name: f"{name}-{suffix}"
 
 
-def register(server: ServerProcess, node_id: str, labels: dict[str, str]) -> None:
-    """The first heartbeat of a new node, with the join token (as a NodeManager sends it)."""
+def register(server: ServerProcess, node_id: str, labels: dict[str, str]) -> str:
+    """The first heartbeat of a new node, with the join token (as a NodeManager sends it);
+    answers the node's own token."""
     with Client(server.base_url, JOIN) as join:
         reply = join.send(Calls.heartbeat(m.HeartbeatRequest(node_id=node_id, labels=labels)))
     assert reply.node_token, "registration answers the node's own token"
+    return reply.node_token
 
 
 def sign_in(page: Page, server: ServerProcess, token: str, path: str = "/") -> None:
@@ -369,3 +374,70 @@ def test_secrets_stay_masked_round_trip_and_reveal(
     expect(page.locator("#env-config .message-success")).to_be_visible()
     assert admin.send(Calls.get_env_config(node, reveal=True)).secret_env == {}
     expect(page.locator(".secret-row")).to_have_count(0)
+
+
+def test_a_session_cookie_the_browser_drops_is_reported(
+    playwright: Playwright, server: ServerProcess
+) -> None:
+    """Over plain HTTP to a host other than localhost a browser drops the Secure session cookie:
+    the sign-in page says so instead of signing in and falling back to itself."""
+    resolve = "--host-resolver-rules=MAP console.test 127.0.0.1"
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, resolve])
+    try:
+        page = new_page(browser)
+        page.goto(f"http://console.test:{server.port}/")
+        page.fill("#signin-token", ADMIN)
+        page.click("#signin-submit")
+        expect(page.locator("#signin-feedback .message-error")).to_contain_text(
+            "did not keep the session cookie"
+        )
+        expect(page.locator("#app-shell")).to_be_hidden()
+        close_page(page)
+    finally:
+        browser.close()
+
+
+def _answer_proxy_tests(server: ServerProcess, node: str, token: str, seen: list[dict[str, Any]]) -> None:
+    """A stand-in NodeManager with the node's own token: answers two test_proxy commands."""
+    with Client(server.base_url, token) as client:
+        deadline = time.monotonic() + 30
+        while len(seen) < 2 and time.monotonic() < deadline:
+            for command in client.send(Calls.poll_work(node, wait=2.0)).commands:
+                if command.type != "test_proxy":
+                    continue
+                seen.append(command.payload["proxy"])
+                result = m.ProxyTestResult(ok=True, reason="ok", message="fetched through the proxy")
+                client.send(
+                    Calls.post_command_result(
+                        node, command.id, m.CommandResult(ok=True, result=result_dict(result))
+                    )
+                )
+
+
+def result_dict(result: m.ProxyTestResult) -> dict[str, Any]:
+    answer: dict[str, Any] = msgspec.to_builtins(result)
+    return answer
+
+
+def test_test_proxy_uses_the_stored_password_while_the_form_shows_the_saved_proxy(
+    page: Page, server: ServerProcess, admin: Client, node_id: Callable[[str], str]
+) -> None:
+    node = node_id("proxy-secret")
+    token = register(server, node, {"os": "linux"})
+    proxy_url = f"http://agent:{PROXY_PASSWORD}@proxy.internal:3128"
+    admin.send(Calls.put_env_config(node, m.EnvConfig(proxy=m.ProxyConfig(http_proxy=proxy_url))))
+    seen: list[dict[str, Any]] = []
+    fake_node = threading.Thread(target=_answer_proxy_tests, args=(server, node, token, seen), daemon=True)
+    fake_node.start()
+
+    sign_in(page, server, ADMIN, f"/#/nodes/{node}")
+    expect(page.locator("#env-http-proxy")).to_have_value("http://agent:***@proxy.internal:3128")
+    page.click("#env-test-proxy")
+    expect(page.locator("#proxy-test-output .proxy-result")).to_have_attribute("data-reason", "ok")
+    # an edited form is what gets tested, saved or not
+    page.fill("#env-http-proxy", "http://other.internal:3128")
+    page.click("#env-test-proxy")
+    expect(page.locator("#proxy-test-output .proxy-result")).to_have_attribute("data-reason", "ok")
+    fake_node.join(timeout=10)
+    assert [entry["http_proxy"] for entry in seen] == [proxy_url, "http://other.internal:3128"]
+    assert PROXY_PASSWORD not in page.content()
