@@ -1,7 +1,18 @@
-// Console shell: hash routing, the auto-refresh loop, the language switch and the token prompt.
+// Console shell: the sign-in page, hash routing, the auto-refresh loop and the language switch.
 
-import { ApiError, forgetToken, onTokenNeeded, storedToken } from "./api.js";
-import { button, h, message, openDialog, replaceChildren } from "./dom.js";
+import {
+  ApiError,
+  CookieRejected,
+  currentSession,
+  forgetLegacyToken,
+  loadSession,
+  onSessionChanged,
+  onSessionLost,
+  signIn,
+  signOut,
+} from "./api.js";
+import { button, h, message, replaceChildren, setBusy, toast } from "./dom.js";
+import { forgetDrafts } from "./env-config.js";
 import { language, setLanguage, t } from "./i18n.js";
 import { nodeDetailView } from "./node-detail.js";
 import { nodesView } from "./nodes.js";
@@ -18,6 +29,8 @@ const routes = [
 
 let current = null;
 let refreshTimer = null;
+let inConsole = false; // false while the sign-in page is shown
+let signInNotice = null; // {kind, key}: why the sign-in page is shown (expired, signed out)
 const inFlight = new WeakSet();
 
 function currentPath() {
@@ -41,7 +54,17 @@ function renderShellText() {
   const switcher = document.getElementById("lang-switch");
   switcher.textContent = t("nav.lang");
   switcher.setAttribute("aria-label", language() === "zh" ? "Switch to English" : "切换到中文");
-  document.getElementById("sign-out").hidden = !storedToken();
+  const session = currentSession();
+  // protected mode (no tokens configured, loopback only): no roles, no sign-in, no sign-out
+  const badge = document.getElementById("role-badge");
+  badge.hidden = !session || session.protectedMode;
+  if (session) {
+    badge.textContent = t(`role.${session.role}`);
+    badge.className = `badge role-badge role-${session.role}`;
+    badge.dataset.role = session.role;
+  }
+  // only a cookie session can be signed out of (it is the one that comes with a CSRF token)
+  document.getElementById("sign-out").hidden = !session?.csrfToken;
 }
 
 function setNav(active) {
@@ -53,6 +76,7 @@ function setNav(active) {
 }
 
 function mount() {
+  if (!inConsole) return; // the route is picked up after signing in
   current?.view.unmount?.();
   const container = document.getElementById("view");
   const path = currentPath();
@@ -70,23 +94,19 @@ function mount() {
 
 function showConnection(error) {
   const banner = document.getElementById("banner");
-  if (error && (error.status === 401 || error.status === 403)) {
-    replaceChildren(
-      banner,
-      h("div", { class: "message message-info", role: "status" }, `${t("auth.title")} `,
-        button(t("auth.submit"), () => refresh(), { kind: "link", id: "sign-in" })),
-    );
-    banner.hidden = false;
-  } else if (error && (error.status === 0 || error.status >= 500)) {
+  if (error && (error.status === 0 || error.status >= 500)) {
     replaceChildren(banner, message("error", t("common.unreachable", { error: error.detail || error.message })));
     banner.hidden = false;
-  } else {
-    banner.hidden = true;
+  } else if (error && error.status === 403) {
+    replaceChildren(banner, message("error", t("error.generic", { status: error.status, detail: error.detail })));
+    banner.hidden = false;
+  } else if (!error || error.status !== 401) {
+    banner.hidden = true; // 401 shows the sign-in page instead
   }
 }
 
 async function refresh() {
-  if (!current || inFlight.has(current.view)) return;
+  if (!inConsole || !current || inFlight.has(current.view)) return;
   const view = current.view;
   inFlight.add(view);
   try {
@@ -105,65 +125,175 @@ async function refresh() {
 function startRefreshLoop() {
   clearInterval(refreshTimer);
   refreshTimer = setInterval(() => {
-    if (!document.hidden && !document.querySelector("dialog[open].dialog-auth")) refresh();
+    if (!document.hidden) refresh();
   }, REFRESH_MS);
 }
 
-function promptForToken(rejected) {
-  return new Promise((resolveToken) => {
-    const input = h("input", {
-      type: "password",
-      id: "token-input",
-      name: "token",
-      autocomplete: "current-password",
-      required: true,
-    });
-    let entered = null;
-    const submit = (close) => {
-      const value = input.value.trim();
-      if (!value) return;
-      entered = value;
-      close();
-    };
-    const { closed } = openDialog({
-      title: t("auth.title"),
-      className: "dialog-auth",
-      body: [
-        rejected ? message("error", t("auth.rejected")) : null,
-        h("p", {}, t("auth.body")),
-        h("label", { class: "field" }, h("span", {}, t("auth.label")), input),
-      ],
-      actions: (close) => [button(t("auth.submit"), () => submit(close), { kind: "primary", type: "submit", id: "token-submit" })],
-    });
-    closed.then(() => {
-      renderShellText();
-      resolveToken(entered);
-    });
-    input.focus();
-  });
+function signInErrorText(error) {
+  if (error instanceof CookieRejected) return t("auth.cookieRejected");
+  if (!(error instanceof ApiError)) return String(error.message || error);
+  if (error.status === 401) return t("auth.rejected");
+  if (error.status === 403) return t("auth.notConsoleToken");
+  if (error.status === 0 || error.status >= 500) return t("common.unreachable", { error: error.detail });
+  return t("error.generic", { status: error.status, detail: error.detail });
 }
 
-function init() {
-  setLanguage(language());
-  onTokenNeeded(promptForToken);
-  document.getElementById("lang-switch").addEventListener("click", () => {
-    setLanguage(language() === "zh" ? "en" : "zh");
+function renderSignIn() {
+  const page = document.getElementById("signin-page");
+  const typed = document.getElementById("signin-token")?.value ?? "";
+  const input = h("input", {
+    type: "password",
+    id: "signin-token",
+    name: "token",
+    autocomplete: "off",
+    spellcheck: "false",
+    required: true,
+    "aria-describedby": "signin-feedback",
+  });
+  input.value = typed;
+  const feedback = h(
+    "div",
+    { id: "signin-feedback", class: "signin-feedback" },
+    signInNotice ? message(signInNotice.kind, t(signInNotice.key)) : null,
+  );
+  const submit = button(t("auth.submit"), null, { kind: "primary", type: "submit", id: "signin-submit" });
+  const form = h(
+    "form",
+    { class: "signin-card", id: "signin-form", novalidate: true },
+    h("div", { class: "signin-brand" }, h("span", { class: "brand-mark", "aria-hidden": "true" }, "◆"), h("span", {}, t("app.title"))),
+    h("h1", {}, t("auth.title")),
+    h("p", { class: "muted" }, t("auth.body")),
+    h("label", { class: "field" }, h("span", {}, t("auth.label")), input),
+    feedback,
+    h(
+      "div",
+      { class: "signin-actions" },
+      submit,
+      button(t("nav.lang"), switchLanguage, {
+        kind: "ghost",
+        id: "signin-lang",
+        "aria-label": language() === "zh" ? "Switch to English" : "切换到中文",
+      }),
+    ),
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const token = input.value.trim();
+    if (!token) {
+      replaceChildren(feedback, message("error", t("auth.required")));
+      input.focus();
+      return;
+    }
+    setBusy(submit, true);
+    try {
+      await signIn(token);
+    } catch (error) {
+      replaceChildren(feedback, message("error", signInErrorText(error)));
+      input.select();
+      return;
+    } finally {
+      setBusy(submit, false);
+    }
+    enterConsole();
+  });
+  document.title = `${t("auth.title")} · ${t("app.title")}`;
+  replaceChildren(page, form);
+}
+
+function showSignIn(notice = null) {
+  inConsole = false;
+  clearInterval(refreshTimer);
+  current?.view.unmount?.();
+  current = null;
+  // a modal dialog (edit, delete) would keep the sign-in page from being used
+  for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
+  replaceChildren(document.getElementById("view"));
+  document.getElementById("banner").hidden = true;
+  document.getElementById("app-shell").hidden = true;
+  signInNotice = notice;
+  renderSignIn();
+  document.getElementById("signin-page").hidden = false;
+  document.getElementById("signin-token").focus();
+}
+
+function enterConsole() {
+  inConsole = true;
+  signInNotice = null;
+  const signInPage = document.getElementById("signin-page");
+  signInPage.hidden = true;
+  replaceChildren(signInPage); // the token field goes with it
+  document.getElementById("app-shell").hidden = false;
+  renderShellText();
+  mount();
+  startRefreshLoop();
+}
+
+function switchLanguage() {
+  setLanguage(language() === "zh" ? "en" : "zh");
+  if (inConsole) {
     renderShellText();
     // views keep unsaved form input in module state, so re-mounting loses nothing
     mount();
-  });
-  document.getElementById("sign-out").addEventListener("click", () => {
-    forgetToken();
+  } else if (!document.getElementById("signin-page").hidden) {
+    renderSignIn();
+    document.getElementById("signin-token").focus();
+  } else {
     renderShellText();
-    refresh();
+  }
+}
+
+async function handleSignOut(event) {
+  const trigger = event.currentTarget;
+  setBusy(trigger, true);
+  try {
+    await signOut();
+  } catch (error) {
+    toast(t("auth.signOutFailed", { error: error.detail || error.message }), "error");
+    return;
+  } finally {
+    setBusy(trigger, false);
+  }
+  forgetDrafts(); // unsaved (possibly revealed) env values do not outlive the session
+  showSignIn({ kind: "success", key: "auth.signedOut" });
+}
+
+// Who are we? Signed in (or protected mode): the console; otherwise the sign-in page.
+async function boot() {
+  let session;
+  try {
+    session = await loadSession();
+  } catch (error) {
+    // the server cannot answer: say so, and ask again shortly
+    document.getElementById("app-shell").hidden = false;
+    renderShellText();
+    showConnection(error instanceof ApiError ? error : new ApiError(0, String(error)));
+    setTimeout(boot, REFRESH_MS);
+    return;
+  }
+  if (session) enterConsole();
+  else showSignIn();
+}
+
+function init() {
+  forgetLegacyToken();
+  setLanguage(language());
+  onSessionLost(() => {
+    if (inConsole) showSignIn({ kind: "info", key: "auth.expired" });
   });
+  onSessionChanged(() => {
+    // another tab signed in with another role: show what this one may do now
+    if (!inConsole) return;
+    renderShellText();
+    mount();
+  });
+  document.getElementById("lang-switch").addEventListener("click", switchLanguage);
+  document.getElementById("sign-out").addEventListener("click", handleSignOut);
   window.addEventListener("hashchange", mount);
   document.addEventListener("visibilitychange", () => {
     if (!document.hidden) refresh();
   });
   renderShellText();
-  mount();
-  startRefreshLoop();
+  boot();
 }
 
 // views ask for an immediate refresh after a change

@@ -1,8 +1,8 @@
 // Node detail page: basic info, labels, capacity, node info, current runs, proxy test, env config.
 
-import { api } from "./api.js";
+import { api, canChange } from "./api.js";
 import { facts, h, labelChips, message, replaceChildren, runStatusBadge, statusBadge } from "./dom.js";
-import { envConfigForm, proxyResultView } from "./env-config.js";
+import { envConfigPanel, proxyResultView } from "./env-config.js";
 import { absoluteTime, relativeTime, t } from "./i18n.js";
 import { nodeActionButtons } from "./node-actions.js";
 
@@ -43,7 +43,7 @@ function runsTable(runs) {
 export function nodeDetailView(nodeId) {
   const heading = h("div", { class: "page-header" }, h("h1", { class: "mono" }, nodeId));
   const body = h("div", { class: "detail-grid" }, h("p", { class: "muted" }, t("common.loading")));
-  const env = envConfigForm(nodeId);
+  const env = envConfigPanel(nodeId);
   let sections = null;
 
   const build = () => {
@@ -76,7 +76,12 @@ export function nodeDetailView(nodeId) {
   const render = (node, runs) => {
     if (!sections) build();
     replaceChildren(sections.status, statusBadge(node.status));
-    replaceChildren(sections.actions, nodeActionButtons(node, { onDeleted: () => (location.hash = "#/nodes") }));
+    // edit, drain and delete are for admins; a viewer's page has no such controls at all
+    if (canChange()) {
+      replaceChildren(sections.actions, nodeActionButtons(node, { onDeleted: () => (location.hash = "#/nodes") }));
+    } else {
+      replaceChildren(sections.actions);
+    }
     fillSection(
       sections.basic,
       facts([

@@ -1,6 +1,6 @@
 // "Nodes" page: filters and a grid of node cards.
 
-import { api } from "./api.js";
+import { api, canChange } from "./api.js";
 import { button, h, labelChips, message, replaceChildren, statusBadge } from "./dom.js";
 import { relativeTime, t } from "./i18n.js";
 import { openEditDialog } from "./node-actions.js";
@@ -57,10 +57,13 @@ function nodeCard(node) {
         { class: "heartbeat", title: node.last_heartbeat_at || "" },
         `${t("nodes.heartbeat")}: ${relativeTime(node.last_heartbeat_at)}`,
       ),
-      button(t("action.edit"), (event) => {
-        event.stopPropagation();
-        openEditDialog(node);
-      }, { kind: "ghost", class: "btn btn-ghost card-edit" }),
+      // a viewer gets no control that changes anything (absent, not disabled)
+      canChange()
+        ? button(t("action.edit"), (event) => {
+            event.stopPropagation();
+            openEditDialog(node);
+          }, { kind: "ghost", class: "btn btn-ghost card-edit" })
+        : null,
     ),
   );
   card.addEventListener("click", (event) => {

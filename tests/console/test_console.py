@@ -1,11 +1,14 @@
 """The web console, end to end: a real apiserver process driven through Debian's chromium.
 
-One browser per module; each test gets a fresh browser context (clean localStorage /
-sessionStorage) and its own node ids, so the tests share the server without interfering.
+This module runs the server in protected mode (no tokens: no sign-in); test_console_auth.py
+covers sign-in, roles and secrets. One chromium serves every console test (conftest.py); each
+test gets a fresh browser context (no cookies, clean localStorage / sessionStorage) and its own
+node ids, so the tests share the server without interfering.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import threading
 import time
@@ -17,31 +20,21 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
 from nodeapi.errors import NotFound
+from tests.console.browser import card, close_page, new_page, refresh_now
 from tests.support.ports import require_binary
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-UI_TIMEOUT_MS = 10_000
-ADMIN_TOKEN = "console-test-token"
-MARKUP = "<img src=x onerror=window.injected=1>"
+CONSOLE_DIR = Path(__file__).resolve().parents[2] / "server" / "console"
 
-expect.set_options(timeout=UI_TIMEOUT_MS)
+MARKUP = "<img src=x onerror=window.injected=1>"
 
 
 @pytest.fixture(scope="module")
@@ -56,33 +49,11 @@ def api(server: ServerProcess) -> Iterator[Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    require_binary(CHROMIUM, "chromium (apt-get install chromium)")
-    with sync_playwright() as instance:
-        yield instance
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield instance
-    instance.close()
-
-
-def _new_page(browser: Browser, locale: str = "en-US") -> Page:
-    context = browser.new_context(locale=locale, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(UI_TIMEOUT_MS)
-    page = context.new_page()
-    page.on("pageerror", lambda error: pytest.fail(f"JavaScript error in the console: {error}"))
-    return page
-
-
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    page = _new_page(browser)
+    page = new_page(browser)
     yield page
-    page.context.close()
+    close_page(page)
 
 
 @pytest.fixture
@@ -106,17 +77,9 @@ def register(
     )
 
 
-def card(page: Page, node_id: str) -> Any:
-    return page.locator(f'.node-card[data-node-id="{node_id}"]')
-
-
 def open_node(page: Page, server: ServerProcess, node_id: str) -> None:
     page.goto(f"{server.base_url}/#/nodes/{node_id}")
     expect(page.locator("#node-basic")).to_contain_text(node_id)
-
-
-def refresh_now(page: Page) -> None:
-    page.evaluate("window.dispatchEvent(new Event('console:refresh'))")
 
 
 def test_cards_filters_and_language(
@@ -138,6 +101,10 @@ def test_cards_filters_and_language(
 
     page.goto(f"{server.base_url}/")
     expect(page.locator(".nav-link.active [data-i18n]")).to_have_text("Nodes")
+    # protected mode: no sign-in, no sign-out, no role badge
+    expect(page.locator("#signin-page")).to_be_hidden()
+    expect(page.locator("#sign-out")).to_be_hidden()
+    expect(page.locator("#role-badge")).to_be_hidden()
     gpu_card = card(page, gpu)
     expect(gpu_card.locator(".badge")).to_have_text("Online")
     expect(gpu_card.locator(".badge")).to_have_attribute("data-status", "online")
@@ -165,7 +132,7 @@ def test_cards_filters_and_language(
     expect(card(page, gpu).locator(".badge")).to_have_text("在线")
     expect(card(page, cpu).locator(".badge")).to_have_text("维护中")
 
-    chinese_browser = _new_page(browser, locale="zh-CN")
+    chinese_browser = new_page(browser, locale="zh-CN")
     try:
         chinese_browser.goto(f"{server.base_url}/")
         expect(chinese_browser.locator(".nav-link.active [data-i18n]")).to_have_text("节点管理")
@@ -179,6 +146,24 @@ def test_a_cjk_font_is_installed_so_chinese_screenshots_are_readable() -> None:
     fc_list = require_binary("fc-list", "fontconfig's fc-list (comes with chromium)")
     fonts = subprocess.run([fc_list, ":lang=zh", "family"], capture_output=True, text=True, check=True)
     assert fonts.stdout.strip(), "no font covers Chinese: apt-get install fonts-noto-cjk"
+
+
+def _strings(source: str, language: str) -> set[str]:
+    block = re.search(rf"^const {language} = \{{\n(.*?)^\}};", source, re.S | re.M)
+    assert block, f"no dictionary {language} in i18n.js"
+    return set(re.findall(r'^  "([\w.]+)":', block.group(1), re.M))
+
+
+def test_every_console_string_is_in_english_and_chinese() -> None:
+    source = (CONSOLE_DIR / "i18n.js").read_text()
+    english, chinese = _strings(source, "en"), _strings(source, "zh")
+    assert english, "no English strings found"
+    assert english - chinese == set(), "strings without a Chinese translation"
+    assert chinese - english == set(), "Chinese strings without an English original"
+    used = {
+        key for path in CONSOLE_DIR.glob("*.js") for key in re.findall(r'\bt\("([\w.]+)"', path.read_text())
+    }
+    assert used - english == set(), "keys used in the console but missing from i18n.js"
 
 
 def test_details_and_env_config(
@@ -356,31 +341,3 @@ def test_proxy_test_uses_the_unsaved_form(
     assert api.send(Calls.get_env_config(node)).proxy.http_proxy is None, "testing must not save"
     refresh_now(page)
     expect(page.locator("#node-proxy-test .proxy-result")).to_have_attribute("data-reason", "refused")
-
-
-def test_token_prompt_when_admin_token_is_set(browser: Browser, node_id: Callable[[str], str]) -> None:
-    with (
-        ServerProcess(env={"ADMIN_TOKEN": ADMIN_TOKEN}) as server,
-        Client(server.base_url, ADMIN_TOKEN) as api,
-    ):
-        node = node_id("secure")
-        register(api, node, {"os": "linux"})
-        page = _new_page(browser)
-        try:
-            page.goto(f"{server.base_url}/")
-            expect(page.locator("#token-input")).to_be_focused()
-            page.keyboard.press("Escape")
-            expect(page.locator("#banner")).to_contain_text("Admin token required")
-            page.click("#sign-in")
-            page.fill("#token-input", "wrong")
-            page.click("#token-submit")
-            expect(page.locator("dialog.dialog-auth .message-error")).to_be_visible()
-            page.fill("#token-input", ADMIN_TOKEN)
-            page.click("#token-submit")
-            expect(card(page, node)).to_have_count(1)
-            assert page.evaluate("sessionStorage.getItem('console.adminToken')") == ADMIN_TOKEN
-            page.reload()
-            expect(card(page, node)).to_have_count(1)
-            expect(page.locator("dialog.dialog-auth")).to_have_count(0)
-        finally:
-            page.context.close()
