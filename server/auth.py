@@ -17,6 +17,7 @@ only) no credential is checked. Without ADMIN_TOKEN outside protected mode the a
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +82,7 @@ async def authenticate(connection: Connection) -> Principal:
         principal = Principal(session.role, via_session=True)
         if connection.scope.get("method") not in SAFE_METHODS:
             presented = connection.headers.get(CSRF_HEADER, "")
-            if presented != session.csrf_token:
+            if not hmac.compare_digest(presented.encode(), session.csrf_token.encode()):
                 raise Forbidden("missing or wrong X-CSRF-Token for a change made with a session cookie")
     else:
         principal = Principal("anonymous")

@@ -42,8 +42,8 @@ class SecretBox:
             )
 
     def seal(self, data: dict[str, Any]) -> str | None:
-        """The sealed form of `data`; None for nothing to keep."""
-        if not any(data.values()):
+        """The sealed form of `data`; None for nothing to keep (an empty dict)."""
+        if not data:
             return None
         raw = msgspec.json.encode(data)
         if self._fernet is None:
@@ -72,5 +72,6 @@ class SecretBox:
 
 def sealed_with_names(box: SecretBox, names: Sequence[str], data: dict[str, Any]) -> dict[str, Any]:
     """What a secrets column holds: the names in clear (shown masked on reads), the values sealed."""
-    sealed = box.seal(data)
-    return {"names": sorted(names), "sealed": sealed} if sealed else {}
+    if not names and not any(data.values()):
+        return {}
+    return {"names": sorted(names), "sealed": box.seal(data)}

@@ -53,9 +53,11 @@ class SessionController(Controller):
 
     @post("/logout", status_code=204)
     async def logout(self, request: Request[None, None, State]) -> Response[None]:
-        """End the console session (the cookie is cleared)."""
-        if SESSION_COOKIE in request.cookies:
-            await authenticate(request)  # a cross-site form must not sign people out either
+        """End the console session (the cookie is cleared). A valid session must send its CSRF
+        token (a cross-site form must not sign people out); an expired one is just cleared."""
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie is not None and auth_of(request).sessions.verify(cookie) is not None:
+            await authenticate(request)
         return Response(None, status_code=204, cookies=[_session_cookie("", 0)])
 
     @get("/session")
@@ -72,6 +74,8 @@ class SessionController(Controller):
             return _info(session)
         principal = await authenticate(request)
         role: Any = principal.role if principal.role != "join" else "node"
-        if role == "anonymous" and not auth.settings.admin_tokens:
+        if role == "anonymous":
+            if auth.settings.admin_tokens:
+                raise Unauthorized("not signed in: send 'Authorization: Bearer <token>' or sign in")
             role = "admin"  # the admin API is open (without ADMIN_TOKEN)
         return m.SessionInfo(role=role)

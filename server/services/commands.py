@@ -32,7 +32,7 @@ from server.repositories import env_config as env_repo
 from server.repositories import nodes as node_repo
 from server.secrets import SecretBox
 from server.services.context import ServiceContext
-from server.services.env_config import env_config_view
+from server.services.env_config import env_config_view, proxy_urls
 from server.services.longpoll import long_poll
 from server.services.mappers import now_utc, utc
 
@@ -95,7 +95,9 @@ class CommandService:
 
     def _payload(self, req: m.ProxyTestRequest, saved: m.ProxyConfig) -> dict[str, Any]:
         """What the node runs: the named targets only, or the server's defaults when none is named."""
-        proxy = req.proxy if req.proxy is not None else saved
+        proxy = saved
+        if req.proxy is not None:  # `***` in a password stands for the saved one, as in a PUT
+            proxy = m.ProxyConfig(**proxy_urls(req.proxy, saved), no_proxy=req.proxy.no_proxy)
         try:
             validation.validate_proxy_settings(proxy.http_proxy, proxy.https_proxy, proxy.no_proxy)
             named = list(dict.fromkeys([*req.urls, *(url for url in (req.url, req.https_url) if url)]))

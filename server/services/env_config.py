@@ -96,14 +96,14 @@ class EnvConfigService:
                         extra={"resource_version": current_version},
                     )
             stored = env_config_view(current, self._box, reveal=True)
-            proxy_urls = _proxy_urls(config.proxy, stored.proxy)
+            urls = proxy_urls(config.proxy, stored.proxy)
             secret_env = _kept(config.secret_env, stored.secret_env)
             masked_proxy: dict[str, str | None] = {
-                name: mask_url_password(url) if url else None for name, url in proxy_urls.items()
+                name: mask_url_password(url) if url else None for name, url in urls.items()
             }
             masked_proxy["no_proxy"] = config.proxy.no_proxy or None
             secrets = sealed_with_names(
-                self._box, list(secret_env), {"proxy": proxy_urls, "secret_env": secret_env}
+                self._box, list(secret_env), {"proxy": urls, "secret_env": secret_env}
             )
             row = await repo.upsert(session, node_id, masked_proxy, dict(config.env), secrets, now)
             details = {
@@ -115,7 +115,7 @@ class EnvConfigService:
         return env_config_view(row, self._box)
 
 
-def _proxy_urls(given: m.ProxyConfig, stored: m.ProxyConfig) -> dict[str, str | None]:
+def proxy_urls(given: m.ProxyConfig, stored: m.ProxyConfig) -> dict[str, str | None]:
     """The proxy URLs to keep: as given, with a `***` password replaced by the stored one."""
     urls: dict[str, str | None] = {}
     for name in PROXY_URLS:

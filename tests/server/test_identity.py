@@ -7,6 +7,7 @@ credential reset, secrets masked everywhere and revealed only to an admin (audit
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -346,3 +347,51 @@ def _stored_env_config(database_url: str) -> str:
         return repr(rows)
 
     return asyncio.run(read())
+
+
+def test_a_proxy_test_with_a_masked_password_uses_the_stored_one(fleet: Fleet) -> None:
+    token = fleet.register("n1")
+    proxy = f"http://alice:{PASSWORD}@127.0.0.1:3128"
+    assert (
+        fleet.admin.put("/api/v1/nodes/n1/env-config", json={"proxy": {"http_proxy": proxy}}).status_code
+        == 200
+    )
+    masked = fleet.admin.get("/api/v1/nodes/n1/env-config").json()["proxy"]
+    received: list[dict[str, Any]] = []
+
+    def answer() -> None:
+        with fleet.client(token) as node:
+            for _ in range(20):
+                commands = node.get("/api/v1/nodes/n1/work", params={"wait": 1}).json()["commands"]
+                if commands:
+                    received.append(commands[0]["payload"])
+                    result = {"ok": True, "result": {"ok": True, "reason": "ok", "message": "fine"}}
+                    node.post(f"/api/v1/nodes/n1/commands/{commands[0]['id']}/result", json=result)
+                    return
+
+    answering = threading.Thread(target=answer)
+    answering.start()
+    body = {"proxy": {**masked, "no_proxy": "edited.example"}, "urls": ["http://127.0.0.1:9/"]}
+    tested = fleet.admin.post("/api/v1/nodes/n1/env-config/test-proxy", json=body, params={"wait": 15})
+    answering.join(timeout=20)
+    assert tested.status_code == 200, tested.text
+    assert received[0]["proxy"]["http_proxy"] == proxy  # the node got the stored password, not ***
+    assert received[0]["proxy"]["no_proxy"] == "edited.example"
+
+
+def test_session_endpoints_without_a_valid_session(fleet: Fleet) -> None:
+    with fleet.client(None) as anonymous:
+        assert anonymous.get("/api/v1/auth/session").status_code == 401
+        anonymous.cookies.set("agentnodes_session", "forged.value")
+        assert anonymous.get("/api/v1/auth/session").status_code == 401
+        logout = anonymous.post("/api/v1/auth/logout")
+        assert logout.status_code == 204  # an invalid session is simply cleared
+        assert "agentnodes_session=" in logout.headers["set-cookie"]
+        assert "Max-Age=0" in logout.headers["set-cookie"]
+        login = anonymous.post("/api/v1/auth/login", json={"token": VIEWER})
+        assert login.status_code == 200
+        cookie = login.headers["set-cookie"]
+        for attribute in ("HttpOnly", "Secure", "SameSite=Strict"):
+            assert attribute.lower() in cookie.lower()
+        assert anonymous.post("/api/v1/auth/login", json={"token": JOIN}).status_code == 403
+        assert anonymous.post("/api/v1/auth/login", json={"token": "nope-nope"}).status_code == 401

@@ -155,5 +155,10 @@ _SERVER_VARS = frozenset(
         "MAX_BODY_SIZE",
         "TLS_CERT_FILE",
         "TLS_KEY_FILE",
+        "VIEWER_TOKEN",
+        "SECRETS_KEY",
+        "SESSION_TTL",
+        "PROXY_TEST_URL",
+        "PROXY_TEST_HTTPS_URL",
     }
 )
