@@ -15,7 +15,14 @@ import httpx
 import msgspec
 
 from nodeapi import models as m
-from nodeapi.errors import CertificateError, RequestTimeout, TLSError, TransportError, error_for_status
+from nodeapi.errors import (
+    CertificateError,
+    InvalidResponse,
+    RequestTimeout,
+    TLSError,
+    TransportError,
+    error_for_status,
+)
 from nodeapi.tls import Verify, client_context, ssl_reason, trusted
 
 T = TypeVar("T")
@@ -218,7 +225,10 @@ def _decode(call: Call[T], response: httpx.Response) -> T:
         raise error_for_status(response.status_code, detail, extra, _retry_after(response))
     if call.response is _NoContent:
         return _NoContent()  # type: ignore[return-value]
-    return msgspec.json.decode(response.content, type=call.response)
+    try:
+        return msgspec.json.decode(response.content, type=call.response)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise InvalidResponse(str(response.request.url), str(exc)) from exc
 
 
 def _retry_after(response: httpx.Response) -> float | None:

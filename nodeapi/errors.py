@@ -3,11 +3,13 @@
 ApiError
 ├── TransportError          the server could not be reached or did not answer
 │   ├── RequestTimeout      no answer within the client timeout
+│   ├── InvalidResponse     an answer this client cannot read (not JSON, not the expected shape)
 │   └── TLSError            the TLS handshake failed
 │       └── CertificateError    the server's certificate is not trusted
-└── HTTPStatusError         the server answered 4xx/5xx; `.status_code`, `.detail`
-    ├── BadRequest          400, 413, 422
-    ├── Unauthorized        401, 403
+└── HTTPStatusError         the server answered 4xx/5xx; `.status_code`, `.detail`, `.retry_after`
+    ├── BadRequest          400, 413, 422, 429
+    ├── Unauthorized        401
+    │   └── Forbidden       403
     ├── NotFound            404
     ├── Conflict            409
     ├── GatewayTimeout      504 (e.g. a node did not answer a proxy test in time)
@@ -32,6 +34,16 @@ class TransportError(ApiError):
 
 class RequestTimeout(TransportError):
     pass
+
+
+class InvalidResponse(TransportError):
+    """The server's answer is not what this client can read: not JSON, or not the expected
+    shape (a proxy's error page in the way, or a server of an incompatible version)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        ApiError.__init__(self, f"unexpected answer from {url}: {reason}")
+        self.url = url
+        self.reason = reason
 
 
 class TLSError(TransportError):

@@ -138,7 +138,7 @@ def _database_error(_: Request[Any, Any, Any], exc: SQLAlchemyError) -> Response
         return error_response(
             400, "a value in the request cannot be stored or compared (invalid characters?)"
         )
-    if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or _is_busy(exc):
+    if (isinstance(exc, DBAPIError) and exc.connection_invalidated) or is_database_unavailable(exc):
         log.warning("database unavailable: %s", exc)
         return error_response(503, "database unavailable, retry later", headers={"Retry-After": "1"})
     log.exception("database error", exc_info=exc)
@@ -156,10 +156,28 @@ def _is_data_error(exc: SQLAlchemyError) -> bool:
     return False
 
 
-def _is_busy(exc: SQLAlchemyError) -> bool:
-    text = str(exc).lower()
-    markers = ("database is locked", "connection refused", "could not connect", "too many connections")
-    return any(marker in text for marker in markers) or "connection" in type(exc.__cause__).__name__.lower()
+# SQLSTATE classes of a database that is not (yet) there: connection exception, insufficient
+# resources, operator intervention (shutting down, crash recovery: "cannot connect now")
+UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+UNAVAILABLE_TYPES = (PostgresConnectionError, CannotConnectNowError, TooManyConnectionsError, OSError)
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """The database is down, restarting or refusing connections (not a bug, not bad input):
+    looks through SQLAlchemy's wrapping to the driver's error and its causes."""
+    seen: set[int] = set()
+    candidate: BaseException | None = exc
+    while candidate is not None and id(candidate) not in seen:
+        seen.add(id(candidate))
+        if isinstance(candidate, UNAVAILABLE_TYPES):
+            return True
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str) and code.startswith(UNAVAILABLE_SQLSTATES):
+            return True
+        if "database is locked" in str(candidate).lower():
+            return True
+        candidate = getattr(candidate, "orig", None) or candidate.__cause__ or candidate.__context__
+    return False
 
 
 def _backend_unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
