@@ -56,6 +56,8 @@ class Agent:
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._info: m.NodeInfo | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self._abandoning: set[str] = set()
+        self._commands: OrderedDict[str, None] = OrderedDict()  # ids of commands taken on
         self._vanished_check_pending = False
 
     # lifecycle -------------------------------------------------------------------
@@ -128,13 +130,23 @@ class Agent:
             self.credentials.store(reply.node_token)
             self.client.set_token(reply.node_token)
         self._heartbeat_interval = max(1.0, reply.heartbeat_interval)
-        for run_id in reply.stop_runs:  # in the background: a stop may take STOP_GRACE
+        for run_id in reply.stop_runs:
+            supervisor = self.supervisors.get(run_id)
+            if supervisor is not None and supervisor.reporter.finishing:
+                continue  # it ended here and its supervisor is cleaning up: the list was older than that
             why = "the server no longer expects it here"
-            self._background(self._abandon(run_id, why), f"abandon:{run_id}")
+            self._background(self._abandon(run_id, why), f"abandon:{run_id}")  # a stop may take STOP_GRACE
         return self._heartbeat_interval
 
     async def _abandon(self, run_id: str, why: str) -> None:
         """Stop and remove a run's container without reporting anything for it."""
+        if run_id in self._abandoning:
+            return
+        # known as finished before the first await: no work answer or adoption may start a second
+        # supervisor for it while this one is being stopped
+        self._abandoning.add(run_id)
+        self._remember_finished(run_id)
+        self._backlog = deque(a for a in self._backlog if a.run.id != run_id)
         supervisor = self.supervisors.pop(run_id, None)
         task = self._tasks.pop(run_id, None)
         if task is not None:
@@ -148,15 +160,18 @@ class Agent:
             await self.runtime.remove(run_id)
         except RuntimeError_ as exc:
             log.warning("run %s: could not remove its container: %s", run_id, exc)
-        self._remember_finished(run_id)
+        finally:
+            self._abandoning.discard(run_id)
         self._start_from_backlog()
 
     # work channel ----------------------------------------------------------------
     async def _poll_work(self) -> float:
         work = await self.client.send(Calls.poll_work(self.config.node_id, wait=WORK_WAIT))
-        # the server hands a command out once: start answering before anything below can raise
+        # a command comes again in every answer until its result is stored: answer it once
         for command in work.commands:
-            self._background(self._answer(command), f"command:{command.id}")
+            if command.id not in self._commands:
+                self._remember(self._commands, command.id)
+                self._background(self._answer(command), f"command:{command.id}")
         if self._vanished_check_pending:
             await self._report_vanished(work.running_runs)
         for assignment in work.assignments:
@@ -197,8 +212,11 @@ class Agent:
         self._spawn(run.id, self._execute(supervisor, spec))
 
     async def _execute(self, supervisor: RunSupervisor, spec: RunSpec) -> None:
-        await asyncio.to_thread(self.workspaces.create, spec.run_id)
-        await supervisor.execute(spec)
+        try:
+            await supervisor.execute(spec)
+        except Exception as exc:  # a bug: end the run on the server rather than leave it stuck
+            log.exception("run %s: supervisor crashed", spec.run_id)
+            await supervisor.fail_after_crash(exc)
 
     def _supervisor(self, run_id: str, last_node_seq: int) -> RunSupervisor:
         reporter = RunReporter(self.client, self.config.node_id, run_id, last_node_seq)
@@ -234,9 +252,13 @@ class Agent:
             self._launch(self._backlog.popleft())
 
     def _remember_finished(self, run_id: str) -> None:
-        self._finished[run_id] = None
-        while len(self._finished) > FORGOTTEN_RUNS_KEPT:
-            self._finished.popitem(last=False)
+        self._remember(self._finished, run_id)
+
+    @staticmethod
+    def _remember(seen: OrderedDict[str, None], key: str) -> None:
+        seen[key] = None
+        while len(seen) > FORGOTTEN_RUNS_KEPT:
+            seen.popitem(last=False)
 
     async def _cancel(self, run_id: str) -> None:
         if (supervisor := self.supervisors.get(run_id)) is not None:
@@ -263,6 +285,7 @@ class Agent:
             await self._post_result(command.id, result)
         except ApiError as exc:
             log.error("command %s: its result was not delivered: %s", command.id, exc)
+            self._commands.pop(command.id, None)  # the server hands it out again: run it again
 
     @retrying(
         retry_hook(is_transient, COMMAND_RETRY_CEILING),

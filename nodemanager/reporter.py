@@ -28,8 +28,12 @@ MAX_BATCH = 200
 MAX_BATCH_BYTES = 512 * 1024  # encoded; well under the apiserver's default 1 MiB body limit
 LINGER = 0.2  # seconds a batch waits for more log lines before it is sent
 MAX_PENDING = 20_000  # log lines buffered per run before the reader is paused
-# answers that will never change for this batch; anything else is retried
-REFUSED_STATUSES = frozenset({400, 403, 404, 409, 413, 422})
+# answers that will never change for this run's events; 413 makes batches smaller, anything else
+# is retried: 403 the run is not (or no longer) placed here, 404 unknown, 409 a stale attempt
+REFUSED_STATUSES = frozenset({400, 403, 404, 409, 422})
+TOO_LARGE = 413
+MIN_BATCH_BYTES = 4 * 1024
+SHRUNK_TEXT = 1024  # characters of a log line or message kept when one event alone is too large
 RETRY_CEILING = 10.0  # seconds; events are what users wait for, so retry sooner than heartbeats
 RETRY_INITIAL = 0.2
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
@@ -56,6 +60,7 @@ class RunReporter:
         self._acked_seq = last_node_seq
         self._final_seq: int | None = None
         self._rejected: EventsRejected | None = None
+        self._max_batch_bytes = MAX_BATCH_BYTES
         self.cancel_requested = False  # the server said so in an ack
         self.server_status: str | None = None  # the run's status in the latest ack
         self._task = asyncio.create_task(self._send_loop(), name=f"reporter:{run_id}")
@@ -98,6 +103,11 @@ class RunReporter:
         await self.wait_acked(self._final_seq)
 
     @property
+    def finishing(self) -> bool:
+        """The run's final event was emitted (the run ended here as far as the node is concerned)."""
+        return self._final_seq is not None
+
+    @property
     def paused(self) -> bool:
         """Log producers are held back until the server catches up."""
         return not self._room.is_set()
@@ -131,7 +141,10 @@ class RunReporter:
                 await asyncio.sleep(LINGER)
             try:
                 batch, ack = await self._send_batch()
-            except HTTPStatusError as exc:  # refused: _send_batch retries anything else until it passes
+            except HTTPStatusError as exc:  # refused or too large: _send_batch retries anything else
+                if exc.status_code == TOO_LARGE:
+                    self._make_smaller()
+                    continue
                 log.error("run %s: the server refused its events: %s", self.run_id, exc)
                 await self._set_rejected(EventsRejected(f"run {self.run_id}: {exc.detail}"))
                 return
@@ -158,9 +171,34 @@ class RunReporter:
         total = 0
         for index, size in enumerate(self._sizes[:MAX_BATCH]):
             total += size
-            if total > MAX_BATCH_BYTES and index > 0:
+            if total > self._max_batch_bytes and index > 0:
                 return index
         return min(len(self._pending), MAX_BATCH)
+
+    def _make_smaller(self) -> None:
+        """The server found a batch too large (413): send fewer events at a time, and once a batch
+        is a single event, shrink that event's text. An event is never dropped, a final one least."""
+        if self._batch_length() > 1:
+            self._max_batch_bytes = max(MIN_BATCH_BYTES, self._max_batch_bytes // 2)
+            log.warning(
+                "run %s: batch too large for the server; sending at most %d bytes",
+                self.run_id,
+                self._max_batch_bytes,
+            )
+            return
+        event = self._pending[0]
+        shrunk = _shrunk(event)
+        if shrunk == event:  # nothing left to cut: the server cannot take even this; keep retrying it
+            self._max_batch_bytes = MIN_BATCH_BYTES
+            return
+        log.warning(
+            "run %s: event %d (%s) too large for the server; its text was cut",
+            self.run_id,
+            event.node_seq,
+            event.type,
+        )
+        self._pending[0] = shrunk
+        self._sizes[0] = len(msgspec.json.encode(shrunk))
 
     async def _set_acked(self, seq: int) -> None:
         async with self._acked:
@@ -177,6 +215,19 @@ class RunReporter:
 
 
 def _refused(exc: Exception) -> bool:
-    """An answer that will never change for this batch; anything else (5xx, 401/403, 429,
-    transport errors, and anything unexpected) is retried, so the loop never ends silently."""
-    return isinstance(exc, HTTPStatusError) and exc.status_code in REFUSED_STATUSES
+    """An answer that resending the same batch will not change (refused, or too large); anything
+    else (5xx, 401, 429, transport errors, anything unexpected) is retried, so the loop never
+    ends silently."""
+    return isinstance(exc, HTTPStatusError) and exc.status_code in REFUSED_STATUSES | {TOO_LARGE}
+
+
+def _shrunk(event: m.NodeEventIn) -> m.NodeEventIn:
+    """The event with its long strings cut to SHRUNK_TEXT characters (marked as cut)."""
+    data: dict[str, Any] = {}
+    for key, value in event.data.items():
+        if isinstance(value, str) and len(value) > SHRUNK_TEXT:
+            value = value[:SHRUNK_TEXT] + " [cut: too large for the server]"
+        elif isinstance(value, dict | list) and len(msgspec.json.encode(value)) > SHRUNK_TEXT:
+            value = "[cut: too large for the server]"
+        data[key] = value
+    return m.NodeEventIn(node_seq=event.node_seq, type=event.type, data=data, at=event.at)

@@ -112,6 +112,12 @@ class RunSupervisor:
             await self._finish("cancelled", {})
             return
         try:
+            await asyncio.to_thread(self._workspaces.create, self.run_id)
+        except OSError as exc:  # the node's fault (disk full, permissions), not the run's
+            log.warning("run %s: cannot create its workspace: %s", self.run_id, exc)
+            await self._finish("failed", {"reason": f"cannot create the workspace: {exc}", "cause": "node"})
+            return
+        try:
             handle = await self._runtime.start(spec)
         except (ImageNotFound, StartFailed, RuntimeUnavailable) as exc:
             if isinstance(exc, StartFailed) and await self._exists():
@@ -119,11 +125,11 @@ class RunSupervisor:
                 await self._follow(None)
                 return
             log.warning("run %s: cannot start: %s", self.run_id, exc)
-            await self._finish("failed", {"reason": str(exc)})
+            await self._finish("failed", {"reason": str(exc), "cause": _start_failure_cause(exc)})
             return
         except (RuntimeError_, OSError) as exc:  # anything else the runtime or the host refused
             log.warning("run %s: cannot start: %s", self.run_id, exc)
-            await self._finish("failed", {"reason": f"cannot start: {exc}"})
+            await self._finish("failed", {"reason": f"cannot start: {exc}", "cause": "node"})
             return
         self._started = True
         self.reporter.emit("started", {"container_id": handle.ref})
@@ -135,6 +141,14 @@ class RunSupervisor:
         if adoption.status == "scheduled":
             self.reporter.emit("started", {"container_id": adoption.container_ref})
         await self._follow(adoption.resume_logs_after)
+
+    async def fail_after_crash(self, exc: Exception) -> None:
+        """This supervisor hit a bug: report the run failed unless its end was reported already."""
+        if self.reporter.finishing:
+            return
+        await self._finish(
+            "failed", {"reason": f"the nodemanager failed running it ({type(exc).__name__})", "cause": "node"}
+        )
 
     async def finish_without_start(self, type_: str, data: dict[str, object]) -> None:
         """Report a run's end although nothing runs (cancelled before start, container gone)."""
@@ -233,3 +247,13 @@ class RunSupervisor:
             except RuntimeError_ as exc:
                 log.warning("run %s: removing the container failed: %s", self.run_id, exc)
         await asyncio.to_thread(self._workspaces.mark_finished, self.run_id)
+
+
+def _start_failure_cause(exc: RuntimeError_) -> str:
+    """Whose fault a failed start is: the image's (missing), the run's (e.g. its command), or the
+    node's (its runtime is unavailable); the server may place a run again after a node's fault."""
+    if isinstance(exc, ImageNotFound):
+        return "image"
+    if isinstance(exc, RuntimeUnavailable):
+        return "node"
+    return "run"

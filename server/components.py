@@ -15,6 +15,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.auth import Auth
+from server.clock import SystemClock
 from server.config import Settings
 from server.db.engine import create_engine, create_sessionmaker
 from server.identity import Authenticator
@@ -99,7 +100,10 @@ def build_components(settings: Settings) -> Components:
             node_work.notify(node_id)
             run_updates.notify(run_id)
 
-    scheduler = Scheduler(sessionmaker, queue, offline_after=settings.offline_after, on_assigned=on_assigned)
+    clock = SystemClock()
+    scheduler = Scheduler(
+        sessionmaker, queue, offline_after=settings.offline_after, on_assigned=on_assigned, clock=clock
+    )
     context = ServiceContext(
         settings=settings,
         sessionmaker=sessionmaker,
@@ -108,6 +112,7 @@ def build_components(settings: Settings) -> Components:
         wake_scheduler=scheduler.wake,
         run_updates=run_updates,
         node_work=node_work,
+        clock=clock,
     )
     reaper = LostRunReaper(context)
     services = Services(

@@ -22,24 +22,26 @@ async def get(session: AsyncSession, command_id: str) -> NodeCommandRow | None:
     return row
 
 
-async def claim_pending(session: AsyncSession, node_id: str, now: datetime) -> list[NodeCommandRow]:
-    """The node's pending commands, now marked delivered (each by exactly one poll)."""
+async def deliverable(session: AsyncSession, node_id: str, now: datetime) -> list[NodeCommandRow]:
+    """The node's unanswered commands (pending ones now marked delivered): handed out again until
+    the node's result is stored or the command expires, so none is lost with a lost answer."""
     stmt = (
         select(NodeCommandRow)
-        .where(col(NodeCommandRow.node_id) == node_id, col(NodeCommandRow.state) == "pending")
+        .where(
+            col(NodeCommandRow.node_id) == node_id,
+            col(NodeCommandRow.state).in_(["pending", "delivered"]),
+        )
         .order_by(col(NodeCommandRow.created_at), col(NodeCommandRow.id))
     )
-    claimed = []
-    for row in (await session.execute(stmt)).scalars():
-        result = await session.execute(
+    rows = list((await session.execute(stmt)).scalars())
+    if any(row.state == "pending" for row in rows):
+        await session.execute(
             update(NodeCommandRow)
-            .where(col(NodeCommandRow.id) == row.id, col(NodeCommandRow.state) == "pending")
+            .where(col(NodeCommandRow.node_id) == node_id, col(NodeCommandRow.state) == "pending")
             .values(state="delivered", delivered_at=now)
             .execution_options(synchronize_session=False)
         )
-        if _changed(result):
-            claimed.append(row)
-    return claimed
+    return rows
 
 
 async def complete(session: AsyncSession, command_id: str, result: dict[str, Any], now: datetime) -> bool:

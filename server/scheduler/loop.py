@@ -27,13 +27,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.background import run_forever
+from server.clock import Clock, SystemClock
 from server.node_status import StatusRule
 from server.queue.base import Message, RunQueue
 from server.repositories import runs as run_repo
@@ -46,10 +47,6 @@ log = logging.getLogger("server.scheduler")
 OnAssigned = Callable[[list[tuple[str, str]]], Awaitable[None] | None]
 RESCAN_LIMIT = 50_000  # queued runs re-read per rescan
 OUTBOX_BATCH = 1000
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -80,12 +77,14 @@ class Scheduler:
         reclaim_min_idle: float = 30.0,
         snapshot_max_age: float = 1.0,
         on_assigned: OnAssigned | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.sessionmaker = (
             async_sessionmaker(db, expire_on_commit=False) if isinstance(db, AsyncEngine) else db
         )
         self.queue = queue
         self.status_rule = StatusRule(offline_after)
+        self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
         self.block = block
         self.recheck_interval = recheck_interval
@@ -192,7 +191,7 @@ class Scheduler:
     async def _outbox_once(self) -> None:
         async with self.sessionmaker() as session:
             run_ids = await repo.unpublished_run_ids(
-                session, utcnow() - timedelta(seconds=self.outbox_grace), OUTBOX_BATCH
+                session, self.clock.now() - timedelta(seconds=self.outbox_grace), OUTBOX_BATCH
             )
         if not run_ids:
             return
@@ -208,7 +207,7 @@ class Scheduler:
     async def schedule(self, run_ids: Sequence[str]) -> None:
         """Place the given runs (those still queued) and commit the result in one transaction."""
         async with self._pass_lock:
-            now = utcnow()
+            now = self.clock.now()
             placer, self._placer = self._placer, None  # kept again only if the pass commits cleanly
             async with self.sessionmaker() as session:
                 pending, invalid = await self._load_runs(session, run_ids)
@@ -284,7 +283,7 @@ class Scheduler:
 
     async def _fingerprint(self) -> int:
         async with self.sessionmaker() as session:
-            nodes = await self._snapshot(session, utcnow())
+            nodes = await self._snapshot(session, self.clock.now())
         return hash(
             tuple(
                 (n.id, tuple(sorted(n.labels.items())), n.running, n.max_concurrent, n.state) for n in nodes

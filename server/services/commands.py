@@ -34,7 +34,7 @@ from server.secrets import SecretBox
 from server.services.context import ServiceContext
 from server.services.env_config import env_config_view, proxy_urls
 from server.services.longpoll import long_poll
-from server.services.mappers import now_utc, utc
+from server.services.mappers import utc
 
 DEFAULT_WAIT = 15.0
 MAX_WAIT = 60.0
@@ -62,7 +62,7 @@ class CommandService:
         if not 0 < wait <= MAX_WAIT:
             raise InvalidInput(f"wait must be more than 0 and at most {MAX_WAIT:g} seconds, got {wait:g}")
         req = req or m.ProxyTestRequest()
-        now = now_utc()
+        now = self._ctx.clock.now()
         async with self._ctx.sessionmaker.begin() as session:
             node = await node_repo.get_node(session, node_id)
             if node is None:
@@ -145,7 +145,7 @@ class CommandService:
         if row is not None and row.state == "done":
             return _result_of(node_id, row)
         async with self._ctx.sessionmaker.begin() as session:
-            expired = await repo.expire(session, command_id, now_utc())
+            expired = await repo.expire(session, command_id, self._ctx.clock.now())
             row = None if expired else await repo.get(session, command_id)
             if expired:
                 await _forget_secrets(session, command_id)
@@ -155,7 +155,7 @@ class CommandService:
 
     async def store_result(self, node_id: str, command_id: str, result: m.CommandResult) -> None:
         """The node's answer; posting it again changes nothing."""
-        now = now_utc()
+        now = self._ctx.clock.now()
         async with self._ctx.sessionmaker.begin() as session:
             row = await repo.get(session, command_id)
             if row is None or row.node_id != node_id:

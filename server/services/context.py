@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.clock import Clock, SystemClock
 from server.config import Settings
 from server.node_status import StatusRule
 from server.queue.base import QueueUnavailable, RunQueue
@@ -34,6 +35,7 @@ class ServiceContext:
     node_work: Notifier = field(default_factory=Notifier)
     # key: command id; set when a node answered a command
     command_results: Notifier = field(default_factory=Notifier)
+    clock: Clock = field(default_factory=SystemClock)
 
     @property
     def status_rule(self) -> StatusRule:

@@ -20,7 +20,7 @@ from server.repositories import nodes as node_repo
 from server.secrets import SecretBox, sealed_with_names
 from server.services.audit import record
 from server.services.context import ServiceContext
-from server.services.mappers import now_utc, utc
+from server.services.mappers import utc
 
 PROXY_URLS = ("http_proxy", "https_proxy")
 
@@ -64,6 +64,7 @@ def validate_env_config(config: m.EnvConfig) -> None:
 
 class EnvConfigService:
     def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
         self._sessionmaker = ctx.sessionmaker
         self._box = ctx.secrets
 
@@ -81,7 +82,7 @@ class EnvConfigService:
     ) -> m.EnvConfig:
         validate_env_config(config)
         expected = config.resource_version if config.resource_version is not None else if_match
-        now = now_utc()
+        now = self._ctx.clock.now()
         async with self._sessionmaker.begin() as session:
             if not await node_repo.bump_version(session, node_id, now):
                 raise NotFound(f"node {node_id!r} not found")

@@ -21,7 +21,7 @@ from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
 from server.services.context import ServiceContext
-from server.services.mappers import node_from_columns, now_utc, run_to_wire
+from server.services.mappers import node_from_columns, run_to_wire
 from server.services.run_reconcile import runs_to_stop
 
 log = logging.getLogger("server.nodes")
@@ -70,7 +70,7 @@ class NodeService:
             raise Forbidden(
                 f"a node token acts only for its own node ({caller.node_id}), not {req.node_id!r}"
             )
-        now = now_utc()
+        now = self._ctx.clock.now()
         info = _clean_info(msgspec.to_builtins(req.info))
         node_token = None
         async with self._ctx.sessionmaker.begin() as session:
@@ -129,7 +129,7 @@ class NodeService:
             labels = validation.parse_selector(selector) if selector else {}
         except ValueError as exc:
             raise _invalid(exc) from exc
-        now, rule = now_utc(), self._ctx.status_rule
+        now, rule = self._ctx.clock.now(), self._ctx.status_rule
         async with self._ctx.sessionmaker() as session:
             rows, total = await repo.list_nodes(
                 session,
@@ -148,7 +148,7 @@ class NodeService:
             row = await repo.get_node(session, node_id)
         if row is None:
             raise NotFound(f"node {node_id!r} not found")
-        return node_from_columns(row, self._ctx.status_rule, now_utc())
+        return node_from_columns(row, self._ctx.status_rule, self._ctx.clock.now())
 
     async def runs(self, node_id: str, status: str | None, limit: int, offset: int) -> m.RunList:
         async with self._ctx.sessionmaker() as session:
@@ -178,7 +178,7 @@ class NodeService:
                         extra={"resource_version": current.resource_version},
                     )
                 values = _patch_values(patch, current.reported_labels, current.label_overrides)
-                values["updated_at"] = now_utc()
+                values["updated_at"] = self._ctx.clock.now()
                 if await repo.update_admin_fields(session, node_id, current.resource_version, values):
                     await record(session, actor, "node.update", "node", node_id, _patch_details(patch))
                     break

@@ -1,9 +1,10 @@
 """Lost-run reaper: runs on nodes that stopped sending heartbeats.
 
 A node silent for longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE is presumed gone:
-- a run it was running (or had started) becomes `lost`;
-- a run placed there that never started goes back to `queued` for another node, unless
-  it was already placed RUN_MAX_ATTEMPTS times (then `lost`);
+- a run it was running, or had claimed (it may have started it without the server hearing of
+  it), becomes `lost`: it is never placed again while the node might still run it;
+- a run placed there and never claimed goes back to `queued` for another node, unless it was
+  already placed RUN_MAX_ATTEMPTS times (then `lost`);
 - a run with a pending cancel becomes `cancelled`.
 Each change is a conditional UPDATE on the run's status and node, in its own transaction
 together with the node's slot release, so two apiserver replicas never handle a run twice.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,6 @@ from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
 from server.repositories.events import record_events
 from server.services.context import ServiceContext
-from server.services.mappers import now_utc
 
 log = logging.getLogger("server.reaper")
 
@@ -40,10 +39,10 @@ class LostRunReaper:
         self._ctx = ctx
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
-        self._started = time.monotonic()
+        self._started = ctx.clock.now()
 
     async def start(self) -> None:
-        self._started = time.monotonic()
+        self._started = self._ctx.clock.now()
         self._task = asyncio.create_task(
             run_forever("lost-run reaper", self._reap, self._interval), name="lost-run-reaper"
         )
@@ -62,9 +61,9 @@ class LostRunReaper:
         """Handle every run on a silent node once; the number of runs changed."""
         settings = self._ctx.settings
         silence = settings.offline_after + settings.run_lost_grace
-        if time.monotonic() - self._started < silence:
+        now = self._ctx.clock.now()
+        if (now - self._started).total_seconds() < silence:
             return 0  # nodes have not had a full grace to reach this server yet
-        now = now_utc()
         async with self._ctx.sessionmaker() as session:
             rows = await run_repo.active_runs_on_silent_nodes(
                 session, now - timedelta(seconds=silence), REAP_BATCH
@@ -89,7 +88,14 @@ class LostRunReaper:
     async def _handle(self, row: RunRow, silence: float, now: datetime) -> str | None:
         node = row.node_id
         gone = f"node {node} sent no heartbeat for more than {silence:g}s"
-        started = row.status == "running" or row.started_at is not None or row.container_id is not None
+        # a claimed run may have started although the node's `started` never arrived: it is never
+        # placed again while the node might still be running it (at most one execution at a time)
+        maybe_started = (
+            row.status == "running"
+            or row.claimed_at is not None
+            or row.started_at is not None
+            or row.container_id is not None
+        )
         values: dict[str, Any] = {"updated_at": now}
         data: dict[str, Any]
         if row.cancel_requested:
@@ -99,9 +105,14 @@ class LostRunReaper:
                 {"reason": f"{gone}; cancelled without its confirmation"},
             )
             values.update(status=status, finished_at=now, message=data["reason"])
-        elif started:
-            status, kind, data = "lost", "lost", {"reason": gone, "node_id": node}
-            values.update(status=status, finished_at=now, message=gone)
+        elif maybe_started:
+            reason = (
+                gone
+                if row.status == "running"
+                else f"{gone} after it claimed the run; it may have started it"
+            )
+            status, kind, data = "lost", "lost", {"reason": reason, "node_id": node}
+            values.update(status=status, finished_at=now, message=reason)
         elif row.attempts >= self._ctx.settings.run_max_attempts:
             reason = f"{gone} before starting it; giving up after {row.attempts} attempt(s)"
             status, kind, data = "lost", "lost", {"reason": reason, "node_id": node}

@@ -15,7 +15,7 @@ from server.secrets import sealed_with_names
 from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.longpoll import long_poll
-from server.services.mappers import now_utc, run_to_wire, utc
+from server.services.mappers import run_to_wire, utc
 from server.services.run_validation import validate_run_create
 
 DEFAULT_LIMIT = 1000
@@ -57,7 +57,7 @@ class RunService:
 
     async def create(self, req: m.RunCreate, actor: str = "admin") -> m.Run:
         validate_run_create(req)
-        now = now_utc()
+        now = self._ctx.clock.now()
         row = RunRow(
             id=new_run_id(),
             status="queued",
@@ -122,7 +122,7 @@ class RunService:
         raise Conflict(f"run {run_id!r} is changing state concurrently; retry the cancel")
 
     async def _try_cancel(self, run_id: str, actor: str) -> m.Run | None:
-        now = now_utc()
+        now = self._ctx.clock.now()
         async with self._ctx.sessionmaker.begin() as session:
             row = await repo.get_run(session, run_id, for_update=True)
             if row is None:

@@ -31,7 +31,7 @@ from server.services.commands import unsealed_payload
 from server.services.context import ServiceContext
 from server.services.env_config import env_config_view
 from server.services.longpoll import long_poll
-from server.services.mappers import now_utc, run_to_wire
+from server.services.mappers import run_to_wire
 
 MAX_WORK_WAIT = 60.0
 # Every waiting node re-reads the database this often. Only another replica's assignments need
@@ -54,7 +54,7 @@ class WorkService:
             raise InvalidInput(f"wait must be 0 or more seconds, got {wait:g}")
 
         def ready(work: m.WorkResponse) -> bool:
-            return bool(work.commands) or self._has_new(node_id, _item_keys(work))
+            return self._has_new(node_id, _item_keys(work))
 
         def recheck(work: m.WorkResponse) -> float:
             # items already handed out come due again after REDELIVER_AFTER; idle nodes wait longer
@@ -72,7 +72,7 @@ class WorkService:
         return work
 
     async def _collect(self, node_id: str) -> m.WorkResponse:
-        now = now_utc()
+        now = self._ctx.clock.now()
         async with self._ctx.sessionmaker.begin() as session:
             node = await node_repo.get_node(session, node_id)
             if node is None:
@@ -87,7 +87,7 @@ class WorkService:
             )
             cancel_runs = await run_repo.cancel_requested_ids(session, node_id)
             running = await run_repo.running_ids(session, node_id)
-            commands = await command_repo.claim_pending(session, node_id, now)
+            commands = await command_repo.deliverable(session, node_id, now)
         return m.WorkResponse(
             assignments=[m.Assignment(run=_revealed(row, box), env_config=env_config) for row in runs],
             cancel_runs=cancel_runs,
@@ -124,4 +124,8 @@ def _revealed(row: Any, box: SecretBox) -> m.Run:
 
 
 def _item_keys(work: m.WorkResponse) -> list[str]:
-    return [f"run:{a.run.id}" for a in work.assignments] + [f"cancel:{run_id}" for run_id in work.cancel_runs]
+    return (
+        [f"run:{a.run.id}" for a in work.assignments]
+        + [f"cancel:{run_id}" for run_id in work.cancel_runs]
+        + [f"command:{command.id}" for command in work.commands]
+    )

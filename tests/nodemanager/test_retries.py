@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 import stamina
 import stamina.instrumentation
@@ -223,6 +224,46 @@ async def test_refused_events_are_dropped_without_a_retry(refusal: Exception) ->
 
     assert server.stored == []
     assert reporter.pending == 0
+    await reporter.close()
+
+
+class SmallBodyServer:
+    """Refuses (413) a batch whose encoded events exceed `limit` bytes, as a server with a small
+    MAX_BODY_SIZE or per-event limit does; stores the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stored: list[m.NodeEventIn] = []
+
+    async def send(self, call: Call[Any]) -> m.NodeEventAck:
+        events = call.body.events
+        if len(msgspec.json.encode(events)) > self.limit:
+            raise BadRequest(413, "request body too large")
+        self.stored.extend(event for event in events if event.node_seq > len(self.stored))
+        return m.NodeEventAck(
+            run_id="r1", status="running", last_node_seq=len(self.stored), accepted=len(events)
+        )
+
+
+@pytest.mark.usefixtures("instant_retries")
+async def test_a_too_large_batch_is_split_and_a_too_large_event_cut_never_dropped() -> None:
+    """Regression: 413 was taken as a refusal for good, dropping the final event with the rest,
+    so the run stayed `running` for ever."""
+    server = SmallBodyServer(limit=8 * 1024)
+    reporter = RunReporter(server, "n1", "r1", last_node_seq=0)  # type: ignore[arg-type]
+    reporter.emit("claimed", {})
+    for index in range(40):
+        await reporter.log("stdout", f"line {index} " + "x" * 500, None)
+    await reporter.log("stdout", "y" * 20_000, None)  # alone above the limit
+    reporter.emit("exited", {"exit_code": 0})
+
+    await asyncio.wait_for(reporter.finished(), STEP)
+
+    assert [event.node_seq for event in server.stored] == list(range(1, 44))
+    assert server.stored[-1].type == "exited"
+    cut = server.stored[-2]
+    assert cut.data["text"].startswith("y" * 100)
+    assert cut.data["text"].endswith("[cut: too large for the server]")
     await reporter.close()
 
 
