@@ -51,8 +51,10 @@ class HeartbeatRequest(Struct):
     labels: dict[str, str] = msgspec.field(default_factory=dict)
     capacity: Capacity = msgspec.field(default_factory=Capacity)
     info: NodeInfo = msgspec.field(default_factory=NodeInfo)
-    # ids of the runs the node is executing right now (claimed, container alive)
+    # every run the node holds: claimed or starting, running, waiting for a slot, or finishing
     active_runs: list[str] = msgspec.field(default_factory=list)
+    # the placement (attempt) of each held run the node is executing, when it knows it
+    run_attempts: dict[str, int] = msgspec.field(default_factory=dict)
 
 
 class HeartbeatResponse(Struct, omit_defaults=True):
@@ -233,6 +235,9 @@ class NodeEventIn(Struct):
 class NodeEventBatch(Struct):
     node_id: str
     events: list[NodeEventIn]
+    # the placement these events are about (the run's `attempts` when the node was given it);
+    # the server refuses events of an older placement. None: not checked (older nodes)
+    attempt: int | None = None
 
 
 class NodeEventAck(Struct):

@@ -116,7 +116,12 @@ class Agent:
             labels={**node_labels(), **self.config.node_labels},
             capacity=m.Capacity(max_concurrent=self.config.max_concurrent),
             info=self._info or m.NodeInfo(),
-            active_runs=sorted(self.supervisors),
+            active_runs=sorted({*self.supervisors, *(a.run.id for a in self._backlog)}),
+            run_attempts={
+                run_id: supervisor.attempt
+                for run_id, supervisor in self.supervisors.items()
+                if supervisor.attempt is not None
+            },
         )
         try:
             reply = await self.client.send(Calls.heartbeat(request))
@@ -198,7 +203,7 @@ class Agent:
 
     def _launch(self, assignment: m.Assignment) -> None:
         run = assignment.run
-        supervisor = self._supervisor(run.id, run.last_node_seq)
+        supervisor = self._supervisor(run.id, run.last_node_seq, run.attempts)
         if run.cancel_requested:
             supervisor.request_cancel()
         spec = RunSpec(
@@ -208,6 +213,7 @@ class Agent:
             env=container_env(assignment.env_config, run),
             workspace=self.workspaces.path(run.id),
             labels=dict(self.config.container_labels),
+            attempt=run.attempts,
         )
         self._spawn(run.id, self._execute(supervisor, spec))
 
@@ -218,9 +224,11 @@ class Agent:
             log.exception("run %s: supervisor crashed", spec.run_id)
             await supervisor.fail_after_crash(exc)
 
-    def _supervisor(self, run_id: str, last_node_seq: int) -> RunSupervisor:
-        reporter = RunReporter(self.client, self.config.node_id, run_id, last_node_seq)
-        supervisor = RunSupervisor(run_id, self.runtime, reporter, self.workspaces, self.config.stop_grace)
+    def _supervisor(self, run_id: str, last_node_seq: int, attempt: int | None = None) -> RunSupervisor:
+        reporter = RunReporter(self.client, self.config.node_id, run_id, last_node_seq, attempt)
+        supervisor = RunSupervisor(
+            run_id, self.runtime, reporter, self.workspaces, self.config.stop_grace, attempt=attempt
+        )
         self.supervisors[run_id] = supervisor
         return supervisor
 
@@ -321,7 +329,7 @@ class Agent:
         self._vanished_check_pending = False
 
     async def _adopt(self, handle: Handle) -> None:
-        state = await self._probe(handle.run_id)
+        state = await self._probe(handle.run_id, handle.attempt)
         if state is None or state.status not in m.ACTIVE_RUN_STATUSES:
             await self._abandon(handle.run_id, "its run is finished, unknown or assigned elsewhere")
             return
@@ -333,19 +341,19 @@ class Agent:
             handle.ref,
             since,
         )
-        supervisor = self._supervisor(handle.run_id, state.last_node_seq)
+        supervisor = self._supervisor(handle.run_id, state.last_node_seq, handle.attempt)
         if state.cancel_requested:
             supervisor.request_cancel()
         adoption = Adoption(status=state.status, container_ref=handle.ref, resume_logs_after=since)
         self._spawn(handle.run_id, supervisor.adopt(adoption))
 
-    async def _probe(self, run_id: str) -> m.NodeEventAck | None:
+    async def _probe(self, run_id: str, attempt: int | None = None) -> m.NodeEventAck | None:
         """The run's status and last_node_seq as the server has them; None if it is not ours.
 
         An empty node-events batch stores nothing and answers exactly that, with the node's
         own credentials (the admin run API may be closed to nodes).
         """
-        batch = m.NodeEventBatch(node_id=self.config.node_id, events=[])
+        batch = m.NodeEventBatch(node_id=self.config.node_id, events=[], attempt=attempt)
         try:
             return await self.client.send(Calls.post_run_events(run_id, batch))
         except (NotFound, Conflict, Forbidden) as exc:

@@ -46,8 +46,11 @@ class EventsRejected(Exception):
 class RunReporter:
     """Ordered, retried event stream of one run."""
 
-    def __init__(self, client: AsyncClient, node_id: str, run_id: str, last_node_seq: int) -> None:
+    def __init__(
+        self, client: AsyncClient, node_id: str, run_id: str, last_node_seq: int, attempt: int | None = None
+    ) -> None:
         self.run_id = run_id
+        self.attempt = attempt
         self._client = client
         self._node_id = node_id
         self._next_seq = last_node_seq + 1
@@ -163,7 +166,9 @@ class RunReporter:
         """The oldest pending events and the server's answer; a retry also takes events queued meanwhile."""
         batch = self._pending[: self._batch_length()]
         ack = await self._client.send(
-            Calls.post_run_events(self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch))
+            Calls.post_run_events(
+                self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch, attempt=self.attempt)
+            )
         )
         return batch, ack
 

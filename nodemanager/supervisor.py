@@ -73,8 +73,11 @@ class RunSupervisor:
         reporter: RunReporter,
         workspaces: Workspaces,
         stop_grace: float,
+        *,
+        attempt: int | None = None,
     ) -> None:
         self.run_id = run_id
+        self.attempt = attempt  # the placement this node executes (fencing); None if unknown
         self.reporter = reporter
         self._runtime = runtime
         self._workspaces = workspaces

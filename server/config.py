@@ -89,6 +89,10 @@ class Settings(EnvSettings):
         (), validation_alias="SECRETS_KEY", repr=False
     )
     session_ttl: Annotated[float, seconds(30 * 86400.0)] = Field(12 * 3600.0, validation_alias="SESSION_TTL")
+    # how long a run placed on a live node may go unlisted in its heartbeats; default 3 intervals
+    run_reconcile_grace: Annotated[float | None, seconds()] = Field(
+        None, validation_alias="RUN_RECONCILE_GRACE"
+    )
     run_lost_grace: Annotated[float, seconds()] = Field(60.0, validation_alias="RUN_LOST_GRACE")
     run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
     max_body_size: Annotated[int, integer(1024, 1024**3)] = Field(
@@ -152,6 +156,12 @@ class Settings(EnvSettings):
     def tls(self) -> bool:
         """The server itself serves HTTPS (TLS_CERT_FILE and TLS_KEY_FILE)."""
         return self.tls_cert_file is not None and self.tls_key_file is not None
+
+    @property
+    def reconcile_grace(self) -> float:
+        if self.run_reconcile_grace is not None:
+            return self.run_reconcile_grace
+        return 3 * self.heartbeat_interval
 
     @property
     def is_sqlite(self) -> bool:

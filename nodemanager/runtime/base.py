@@ -41,6 +41,7 @@ class RunSpec:
     env: dict[str, str]  # final environment: node env config + proxy vars + the run's own env
     workspace: Path  # host directory, mounted at /workspace in a container (the cwd for processes)
     labels: dict[str, str] = field(default_factory=dict)
+    attempt: int | None = None  # the run's placement, kept with it so a restarted node knows it
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Handle:
     run_id: str
     ref: str  # container id, or pid for processes
     running: bool
+    attempt: int | None = None  # the placement it was started for (RunSpec.attempt)
 
 
 @dataclass(frozen=True)

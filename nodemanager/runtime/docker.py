@@ -47,6 +47,7 @@ PULL_POLICIES: tuple[str, ...] = ("always", "if-not-present", "never")
 
 CONTAINER_PREFIX = "agentnodes-run-"
 LABEL_RUN_ID = "agentnodes.run_id"
+LABEL_ATTEMPT = "agentnodes.attempt"
 LABEL_NODE_ID = "agentnodes.node_id"
 LABEL_MANAGED = "agentnodes.managed"
 WORKSPACE_MOUNT = "/workspace"
@@ -154,6 +155,7 @@ class DockerRuntime(Runtime):
             **spec.labels,
             **self.extra_labels,
             LABEL_RUN_ID: spec.run_id,
+            **({LABEL_ATTEMPT: str(spec.attempt)} if spec.attempt is not None else {}),
             LABEL_NODE_ID: self.node_id,
             LABEL_MANAGED: "true",
         }
@@ -392,7 +394,13 @@ def _timestamp(raw: bytes) -> str | None:
 
 def _handle(container: Any) -> Handle:
     running = bool(container.attrs.get("State", {}).get("Running"))
-    return Handle(run_id=container.labels.get(LABEL_RUN_ID, ""), ref=container.id, running=running)
+    attempt = container.labels.get(LABEL_ATTEMPT, "")
+    return Handle(
+        run_id=container.labels.get(LABEL_RUN_ID, ""),
+        ref=container.id,
+        running=running,
+        attempt=int(attempt) if attempt.isdigit() else None,
+    )
 
 
 def _explain(exc: docker.errors.DockerException) -> str:

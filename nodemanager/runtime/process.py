@@ -86,6 +86,7 @@ class ProcessRuntime(Runtime):
         # the environment is not written down: it may hold credentials
         record: dict[str, Any] = {"run_id": spec.run_id, "node_id": self.node_id, "image": spec.image}
         record |= {"command": spec.command, "labels": spec.labels, "created_at": time.time()}
+        record["attempt"] = spec.attempt
         (run_dir / "spec.json").write_text(json.dumps(record))
         try:
             await asyncio.to_thread(self._launch, spec, run_dir)
@@ -150,7 +151,13 @@ class ProcessRuntime(Runtime):
     def _handle(self, run_dir: Path) -> Handle:
         started = _read_json(run_dir / "started.json") or {}
         running = _read_exit_code(run_dir) is None and _alive(started)
-        return Handle(run_dir.name, ref=str(started.get("pid", "")), running=running)
+        attempt = (_read_json(run_dir / "spec.json") or {}).get("attempt")
+        return Handle(
+            run_dir.name,
+            ref=str(started.get("pid", "")),
+            running=running,
+            attempt=attempt if isinstance(attempt, int) else None,
+        )
 
     async def wait(self, run_id: str) -> int:
         run_dir = self._known_dir(run_id)

@@ -81,6 +81,8 @@ class RunRow(SQLModel, table=True):
     claimed_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+    # first heartbeat of its node that did not list the run (two-way reconciliation); None: listed
+    unreported_since: datetime | None = _ts()
     attempts: int = Field(default=0)
     cancel_requested: bool = Field(default=False)
     container_id: str | None = Field(default=None, max_length=128)

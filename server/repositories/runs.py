@@ -102,16 +102,48 @@ async def mark_enqueued(session: AsyncSession, run_ids: Sequence[str]) -> None:
         )
 
 
-async def release_node_slot(session: AsyncSession, node_id: str | None) -> None:
-    """One run left the node's `running` count; never below zero."""
+def active_runs_of(node: Any) -> Any:
+    """How many runs are scheduled or running on `node` (a nodes column), as a scalar subquery."""
+    return (
+        select(func.count())
+        .select_from(RunRow)
+        .where(col(RunRow.node_id) == node, col(RunRow.status).in_(ACTIVE))
+        .scalar_subquery()
+    )
+
+
+async def recount_running(session: AsyncSession, node_id: str | None) -> None:
+    """Set the node's `running` from its run rows, in the transaction that moved a run: the count
+    is derived, never kept by increments that could drift."""
     if node_id is None:
         return
     await session.execute(
         update(NodeRow)
-        .where(col(NodeRow.id) == node_id, col(NodeRow.running) > 0)
-        .values(running=col(NodeRow.running) - 1)
+        .where(col(NodeRow.id) == node_id)
+        .values(running=active_runs_of(col(NodeRow.id)))
         .execution_options(synchronize_session=False)
     )
+
+
+async def repair_running(session: AsyncSession) -> list[tuple[str, int]]:
+    """Every node whose `running` differs from its run rows, set right: (node id, wrong count)."""
+    counts = active_runs_of(col(NodeRow.id))
+    wrong = (
+        await session.execute(
+            select(col(NodeRow.id), col(NodeRow.running)).where(col(NodeRow.running) != counts)
+        )
+    ).all()
+    if wrong:
+        await session.execute(
+            update(NodeRow)
+            .where(col(NodeRow.id).in_([node_id for node_id, _ in wrong]))
+            .values(running=active_runs_of(col(NodeRow.id)))
+            .execution_options(synchronize_session=False)
+        )
+    return [(str(node_id), int(running)) for node_id, running in wrong]
+
+
+release_node_slot = recount_running  # the name node events still use
 
 
 async def pending_assignments(session: AsyncSession, node_id: str) -> list[RunRow]:
@@ -194,3 +226,24 @@ async def last_log_ts(session: AsyncSession, run_id: str) -> str | None:
     data = (await session.execute(stmt)).scalar_one_or_none()
     ts = data.get("ts") if isinstance(data, dict) else None
     return ts if isinstance(ts, str) else None
+
+
+async def mark_reported(session: AsyncSession, node_id: str, run_ids: list[str]) -> None:
+    """The node listed these runs in its heartbeat: they are no longer missing there."""
+    if run_ids:
+        await session.execute(
+            update(RunRow)
+            .where(
+                col(RunRow.id).in_(run_ids),
+                col(RunRow.node_id) == node_id,
+                col(RunRow.unreported_since).is_not(None),
+            )
+            .values(unreported_since=None)
+            .execution_options(synchronize_session=False)
+        )
+
+
+async def unreported_runs(session: AsyncSession, node_id: str, reported: set[str]) -> list[RunRow]:
+    """Runs placed on the node (scheduled or running) that its heartbeat did not list."""
+    stmt = select(RunRow).where(col(RunRow.node_id) == node_id, col(RunRow.status).in_(ACTIVE))
+    return [row for row in (await session.execute(stmt)).scalars() if row.id not in reported]

@@ -6,12 +6,12 @@ may have filled the node, a run may have been cancelled or assigned already. So 
 write re-checks its precondition in SQL and the batch is settled from what the
 statements report back:
 
-- nodes: `running = running + k WHERE running + k <= max_concurrent AND NOT draining AND
-  online` (k = runs given to that node in this batch), one statement per distinct k
-  (nearly always one or two); a node that no longer fits sends its runs back for the next pass;
+- nodes: `running = running + k WHERE running + k <= max_concurrent AND online` (k = runs
+  given to that node in this batch) reserves the slots, one statement per distinct k (nearly
+  always one or two); a node that no longer fits sends its runs back for the next pass;
 - runs: `status = 'scheduled' ... WHERE status = 'queued'`, one statement, then each moved
-  run's `node_id` in one executemany; a run that moved meanwhile gives its slot back (node
-  counter decremented again);
+  run's `node_id` in one executemany; then the granted nodes' `running` is set from their run
+  rows (a run that moved meanwhile gives its reserved slot back that way);
 - unschedulable runs get `message = reason` and an `unschedulable` event only when the
   reason differs from the stored one, so a parked run does not collect identical events;
   one statement per distinct reason.
@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db.models import NODES, RUNS
 from server.node_status import StatusRule
 from server.repositories.events import event_row, insert_event_rows
+from server.repositories.runs import active_runs_of
 from server.scheduler.placement import Assign, Decision, Unschedulable
 
 MESSAGE_MAX = 2000
@@ -120,11 +121,11 @@ async def _apply_assignments(
             result.assigned.append((assign.run_id, assign.node_id))
         else:
             result.gone.append(assign.run_id)
-    unused = Counter(node_of[run_id] for run_id in node_of if run_id not in seq_of)
-    for count, node_ids in _grouped(unused.items()).items():
-        await session.execute(
-            update(NODES).where(NODES.c.id.in_(node_ids)).values(running=NODES.c.running - count)
-        )
+    # the guard above reserved the slots; now that the runs moved, each node's count is set from
+    # its run rows, which also gives back the slots of runs that moved meanwhile
+    await session.execute(
+        update(NODES).where(NODES.c.id.in_(list(granted))).values(running=active_runs_of(NODES.c.id))
+    )
 
 
 async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedulable], now: datetime) -> None:

@@ -22,7 +22,7 @@ from server.repositories import nodes as repo
 from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.mappers import node_from_columns, run_to_wire
-from server.services.run_reconcile import runs_to_stop
+from server.services.run_reconcile import reconcile
 
 log = logging.getLogger("server.nodes")
 
@@ -83,9 +83,20 @@ class NodeService:
                 session, req.node_id, token_hash(node_token), now
             ):
                 raise Conflict(f"node {req.node_id!r} was registered concurrently; retry with its node token")
-            stop_runs = await runs_to_stop(session, req.node_id, list(req.active_runs))
+            reconciled = await reconcile(
+                session,
+                req.node_id,
+                list(req.active_runs),
+                dict(req.run_attempts),
+                now,
+                self._ctx.settings.reconcile_grace,
+            )
         node = node_from_columns(row, self._ctx.status_rule, now)
-        if self._scheduler_view.changed(node):
+        if reconciled.requeued:
+            await self._ctx.publish(reconciled.requeued)
+        for run_id in (*reconciled.requeued, *reconciled.ended):
+            self._ctx.run_updates.notify(run_id)
+        if self._scheduler_view.changed(node) or reconciled.changed:
             self._ctx.wake_scheduler()
         settings = self._ctx.settings
         return m.HeartbeatResponse(
@@ -93,7 +104,7 @@ class NodeService:
             status=node.status,
             heartbeat_interval=settings.heartbeat_interval,
             offline_after=settings.offline_after,
-            stop_runs=stop_runs,
+            stop_runs=reconciled.stop_runs,
             node_token=node_token,
         )
 

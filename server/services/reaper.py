@@ -32,6 +32,7 @@ log = logging.getLogger("server.reaper")
 
 REAP_INTERVAL = 2.0
 REAP_BATCH = 500
+REPAIR_INTERVAL = 30.0  # seconds between checks of every node's active-run count
 
 
 class LostRunReaper:
@@ -40,6 +41,7 @@ class LostRunReaper:
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._started = ctx.clock.now()
+        self._repaired_at: datetime | None = None
 
     async def start(self) -> None:
         self._started = self._ctx.clock.now()
@@ -56,6 +58,23 @@ class LostRunReaper:
 
     async def _reap(self) -> None:
         await self.reap_once()
+        now = self._ctx.clock.now()
+        if self._repaired_at is None or (now - self._repaired_at).total_seconds() >= REPAIR_INTERVAL:
+            await self.repair_running()
+            self._repaired_at = now
+
+    async def repair_running(self) -> list[tuple[str, int]]:
+        """Set right any node whose `running` differs from its run rows (it should never happen:
+        each transition recounts; this is the safety net), and say so in the log."""
+        async with self._ctx.sessionmaker.begin() as session:
+            repaired = await run_repo.repair_running(session)
+        for node_id, wrong in repaired:
+            log.warning(
+                "node %s counted %d active run(s), which its run rows do not match; repaired", node_id, wrong
+            )
+        if repaired:
+            self._ctx.wake_scheduler()
+        return repaired
 
     async def reap_once(self) -> int:
         """Handle every run on a silent node once; the number of runs changed."""
@@ -136,6 +155,6 @@ class LostRunReaper:
                 session, row.id, {"status": row.status, "node_id": node}, values
             ):
                 return None
-            await run_repo.release_node_slot(session, node)
+            await run_repo.recount_running(session, node)
             await record_events(session, row.id, [(kind, data)], now)
         return status

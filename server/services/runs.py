@@ -143,7 +143,7 @@ class RunService:
                 if not await repo.update_run(session, run_id, expect, values):
                     return None
                 if row.status == "scheduled":
-                    await repo.release_node_slot(session, node_id)
+                    await repo.recount_running(session, node_id)
                 await record_events(
                     session, run_id, [("cancelled", {"reason": "cancelled before it started"})], now
                 )

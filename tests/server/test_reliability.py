@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import msgspec
@@ -11,7 +12,7 @@ import pytest
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
 from tests.conftest import ApiServerFactory
-from tests.support.fake_node import FakeNode
+from tests.support.fake_node import FakeNode, event_types
 from tests.support.wait import eventually
 
 
@@ -47,3 +48,78 @@ def test_a_command_whose_answer_was_lost_is_handed_out_again(client: Client) -> 
     asking.join(timeout=20)
     assert [r.reason for r in outcome] == ["refused"]
     assert node.poll(wait=0).commands == []  # answered: no longer handed out
+
+
+@pytest.fixture
+def quick_reconcile(apiserver: ApiServerFactory) -> Iterator[tuple[Client, str]]:
+    settings = {"NODE_HEARTBEAT_INTERVAL": "1", "NODE_OFFLINE_AFTER": "60", "RUN_RECONCILE_GRACE": "1"}
+    server = apiserver(settings)
+    with Client(server.base_url) as api:
+        yield api, server.base_url
+
+
+def _beat_until(node: FakeNode, api: Client, run_id: str, status: str, timeout: float = 15.0) -> m.Run:
+    """Heartbeats once a second (the node stays alive) until the run reaches `status`."""
+
+    def check() -> m.Run | None:
+        node.heartbeat()
+        run = api.send(Calls.get_run(run_id))
+        if run.status == status:
+            return run
+        time.sleep(0.3)
+        return None
+
+    return eventually(check, timeout=timeout, interval=0.2)
+
+
+def test_a_live_node_that_never_takes_a_run_gives_it_back(quick_reconcile: tuple[Client, str]) -> None:
+    api, _ = quick_reconcile
+    node = FakeNode(api, "n1")
+    node.heartbeat()
+    run = api.send(Calls.create_run(m.RunCreate(image="x", command=["true"])))
+    eventually(lambda: api.send(Calls.get_run(run.id)).status == "scheduled")
+    # the node heartbeats but never polls its work: it does not hold the run, which goes back to
+    # the queue (and, this being the only node, is placed on it again)
+
+    def requeued() -> bool:
+        node.heartbeat()
+        time.sleep(0.3)
+        return "requeued" in event_types(api, run.id)
+
+    eventually(requeued, timeout=15)
+    events = api.send(Calls.run_events(run.id)).items
+    (event,) = [e for e in events if e.type == "requeued"]
+    assert "it never claimed it" in event.data["reason"]
+    assert [e.type for e in events].count("scheduled") >= 1
+    assert api.send(Calls.get_node("n1")).running == (api.send(Calls.get_run(run.id)).status == "scheduled")
+
+
+def test_a_claimed_run_the_node_stops_listing_is_lost_not_kept_running(
+    quick_reconcile: tuple[Client, str],
+) -> None:
+    api, _ = quick_reconcile
+    node = FakeNode(api, "n1")
+    node.heartbeat()
+    run = api.send(Calls.create_run(m.RunCreate(image="x", command=["true"])))
+    eventually(lambda: api.send(Calls.get_run(run.id)).status == "scheduled")
+    node.start(run.id)
+    assert node.heartbeat().stop_runs == []  # listed: all well
+    node.held.clear()  # its container vanished; the node no longer lists it
+    lost = _beat_until(node, api, run.id, "lost")
+    assert "has not listed the run" in (lost.message or "")
+    assert api.send(Calls.get_node("n1")).running == 0
+
+
+def test_a_stale_attempt_is_told_to_stop(quick_reconcile: tuple[Client, str]) -> None:
+    api, _ = quick_reconcile
+    node = FakeNode(api, "n1")
+    node.heartbeat()
+    run = api.send(Calls.create_run(m.RunCreate(image="x", command=["true"])))
+    placed = eventually(lambda: (r := api.send(Calls.get_run(run.id))).status == "scheduled" and r)
+    node.start(run.id)
+    request = m.HeartbeatRequest(
+        node_id="n1", active_runs=[run.id], run_attempts={run.id: placed.attempts - 1 or 99}
+    )
+    assert api.send(Calls.heartbeat(request)).stop_runs == [run.id]
+    current = m.HeartbeatRequest(node_id="n1", active_runs=[run.id], run_attempts={run.id: placed.attempts})
+    assert api.send(Calls.heartbeat(current)).stop_runs == []

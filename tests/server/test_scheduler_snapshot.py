@@ -96,7 +96,9 @@ async def test_refused_write_drops_the_kept_snapshot(engine: AsyncEngine, schedu
     await eventually_async(scheduled_on(engine, "r1", "a"))
 
     # meanwhile other replicas filled b and r1 finished on a; the kept snapshot says the opposite
+    await insert_rows(engine, RUNS, [run_row(f"other{i}", running_on="b") for i in range(3)])
     async with engine.begin() as connection:
+        await connection.execute(update(RUNS).where(RUNS.c.id == "r1").values(status="succeeded"))
         await connection.execute(update(NODES).where(NODES.c.id == "a").values(running=0))
         await connection.execute(update(NODES).where(NODES.c.id == "b").values(running=3))
     await submit(engine, scheduler, "r2")

@@ -21,13 +21,15 @@ class FakeNode:
         self.max_concurrent = max_concurrent
         self._seq: defaultdict[str, int] = defaultdict(int)
         self.node_token: str | None = None
+        self.held: set[str] = set()  # runs claimed and not ended: listed in heartbeats
 
     def heartbeat(self, active_runs: list[str] | None = None) -> m.HeartbeatResponse:
+        """With `active_runs` None, it lists the runs it claimed and has not ended, as a node does."""
         request = m.HeartbeatRequest(
             node_id=self.node_id,
             labels=self.labels,
             capacity=m.Capacity(max_concurrent=self.max_concurrent),
-            active_runs=active_runs or [],
+            active_runs=sorted(self.held) if active_runs is None else active_runs,
         )
         reply = self.client.send(Calls.heartbeat(request))
         if reply.node_token:  # registered with the join token: act with the node's own credential
@@ -50,7 +52,13 @@ class FakeNode:
         return m.NodeEventBatch(node_id=self.node_id, events=items)
 
     def send(self, run_id: str, batch: m.NodeEventBatch) -> m.NodeEventAck:
-        return self.client.send(Calls.post_run_events(run_id, batch))
+        ack = self.client.send(Calls.post_run_events(run_id, batch))
+        for event in batch.events:
+            if event.type in ("claimed", "started"):
+                self.held.add(run_id)
+            elif event.type in ("exited", "failed", "cancelled"):
+                self.held.discard(run_id)
+        return ack
 
     def start(self, run_id: str) -> m.NodeEventAck:
         return self.report(run_id, ("claimed", {}), ("started", {"container_id": f"c-{run_id}"}))

@@ -56,11 +56,14 @@ def run_row(
     expressions: Iterable[str] = (),
     enqueued: bool = True,
     age: float = 5.0,
+    running_on: str | None = None,
 ) -> dict[str, Any]:
+    """A queued run, or with `running_on` one running on that node (load the node counts)."""
     created = datetime.now(UTC) - timedelta(seconds=age)
     return {
         "id": run_id,
-        "status": "queued",
+        "status": "running" if running_on else "queued",
+        "node_id": running_on,
         "image": "busybox",
         "command": ["true"],
         "env": {},
