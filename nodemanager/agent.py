@@ -74,8 +74,11 @@ class Agent:
             len(self.supervisors),
             self.config.max_concurrent,
         )
+        stopped = asyncio.Event()  # set once the daemon stops heartbeating (after any STOP_WAIT)
+        heartbeat = asyncio.create_task(
+            service_loop("heartbeat", self._heartbeat, stop=stopped), name="heartbeat"
+        )
         loops = [
-            asyncio.create_task(service_loop("heartbeat", self._heartbeat, stop=stop), name="heartbeat"),
             asyncio.create_task(
                 service_loop("work", self._poll_work, backoff_ceiling=WORK_RETRY_CEILING, stop=stop),
                 name="work",
@@ -84,11 +87,34 @@ class Agent:
         ]
         try:
             await stop.wait()
-        finally:
-            for task in loops:
+            for task in loops:  # no new work from here on
                 task.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            if self.config.stop_wait > 0:
+                await self._wait_for_runs(self.config.stop_wait)
+        finally:
+            stopped.set()
+            for task in (heartbeat, *loops):
+                task.cancel()
+            await asyncio.gather(heartbeat, *loops, return_exceptions=True)
             await self._shutdown()
+
+    async def _wait_for_runs(self, seconds: float) -> None:
+        """STOP_WAIT: let the running runs finish (heartbeats go on meanwhile); runs still waiting
+        for a slot are given back (the server queues them again once the node stops listing them)."""
+        self._backlog.clear()
+        log.info("stopping: waiting up to %gs for %d run(s) to finish", seconds, len(self.supervisors))
+        deadline = asyncio.get_running_loop().time() + seconds
+        while self._tasks and asyncio.get_running_loop().time() < deadline:
+            await asyncio.wait(
+                list(self._tasks.values()), timeout=min(1.0, deadline - asyncio.get_running_loop().time())
+            )
+        if self._tasks:
+            log.warning(
+                "stopping with %d run(s) still running after %gs; they are adopted on restart",
+                len(self._tasks),
+                seconds,
+            )
 
     async def _until_done(self, step: Callable[[], Awaitable[object]], stop: asyncio.Event) -> None:
         """`step`, retried on any server or runtime error until it succeeds or `stop` is set."""

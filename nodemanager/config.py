@@ -38,6 +38,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("RUNTIME", "auto", "auto | docker | process (auto: docker when an engine answers)"),
     ("IMAGE_PULL_POLICY", "if-not-present", "if-not-present | always | never"),
     ("STOP_GRACE", "10", "seconds between SIGTERM and SIGKILL when stopping a run"),
+    ("STOP_WAIT", "0", "on SIGTERM, seconds to wait for running runs to finish (0: leave them for adoption)"),
     ("WORKSPACE_RETENTION", "86400", "seconds a finished run's workspace is kept"),
     ("DOCKER_NETWORK", "host", "network of agent containers (host | none | a network name)"),
     ("PROXY_PROBE_IMAGE", "busybox:latest", "image used for in-container proxy tests"),
@@ -93,6 +94,10 @@ class NodeConfig(EnvSettings):
     runtime: Annotated[RuntimeKind, choice(*RUNTIMES)] = Field("auto", validation_alias="RUNTIME")
     image_pull_policy: Annotated[PullPolicy, choice(*PULL_POLICIES)] = Field(
         "if-not-present", validation_alias="IMAGE_PULL_POLICY"
+    )
+    # on SIGTERM: 0 leaves runs running for the next start to adopt; N waits up to N seconds for them
+    stop_wait: Annotated[float, seconds(7 * 86400.0, allow_zero=True)] = Field(
+        0.0, validation_alias="STOP_WAIT"
     )
     stop_grace: Annotated[float, seconds(3600.0, allow_zero=True)] = Field(
         10.0, validation_alias="STOP_GRACE"
