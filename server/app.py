@@ -26,6 +26,7 @@ from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
 from server.controllers.session import SessionController
+from server.edge import guard_edge
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
 
@@ -89,7 +90,7 @@ def create_app(
     extra_handlers: Sequence[ControllerRouterHandler] = (),
 ) -> Litestar:
     components = components or build_components(settings or Settings.from_env())
-    return Litestar(
+    app = Litestar(
         route_handlers=[*ROUTE_HANDLERS, *extra_handlers],
         dependencies=_dependencies(components.services),
         state=State({AUTH_KEY: components.auth}),  # what the guards read (server.auth)
@@ -100,3 +101,6 @@ def create_app(
         logging_config=None,
         debug=False,
     )
+    # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge)
+    app.asgi_handler = guard_edge(app.asgi_handler)
+    return app

@@ -10,14 +10,12 @@ from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import actor_of, admin_guard, join_guard, principal_of, read_guard
-from server.controllers.params import MAX_OFFSET, existing_node_id, parse_if_match
+from server.controllers.params import NodeId, Offset, existing_node_id, parse_if_match
 from server.errors import Forbidden
 from server.services.env_config import EnvConfigService
 from server.services.nodes import DEFAULT_LIMIT, MAX_LIMIT, NodeService
 
-NodeId = Annotated[str, Parameter(description="node id", max_length=1024)]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"page size (max {MAX_LIMIT})")]
-Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET)]
 IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
 
 

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from nodeapi import models as m
+from nodeapi import validation
 from nodeapi.models import TERMINAL_RUN_STATUSES
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.repositories import runs as repo
@@ -28,7 +29,7 @@ from server.repositories.events import append_run_events
 from server.services.context import ServiceContext
 from server.services.mappers import now_utc, utc
 
-MAX_BATCH = 1000
+MAX_BATCH = validation.MAX_EVENT_BATCH
 MAX_TYPE_LENGTH = 32
 MAX_ATTEMPTS = 5
 MAX_MESSAGE = 2000
