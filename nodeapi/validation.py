@@ -10,6 +10,8 @@ import re
 from collections.abc import Mapping
 from urllib.parse import SplitResult, urlsplit
 
+import msgspec
+
 from nodeapi.masking import mask_url_password
 
 MAX_CAPACITY = 10_000
@@ -221,6 +223,22 @@ def validate_capacity(max_concurrent: int, field: str = "capacity.max_concurrent
     if isinstance(max_concurrent, bool) or not 1 <= max_concurrent <= MAX_CAPACITY:
         raise ValueError(f"{field} must be an integer between 1 and {MAX_CAPACITY}, got {max_concurrent!r}")
     return max_concurrent
+
+
+def json_pieces(text: str, max_bytes: int) -> list[str]:
+    """`text` cut into consecutive pieces, each at most `max_bytes` as a JSON string (quotes
+    and escapes included); one piece when it fits. `max_bytes` must be at least 8."""
+    if len(msgspec.json.encode(text)) <= max_bytes:
+        return [text]
+    pieces: list[str] = []
+    rest = text
+    while rest:
+        length = min(len(rest), max_bytes)
+        while (size := len(msgspec.json.encode(rest[:length]))) > max_bytes:
+            length = max(1, length * max_bytes // size - 1)
+        pieces.append(rest[:length])
+        rest = rest[length:]
+    return pieces
 
 
 def _split(url: str, field: str) -> SplitResult:
