@@ -13,7 +13,6 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
 from server.auth import AUTH_KEY
@@ -29,6 +28,7 @@ from server.controllers.session import SessionController
 from server.edge import guard_edge
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
+from server.openapi import document_errors, openapi_config
 
 log = logging.getLogger("server.app")
 
@@ -97,10 +97,11 @@ def create_app(
         lifespan=[_lifespan(components)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=components.settings.max_body_size,
-        openapi_config=OpenAPIConfig(title="agent-nodes apiserver", version="1", path="/schema"),
+        openapi_config=openapi_config(title="agent-nodes apiserver", version="1"),
         logging_config=None,
         debug=False,
     )
     # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge)
     app.asgi_handler = guard_edge(app.asgi_handler)
+    document_errors(app)
     return app

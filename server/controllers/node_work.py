@@ -10,6 +10,7 @@ from litestar.params import Parameter
 from nodeapi import models as m
 from server.auth import admin_guard, node_guard
 from server.controllers.params import CommandId, NodeId, existing_node_id
+from server.openapi import errors
 from server.services.commands import DEFAULT_WAIT, MAX_WAIT, CommandService
 from server.services.work import MAX_WORK_WAIT, WorkService
 
@@ -30,7 +31,7 @@ class NodeWorkController(Controller):
         """Runs to start (until claimed), runs to cancel, commands; waits while there is nothing new."""
         return await work.poll(existing_node_id(node_id), wait)
 
-    @post("/{node_id:str}/env-config/test-proxy", guards=[admin_guard], status_code=200)
+    @post("/{node_id:str}/env-config/test-proxy", guards=[admin_guard], status_code=200, opt=errors(409, 504))
     async def test_proxy(
         self,
         commands: CommandService,

@@ -12,6 +12,7 @@ from nodeapi import models as m
 from server.auth import actor_of, admin_guard, join_guard, principal_of, read_guard
 from server.controllers.params import NodeId, Offset, existing_node_id, parse_if_match
 from server.errors import Forbidden
+from server.openapi import errors
 from server.services.env_config import EnvConfigService
 from server.services.nodes import DEFAULT_LIMIT, MAX_LIMIT, NodeService
 
@@ -23,7 +24,7 @@ class NodeController(Controller):
     path = "/api/v1/nodes"
     tags = ["nodes"]
 
-    @post("/heartbeat", guards=[join_guard], status_code=200)
+    @post("/heartbeat", guards=[join_guard], status_code=200, opt=errors(409, 429))
     async def heartbeat(
         self, nodes: NodeService, request: Request[None, None, State], data: m.HeartbeatRequest
     ) -> m.HeartbeatResponse:
@@ -46,7 +47,7 @@ class NodeController(Controller):
     async def get_node(self, nodes: NodeService, node_id: NodeId) -> m.Node:
         return await nodes.get(existing_node_id(node_id))
 
-    @patch("/{node_id:str}", guards=[admin_guard])
+    @patch("/{node_id:str}", guards=[admin_guard], opt=errors(409))
     async def patch_node(
         self,
         nodes: NodeService,
@@ -65,7 +66,7 @@ class NodeController(Controller):
         """Void the node's credential; its next heartbeat with the join token registers it again."""
         await nodes.reset_credential(existing_node_id(node_id), actor_of(request))
 
-    @delete("/{node_id:str}", guards=[admin_guard], status_code=204)
+    @delete("/{node_id:str}", guards=[admin_guard], status_code=204, opt=errors(409))
     async def delete_node(
         self, nodes: NodeService, request: Request[None, None, State], node_id: NodeId
     ) -> None:
@@ -99,7 +100,7 @@ class NodeController(Controller):
             raise Forbidden("only an admin may reveal secrets")
         return await env_config.get(existing_node_id(node_id), reveal=reveal, actor=actor_of(request))
 
-    @put("/{node_id:str}/env-config", guards=[admin_guard])
+    @put("/{node_id:str}/env-config", guards=[admin_guard], opt=errors(409))
     async def put_env_config(
         self,
         env_config: EnvConfigService,

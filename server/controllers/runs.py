@@ -11,6 +11,7 @@ from litestar.params import Parameter
 from nodeapi import models as m
 from server.auth import actor_of, admin_guard, caller_node, node_guard, read_guard
 from server.controllers.params import EventSeq, NodeIdFilter, Offset, RunId, existing_run_id
+from server.openapi import errors
 from server.services.node_events import NodeEventService
 from server.services.runs import DEFAULT_EVENTS_LIMIT, DEFAULT_LIMIT, MAX_EVENTS_WAIT, MAX_LIMIT, RunService
 
@@ -46,7 +47,7 @@ class RunController(Controller):
     async def get_run(self, runs: RunService, run_id: RunId) -> m.Run:
         return await runs.get(existing_run_id(run_id))
 
-    @post("/{run_id:str}/cancel", guards=[admin_guard], status_code=200)
+    @post("/{run_id:str}/cancel", guards=[admin_guard], status_code=200, opt=errors(409))
     async def cancel_run(self, runs: RunService, request: Request[None, None, State], run_id: RunId) -> m.Run:
         """Queued: cancelled at once. Scheduled or running: the node is told to stop it. Finished: 409."""
         return await runs.cancel(existing_run_id(run_id), actor_of(request))
@@ -66,7 +67,7 @@ class RunController(Controller):
     ) -> m.RunEventList:
         return await runs.events(existing_run_id(run_id), after, event_type, wait, limit)
 
-    @post("/{run_id:str}/node-events", guards=[node_guard], status_code=200)
+    @post("/{run_id:str}/node-events", guards=[node_guard], status_code=200, opt=errors(409))
     async def node_events(
         self,
         node_events: NodeEventService,
