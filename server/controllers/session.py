@@ -52,12 +52,11 @@ class SessionController(Controller):
         ttl = int(auth.settings.session_ttl)
         return Response(_info(session), cookies=[_session_cookie(cookie, ttl)])
 
-    @post("/logout", status_code=204, opt=errors(401, 403))
-    async def logout(self, request: Request[None, None, State]) -> Response[None]:
+    @post("/logout", status_code=204, opt=errors(401, 403), response_cookies=[_session_cookie("", 0)])
+    async def logout(self, request: Request[None, None, State]) -> None:
         """End the console session (the cookie is cleared)."""
         if SESSION_COOKIE in request.cookies:
             await authenticate(request)  # a cross-site form must not sign people out either
-        return Response(None, status_code=204, cookies=[_session_cookie("", 0)])
 
     @get("/session", opt=errors(401))
     async def session(self, request: Request[None, None, State]) -> m.SessionInfo:
