@@ -9,7 +9,7 @@ from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import admin_guard, node_guard
-from server.controllers.params import CommandId, NodeId, existing_node_id
+from server.controllers.params import CommandId, NodeId, existing_command_id, existing_node_id
 from server.openapi import errors
 from server.services.commands import DEFAULT_WAIT, MAX_WAIT, CommandService
 from server.services.work import MAX_WORK_WAIT, WorkService
@@ -50,4 +50,4 @@ class NodeWorkController(Controller):
         self, commands: CommandService, node_id: NodeId, command_id: CommandId, data: m.CommandResult
     ) -> None:
         """A node's answer to a command; posting it again changes nothing."""
-        await commands.store_result(existing_node_id(node_id), command_id, data)
+        await commands.store_result(existing_node_id(node_id), existing_command_id(command_id), data)

@@ -79,3 +79,11 @@ def existing_run_id(run_id: str) -> str:
         return validate_run_id(run_id)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
+
+
+def existing_command_id(command_id: str) -> str:
+    """Command ids (cmd-<hex>) follow the run id syntax."""
+    try:
+        return validate_run_id(command_id, "command_id")
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
