@@ -205,7 +205,7 @@ class ProxyTestRequest(Struct):
 
 
 class RunCreate(Struct):
-    image: str
+    image: str  # 1-512 characters, no white space (the schema says so; the server checks it)
     command: list[str] = msgspec.field(default_factory=list)
     env: EnvVars = msgspec.field(default_factory=dict)
     secret_env: EnvVars = msgspec.field(default_factory=dict)  # reads show `***`

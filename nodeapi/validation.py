@@ -32,6 +32,18 @@ MAX_ENV_VALUE_LENGTH = 32 * 1024
 MAX_NO_PROXY_LENGTH = 4096
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
+# The label and env var name rules as OpenAPI patterns (the schema states them; the checks below
+# add the length rules a pattern cannot say, e.g. a key's prefix of at most 253 characters)
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_KEY_MAX_LENGTH = 253 + 1 + 63
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+LABEL_VALUE_MAX_LENGTH = 63
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME_MAX_LENGTH = 256
+
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_NAME_RE = re.compile(rf"^{_NAME}$")
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"

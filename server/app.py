@@ -28,7 +28,7 @@ from server.controllers.session import SessionController
 from server.edge import guard_edge
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
-from server.openapi import document_errors, openapi_config
+from server.openapi import document_errors, openapi_config, state_container_rules
 
 log = logging.getLogger("server.app")
 
@@ -104,4 +104,5 @@ def create_app(
     # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge)
     app.asgi_handler = guard_edge(app.asgi_handler)
     document_errors(app)
+    state_container_rules(app)
     return app

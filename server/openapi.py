@@ -14,6 +14,12 @@ is, not written out on every route:
 | 503    | every /api route (database or queue unavailable; Retry-After)               |
 | others | what a route declares in `opt={"errors": (...)}`: 409, 429, 504             |
 
+Containers: Litestar's schema generation drops msgspec's constraints on dicts and lists (and it
+knows nothing of the label, env var name and image rules, which the services check with messages
+that name the rule), so `state_container_rules` writes them into the component schemas: the
+number of labels and env vars (`maxProperties`), their key rules (`propertyNames`), label
+values, the run ids a heartbeat lists, the events of a batch (`maxItems`) and a run's image.
+
 Docs pages, all served by the apiserver itself (no file from a CDN, so they work offline):
 `/schema` and `/schema/swagger` (Swagger UI, from the `swagger-ui-bundle` package, its files
 under `/schema/swagger-ui/`), `/schema/openapi.json`, `/schema/openapi.yaml`.
@@ -21,14 +27,18 @@ under `/schema/swagger-ui/`), `/schema/openapi.json`, `/schema/openapi.yaml`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from litestar import Litestar, Router
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
+from nodeapi import validation as v
 from nodeapi.models import ErrorBody
 
 SCHEMA_PATH = "/schema"
@@ -90,6 +100,103 @@ def document_errors(app: Litestar) -> None:
             statuses = error_statuses(handler, route.path_format)
             if statuses:
                 handler.responses = {**error_response_specs(statuses), **(handler.responses or {})}
+
+
+@dataclass(frozen=True)
+class StringRule:
+    pattern: str | None = None
+    max_length: int | None = None
+    min_length: int | None = None
+
+    def apply(self, schema: Schema) -> None:
+        schema.pattern = self.pattern or schema.pattern
+        schema.max_length = self.max_length if self.max_length is not None else schema.max_length
+        schema.min_length = self.min_length if self.min_length is not None else schema.min_length
+
+    def schema(self) -> Schema:
+        target = Schema(type=OpenAPIType.STRING)
+        self.apply(target)
+        return target
+
+
+@dataclass(frozen=True)
+class ContainerRule:
+    """What a dict (`max_properties`, `keys`, `values`) or list (`max_items`, `items`) allows."""
+
+    max_properties: int | None = None
+    keys: StringRule | None = None
+    values: StringRule | None = None
+    max_items: int | None = None
+    items: StringRule | None = None
+
+
+LABEL_KEY = StringRule(v.LABEL_KEY_PATTERN, v.LABEL_KEY_MAX_LENGTH, 1)
+LABELS = ContainerRule(
+    max_properties=v.MAX_LABELS,
+    keys=LABEL_KEY,
+    values=StringRule(v.LABEL_VALUE_PATTERN, v.LABEL_VALUE_MAX_LENGTH),
+)
+ENV = ContainerRule(
+    max_properties=v.MAX_ENV_VARS,
+    keys=StringRule(v.ENV_NAME_PATTERN, v.ENV_NAME_MAX_LENGTH, 1),
+    values=StringRule(max_length=v.MAX_ENV_VALUE_LENGTH),
+)
+CONTAINER_RULES: dict[tuple[str, str], ContainerRule | StringRule] = {
+    # the services check these (with messages that name the rule); the schema states them too
+    ("RunCreate", "image"): StringRule(r"^\S+$", 512, 1),
+    ("HeartbeatRequest", "labels"): LABELS,
+    ("HeartbeatRequest", "active_runs"): ContainerRule(
+        max_items=v.MAX_CAPACITY, items=StringRule(v.RUN_ID_PATTERN, v.RUN_ID_MAX_LENGTH, 1)
+    ),
+    # values may be null (removes the label): only the keys and the count are stated
+    ("NodePatch", "labels"): ContainerRule(max_properties=v.MAX_LABELS, keys=LABEL_KEY),
+    ("EnvConfig", "env"): ENV,
+    ("EnvConfig", "secret_env"): ENV,
+    ("RunCreate", "env"): ENV,
+    ("RunCreate", "secret_env"): ENV,
+    ("RunCreate", "node_selector"): LABELS,
+    ("NodeEventBatch", "events"): ContainerRule(max_items=v.MAX_EVENT_BATCH),
+}
+
+
+def state_container_rules(app: Litestar) -> None:
+    """Write CONTAINER_RULES into the app's component schemas (builds the schema once, now)."""
+    schemas = app.openapi_schema.components.schemas
+    for (component, field), rule in CONTAINER_RULES.items():
+        properties = schemas[component].properties if component in schemas else None
+        if isinstance(rule, StringRule):
+            string = properties.get(field) if isinstance(properties, dict) else None
+            if not isinstance(string, Schema) or string.type != OpenAPIType.STRING:
+                raise RuntimeError(f"the OpenAPI schema has no string {component}.{field} to describe")
+            rule.apply(string)
+            continue
+        target = _container(properties, field)
+        if target is None:
+            raise RuntimeError(f"the OpenAPI schema has no container {component}.{field} to describe")
+        if rule.max_properties is not None:
+            target.max_properties = rule.max_properties
+        if rule.keys is not None:
+            target.property_names = rule.keys.schema()
+        if rule.values is not None and isinstance(target.additional_properties, Schema):
+            rule.values.apply(target.additional_properties)
+        if rule.max_items is not None:
+            target.max_items = rule.max_items
+        if rule.items is not None and isinstance(target.items, Schema):
+            rule.items.apply(target.items)
+
+
+def _container(properties: object, field: str) -> Schema | None:
+    """The object or array schema of a property (also inside a nullable oneOf)."""
+    found = properties.get(field) if isinstance(properties, dict) else None
+    if not isinstance(found, Schema):
+        return None
+    containers = (OpenAPIType.OBJECT, OpenAPIType.ARRAY)
+    if found.type in containers:
+        return found
+    for option in found.one_of or ():
+        if isinstance(option, Schema) and option.type in containers:
+            return option
+    return None
 
 
 def openapi_config(title: str, version: str) -> OpenAPIConfig:

@@ -17,7 +17,15 @@ from server.services.env_config import EnvConfigService
 from server.services.nodes import DEFAULT_LIMIT, MAX_LIMIT, NodeService
 
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"page size (max {MAX_LIMIT})")]
-IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
+IfMatch = Annotated[
+    str | None,
+    Parameter(
+        header="If-Match",
+        required=False,
+        pattern=r'^\s*(\*|(W/)?"?[0-9]{1,16}"?)?\s*$',
+        description='the resource_version the change is based on: 7, "7" or W/"7" (409 when stale)',
+    ),
+]
 
 
 class NodeController(Controller):

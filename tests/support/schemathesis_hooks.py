@@ -23,7 +23,11 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if not isinstance(query, dict):
         return
     wait = query.get("wait")
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
+    if isinstance(wait, bool) or not isinstance(wait, int | float | str):
         return
-    if MAX_FUZZ_WAIT < wait <= DOCUMENTED_MAX_WAIT:
-        query["wait"] = MAX_FUZZ_WAIT
+    try:
+        seconds = float(wait)  # some phases send parameters as the strings they serialise to
+    except ValueError:
+        return
+    if MAX_FUZZ_WAIT < seconds <= DOCUMENTED_MAX_WAIT:
+        query["wait"] = str(MAX_FUZZ_WAIT) if isinstance(wait, str) else MAX_FUZZ_WAIT
