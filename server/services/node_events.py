@@ -47,7 +47,6 @@ MAX_BATCH = validation.MAX_EVENT_BATCH
 MAX_TYPE_LENGTH = 32
 MAX_ATTEMPTS = 5
 MAX_MESSAGE = 2000
-FINAL_TYPES = frozenset({"exited", "failed", "cancelled"})
 LOG_TRUNCATED = "log_truncated"
 
 
