@@ -3,14 +3,32 @@
 Plain msgspec structs, so importing them costs a few milliseconds and pulls in no
 server, database, Redis or Docker code. Unknown fields are ignored on decode, which
 keeps older clients working against newer servers.
+
+Every id has its syntax and every integer its range (msgspec `Meta`): the server refuses a
+value outside them with 400 before any handler runs, and the OpenAPI schema states them.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
+
+from nodeapi.validation import (
+    MAX_CAPACITY,
+    MAX_ENV_VARS,
+    MAX_EVENT_BATCH,
+    MAX_EXIT_CODE,
+    MAX_LABELS,
+    MAX_SAFE_INT,
+    MIN_EXIT_CODE,
+    NODE_ID_MAX_LENGTH,
+    NODE_ID_PATTERN,
+    RUN_ID_MAX_LENGTH,
+    RUN_ID_PATTERN,
+)
 
 NodeStatus = Literal["online", "offline", "draining"]
 RunStatus = Literal["queued", "scheduled", "running", "succeeded", "failed", "cancelled", "lost"]
@@ -26,11 +44,40 @@ class Struct(msgspec.Struct, kw_only=True, omit_defaults=False):
     """Base for every wire struct."""
 
 
+NodeId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=NODE_ID_MAX_LENGTH,
+        pattern=NODE_ID_PATTERN,
+        description="1-253 characters: a letter or digit, then letters, digits, '.', '_' or '-'",
+    ),
+]
+RunId = Annotated[
+    str,
+    Meta(
+        min_length=1,
+        max_length=RUN_ID_MAX_LENGTH,
+        pattern=RUN_ID_PATTERN,
+        description="1-64 characters: a letter or digit, then letters, digits, '.', '_' or '-'",
+    ),
+]
+Count = Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)]
+Seq = Annotated[int, Meta(ge=1, le=MAX_SAFE_INT)]
+Version = Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)]
+Attempt = Annotated[int, Meta(ge=0, le=MAX_SAFE_INT)]  # how often a run was placed
+MaxConcurrent = Annotated[int, Meta(ge=1, le=MAX_CAPACITY)]
+ExitCode = Annotated[int, Meta(ge=MIN_EXIT_CODE, le=MAX_EXIT_CODE)]
+HttpStatus = Annotated[int, Meta(ge=0, le=999)]
+Labels = Annotated[dict[str, str], Meta(max_length=MAX_LABELS)]
+EnvVars = Annotated[dict[str, str], Meta(max_length=MAX_ENV_VARS)]
+
+
 # --------------------------------------------------------------------------- nodes
 
 
 class Capacity(Struct):
-    max_concurrent: int = 1
+    max_concurrent: MaxConcurrent = 1
 
 
 class NodeInfo(Struct):
@@ -42,19 +89,21 @@ class NodeInfo(Struct):
     python_version: str | None = None
     runtime: str | None = None
     runtime_version: str | None = None
-    cpus: int | None = None
-    memory_bytes: int | None = None
+    cpus: Count | None = None
+    memory_bytes: Count | None = None
 
 
 class HeartbeatRequest(Struct):
-    node_id: str
-    labels: dict[str, str] = msgspec.field(default_factory=dict)
+    node_id: NodeId
+    labels: Labels = msgspec.field(default_factory=dict)
     capacity: Capacity = msgspec.field(default_factory=Capacity)
     info: NodeInfo = msgspec.field(default_factory=NodeInfo)
     # every run the node holds: claimed or starting, running, waiting for a slot, or finishing
-    active_runs: list[str] = msgspec.field(default_factory=list)
+    active_runs: Annotated[list[RunId], Meta(max_length=MAX_CAPACITY)] = msgspec.field(default_factory=list)
     # the placement (attempt) of each held run the node is executing, when it knows it
-    run_attempts: dict[str, int] = msgspec.field(default_factory=dict)
+    run_attempts: Annotated[dict[RunId, Attempt], Meta(max_length=MAX_CAPACITY)] = msgspec.field(
+        default_factory=dict
+    )
 
 
 class HeartbeatResponse(Struct, omit_defaults=True):
@@ -73,7 +122,7 @@ class ProxyTestStep(Struct):
     ok: bool
     latency_ms: float | None = None
     detail: str | None = None
-    status_code: int | None = None
+    status_code: HttpStatus | None = None
     skipped: bool = False  # not attempted (an earlier step failed, HTTPS in a container); `ok` is false
     target: str | None = None  # the URL an http or https step fetched
 
@@ -98,30 +147,30 @@ class Node(Struct):
     draining: bool
     labels: dict[str, str]
     capacity: Capacity
-    running: int
+    running: Count
     last_heartbeat_at: datetime | None
     created_at: datetime
     updated_at: datetime | None = None
     info: NodeInfo = msgspec.field(default_factory=NodeInfo)
     # bumped on every admin change (labels, status, env config); send back as If-Match
-    resource_version: int = 1
+    resource_version: Version = 1
     last_proxy_test: ProxyTestResult | None = None
 
 
 class NodePatch(Struct):
     """JSON merge patch on a node: `labels` values of null remove the key."""
 
-    labels: dict[str, str | None] | None = None
+    labels: Annotated[dict[str, str | None], Meta(max_length=MAX_LABELS)] | None = None
     status: Literal["online", "draining"] | None = None
-    max_concurrent: int | None = None
-    resource_version: int | None = None
+    max_concurrent: MaxConcurrent | None = None
+    resource_version: Version | None = None
 
 
 class NodeList(Struct):
     items: list[Node]
-    total: int
-    limit: int
-    offset: int
+    total: Count
+    limit: Count
+    offset: Count
 
 
 # --------------------------------------------------------------------------- env config
@@ -138,9 +187,9 @@ class EnvConfig(Struct):
     sends `***` back keeps the stored value."""
 
     proxy: ProxyConfig = msgspec.field(default_factory=ProxyConfig)
-    env: dict[str, str] = msgspec.field(default_factory=dict)
-    secret_env: dict[str, str] = msgspec.field(default_factory=dict)
-    resource_version: int | None = None
+    env: EnvVars = msgspec.field(default_factory=dict)
+    secret_env: EnvVars = msgspec.field(default_factory=dict)
+    resource_version: Version | None = None
     updated_at: datetime | None = None
 
 
@@ -152,7 +201,7 @@ class ProxyTestRequest(Struct):
     urls: list[str] = msgspec.field(default_factory=list)
     url: str | None = None  # plain HTTP target
     https_url: str | None = None  # HTTPS target (CONNECT + TLS)
-    timeout: float | None = None  # seconds, per step
+    timeout: Annotated[float, Meta(gt=0, le=60)] | None = None  # seconds, per step
     in_container: bool = False
     image: str | None = None  # image for in_container; default: the node's probe image
 
@@ -161,24 +210,24 @@ class ProxyTestRequest(Struct):
 
 
 class RunCreate(Struct):
-    image: str
+    image: str  # 1-512 characters, no white space (the schema says so; the server checks it)
     command: list[str] = msgspec.field(default_factory=list)
-    env: dict[str, str] = msgspec.field(default_factory=dict)
-    secret_env: dict[str, str] = msgspec.field(default_factory=dict)  # reads show `***`
-    node_selector: dict[str, str] = msgspec.field(default_factory=dict)
+    env: EnvVars = msgspec.field(default_factory=dict)
+    secret_env: EnvVars = msgspec.field(default_factory=dict)  # reads show `***`
+    node_selector: Labels = msgspec.field(default_factory=dict)
     # set-based expressions, Kubernetes style: "gpu in (a,b)", "zone notin (x)", "ssd", "!spot"
     selector_expressions: list[str] = msgspec.field(default_factory=list)
 
 
 class Run(Struct):
-    id: str
+    id: RunId
     status: RunStatus
     image: str
     command: list[str]
     env: dict[str, str]
     node_selector: dict[str, str]
     node_id: str | None
-    exit_code: int | None
+    exit_code: ExitCode | None
     created_at: datetime
     secret_env: dict[str, str] = msgspec.field(default_factory=dict)  # `***`, but for its node
     selector_expressions: list[str] = msgspec.field(default_factory=list)
@@ -186,23 +235,23 @@ class Run(Struct):
     scheduled_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    attempts: int = 0
+    attempts: Count = 0
     cancel_requested: bool = False
     container_id: str | None = None
     message: str | None = None  # latest reason: unschedulable, failure, ...
     # highest node-side event sequence number the server has stored (nodemanager resumes after it)
-    last_node_seq: int = 0
+    last_node_seq: Count = 0
 
 
 class RunList(Struct):
     items: list[Run]
-    total: int
-    limit: int
-    offset: int
+    total: Count
+    limit: Count
+    offset: Count
 
 
 class RunEvent(Struct):
-    seq: int
+    seq: Seq
     type: str
     at: datetime
     data: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -226,25 +275,25 @@ class NodeEventIn(Struct):
     failed {reason}, cancelled {exit_code?}.
     """
 
-    node_seq: int
-    type: str
+    node_seq: Seq
+    type: Annotated[str, Meta(min_length=1, max_length=32)]
     data: dict[str, Any] = msgspec.field(default_factory=dict)
     at: datetime | None = None
 
 
 class NodeEventBatch(Struct):
-    node_id: str
-    events: list[NodeEventIn]
+    node_id: NodeId
+    events: Annotated[list[NodeEventIn], Meta(max_length=MAX_EVENT_BATCH)]
     # the placement these events are about (the run's `attempts` when the node was given it);
     # the server refuses events of an older placement. None: not checked (older nodes)
-    attempt: int | None = None
+    attempt: Attempt | None = None
 
 
 class NodeEventAck(Struct):
     run_id: str
     status: RunStatus
-    last_node_seq: int
-    accepted: int
+    last_node_seq: Count
+    accepted: Count
     cancel_requested: bool = False
     # answers an empty batch only: the `ts` of the run's last stored log line
     last_log_ts: str | None = None
@@ -302,7 +351,7 @@ class SessionInfo(Struct):
 
 
 class AuditEntry(Struct):
-    id: int
+    id: Count
     at: datetime
     actor: str
     action: str
@@ -313,14 +362,14 @@ class AuditEntry(Struct):
 
 class AuditList(Struct):
     items: list[AuditEntry]
-    total: int
-    limit: int
-    offset: int
+    total: Count
+    limit: Count
+    offset: Count
 
 
 class ErrorBody(Struct):
     """Every 4xx/5xx answer. `detail` is the human message."""
 
-    status_code: int
+    status_code: Annotated[int, Meta(ge=400, le=599)]
     detail: str
     extra: dict[str, Any] | list[Any] | None = None

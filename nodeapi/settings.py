@@ -54,6 +54,21 @@ def seconds(maximum: float = ONE_WEEK, *, allow_zero: bool = False) -> BeforeVal
     return BeforeValidator(check)
 
 
+def per_second(maximum: float) -> BeforeValidator:
+    """A rate: a number above 0 and at most `maximum`, per second."""
+
+    def check(raw: Any) -> float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number per second, got {raw!r}") from None
+        if not 0 < value <= maximum:  # also refuses nan
+            raise ValueError(f"must be above 0 and at most {maximum:g} per second, got {raw!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
 def choice(*choices: str, upper: bool = False) -> BeforeValidator:
     def check(raw: Any) -> str:
         value = str(raw).strip()

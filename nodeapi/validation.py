@@ -10,27 +10,61 @@ import re
 from collections.abc import Mapping
 from urllib.parse import SplitResult, urlsplit
 
+import msgspec
+
 from nodeapi.masking import mask_url_password
 
 MAX_CAPACITY = 10_000
+# the largest integer every JSON reader keeps exact (2^53): sequence numbers, sizes, versions
+MAX_SAFE_INT = 2**53
+# a process exit code as runtimes report it (negative: killed by that signal)
+MIN_EXIT_CODE = -(2**31)
+MAX_EXIT_CODE = 2**31 - 1
+# one run event's `data`, JSON-encoded; a node cuts longer log lines into several events
+MAX_EVENT_DATA_BYTES = 64 * 1024
+MAX_EVENT_BATCH = 1000  # events in one report of a node
+# a node_seq further than this past the run's last stored one is refused: one absurd number
+# must not make the run drop every later real event as "already stored"
+MAX_NODE_SEQ_JUMP = 1_000_000
 MAX_LABELS = 64
 MAX_ENV_VARS = 256
 MAX_ENV_VALUE_LENGTH = 32 * 1024
 MAX_NO_PROXY_LENGTH = 4096
 PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 
+# The label and env var name rules as OpenAPI patterns (the schema states them; the checks below
+# add the length rules a pattern cannot say, e.g. a key's prefix of at most 253 characters)
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_KEY_MAX_LENGTH = 253 + 1 + 63
+LABEL_VALUE_PATTERN = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+LABEL_VALUE_MAX_LENGTH = 63
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ENV_NAME_MAX_LENGTH = 256
+
 _NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_NAME_RE = re.compile(rf"^{_NAME}$")
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS_SUBDOMAIN_RE = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
 _ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Node ids and run ids: letters, digits, '.', '_' and '-', starting with a letter or digit, so an id
+# is always one safe path segment (no '/', no '..', no NUL, no spaces, ASCII only). The patterns
+# are also the OpenAPI `pattern` of every id (ECMA-262 and Python read them alike).
+NODE_ID_MAX_LENGTH = 253
+NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+# the server makes run ids as run-<20 hex digits>; any id of this shape is accepted in paths
+RUN_ID_MAX_LENGTH = 64
+RUN_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+_NODE_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RUN_ID_RE = _NODE_ID_RE
 _HOST_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 
 
 def validate_node_id(node_id: str, field: str = "node_id") -> str:
     """1-253 characters, starting with a letter or digit, then letters, digits, '.', '_' or '-'."""
-    if not 1 <= len(node_id) <= 253 or not _NODE_ID_RE.match(node_id):
+    if not 1 <= len(node_id) <= NODE_ID_MAX_LENGTH or not _NODE_ID_RE.fullmatch(node_id):
         raise ValueError(
             f"{field} {_shown(node_id)} is invalid: use 1-253 characters, starting with a letter or digit, "
             "then letters, digits, '.', '_' or '-'"
@@ -38,15 +72,25 @@ def validate_node_id(node_id: str, field: str = "node_id") -> str:
     return node_id
 
 
+def validate_run_id(run_id: str, field: str = "run_id") -> str:
+    """1-64 characters, starting with a letter or digit, then letters, digits, '.', '_' or '-'."""
+    if not 1 <= len(run_id) <= RUN_ID_MAX_LENGTH or not _RUN_ID_RE.fullmatch(run_id):
+        raise ValueError(
+            f"{field} {_shown(run_id)} is invalid: use 1-64 characters, starting with a letter or digit, "
+            "then letters, digits, '.', '_' or '-'"
+        )
+    return run_id
+
+
 def validate_label_key(key: str, field: str = "labels") -> str:
     """Kubernetes label key: optional DNS-subdomain prefix (<=253) and '/', then a name (<=63)."""
     prefix, slash, name = key.rpartition("/")
-    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.match(prefix)):
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN_RE.fullmatch(prefix)):
         raise ValueError(
             f"{field}: key {_shown(key)} has an invalid prefix: it must be a lower-case DNS subdomain "
             "of at most 253 characters (e.g. example.com/gpu)"
         )
-    if not name or len(name) > 63 or not _LABEL_NAME_RE.match(name):
+    if not name or len(name) > 63 or not _LABEL_NAME_RE.fullmatch(name):
         raise ValueError(
             f"{field}: key {_shown(key)} is invalid: the name must be 1-63 characters of letters, digits, "
             "'-', '_' or '.', starting and ending with a letter or digit"
@@ -55,7 +99,7 @@ def validate_label_key(key: str, field: str = "labels") -> str:
 
 
 def validate_label_value(key: str, value: str, field: str = "labels") -> str:
-    if value and (len(value) > 63 or not _LABEL_NAME_RE.match(value)):
+    if value and (len(value) > 63 or not _LABEL_NAME_RE.fullmatch(value)):
         raise ValueError(
             f"{field}: value {_shown(value)} of {key!r} is invalid: it must be empty or 1-63 characters "
             "of letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
@@ -87,11 +131,13 @@ def parse_selector(text: str, field: str = "selector") -> dict[str, str]:
         validate_label_key(key, field)
         validate_label_value(key, value, field)
         selector[key] = value
+        if len(selector) > MAX_LABELS:
+            raise ValueError(f"{field}: at most {MAX_LABELS} terms are allowed")
     return selector
 
 
 def validate_env_name(name: str, field: str = "env") -> str:
-    if not _ENV_NAME_RE.match(name) or len(name) > 256:
+    if not _ENV_NAME_RE.fullmatch(name) or len(name) > 256:
         raise ValueError(
             f"{field}: variable name {_shown(name)} is invalid: it must match [A-Za-z_][A-Za-z0-9_]* "
             "(at most 256 characters)"
@@ -130,7 +176,7 @@ def validate_proxy_url(url: str, field: str = "proxy") -> str:
             f"{', '.join(PROXY_SCHEMES)} (e.g. http://proxy.example:3128)"
         )
     host = parts.hostname or ""
-    if not host or not (_HOST_RE.match(host) or _is_ip_literal(parts)):
+    if not host or not (_HOST_RE.fullmatch(host) or _is_ip_literal(parts)):
         raise ValueError(f"{field}: proxy URL {mask_url_password(url)!r} needs a valid host name")
     try:
         port = parts.port
@@ -189,6 +235,22 @@ def validate_capacity(max_concurrent: int, field: str = "capacity.max_concurrent
     if isinstance(max_concurrent, bool) or not 1 <= max_concurrent <= MAX_CAPACITY:
         raise ValueError(f"{field} must be an integer between 1 and {MAX_CAPACITY}, got {max_concurrent!r}")
     return max_concurrent
+
+
+def json_pieces(text: str, max_bytes: int) -> list[str]:
+    """`text` cut into consecutive pieces, each at most `max_bytes` as a JSON string (quotes
+    and escapes included); one piece when it fits. `max_bytes` must be at least 8."""
+    if len(msgspec.json.encode(text)) <= max_bytes:
+        return [text]
+    pieces: list[str] = []
+    rest = text
+    while rest:
+        length = min(len(rest), max_bytes)
+        while (size := len(msgspec.json.encode(rest[:length]))) > max_bytes:
+            length = max(1, length * max_bytes // size - 1)
+        pieces.append(rest[:length])
+        rest = rest[length:]
+    return pieces
 
 
 def _split(url: str, field: str) -> SplitResult:

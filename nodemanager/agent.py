@@ -16,7 +16,7 @@ from typing import Any
 
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
-from nodeapi.errors import ApiError, Conflict, Forbidden, NotFound, Unauthorized
+from nodeapi.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from nodeapi.retry import is_transient
 from nodemanager.commands import run_command
 from nodemanager.config import NodeConfig
@@ -382,7 +382,8 @@ class Agent:
         batch = m.NodeEventBatch(node_id=self.config.node_id, events=[], attempt=attempt)
         try:
             return await self.client.send(Calls.post_run_events(run_id, batch))
-        except (NotFound, Conflict, Forbidden) as exc:
+        except (NotFound, Conflict, Forbidden, BadRequest) as exc:
+            # BadRequest: an id the server cannot have made (a foreign container's label)
             log.info("run %s: not this node's: %s", run_id, exc.detail)
             return None
 

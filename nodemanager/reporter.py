@@ -20,6 +20,7 @@ import msgspec
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
 from nodeapi.errors import HTTPStatusError
+from nodeapi.validation import MAX_EVENT_DATA_BYTES, json_pieces
 from nodemanager.loops import retry_hook, retrying
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,12 @@ class RunReporter:
         return seq
 
     async def log(self, stream: str, text: str, ts: str | None) -> None:
+        """One output line; a line whose event would pass the server's MAX_EVENT_DATA_BYTES goes
+        as several events, in order (the server refuses a bigger one with 413)."""
         await self._room.wait()
-        self.emit("log", {"stream": stream, "text": text, "ts": ts})
+        room = MAX_EVENT_DATA_BYTES - len(msgspec.json.encode({"stream": stream, "text": "", "ts": ts}))
+        for piece in json_pieces(text, room):
+            self.emit("log", {"stream": stream, "text": piece, "ts": ts})
 
     # waiting for acknowledgement -----------------------------------------------
     async def wait_acked(self, seq: int) -> None:

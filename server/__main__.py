@@ -28,8 +28,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Node-management API server: REST API, scheduler and web console. "
         "Configured by environment variables (APISERVER_HOST, APISERVER_PORT, DATABASE_URL, REDIS_URL, "
         "NODE_HEARTBEAT_INTERVAL, NODE_OFFLINE_AFTER, ADMIN_TOKEN, NODE_JOIN_TOKEN, APISERVER_DATA_DIR, "
-        "RUN_LOST_GRACE, RUN_MAX_ATTEMPTS, MAX_BODY_SIZE, LOG_LEVEL, TLS_CERT_FILE and TLS_KEY_FILE to serve "
-        "HTTPS); flags override them.",
+        "RUN_LOST_GRACE, RUN_MAX_ATTEMPTS, RUN_MAX_LOG_BYTES, MAX_BODY_SIZE, HEARTBEAT_RATE_BURST, "
+        "HEARTBEAT_RATE_PER_SECOND, LOG_LEVEL, TLS_CERT_FILE and TLS_KEY_FILE to serve HTTPS); "
+        "flags override them.",
     )
     parser.add_argument("--host", help="listen address (APISERVER_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="listen port (APISERVER_PORT, default 8080)")

@@ -13,7 +13,6 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.types import ControllerRouterHandler
 
 from server.auth import AUTH_KEY
@@ -26,8 +25,10 @@ from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
 from server.controllers.session import SessionController
+from server.edge import guard_edge
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
+from server.openapi import document_errors, openapi_config, state_container_rules
 
 log = logging.getLogger("server.app")
 
@@ -89,14 +90,19 @@ def create_app(
     extra_handlers: Sequence[ControllerRouterHandler] = (),
 ) -> Litestar:
     components = components or build_components(settings or Settings.from_env())
-    return Litestar(
+    app = Litestar(
         route_handlers=[*ROUTE_HANDLERS, *extra_handlers],
         dependencies=_dependencies(components.services),
         state=State({AUTH_KEY: components.auth}),  # what the guards read (server.auth)
         lifespan=[_lifespan(components)],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=components.settings.max_body_size,
-        openapi_config=OpenAPIConfig(title="agent-nodes apiserver", version="1", path="/schema"),
+        openapi_config=openapi_config(title="agent-nodes apiserver", version="1"),
         logging_config=None,
         debug=False,
     )
+    # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge)
+    app.asgi_handler = guard_edge(app.asgi_handler)
+    document_errors(app)
+    state_container_rules(app)
+    return app

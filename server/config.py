@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import NoDecode
 
 from nodeapi.settings import ConfigError as ConfigError
-from nodeapi.settings import EnvSettings, checked, choice, integer, readable_file, seconds
+from nodeapi.settings import EnvSettings, checked, choice, integer, per_second, readable_file, seconds
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -97,6 +97,17 @@ class Settings(EnvSettings):
     run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
     max_body_size: Annotated[int, integer(1024, 1024**3)] = Field(
         1024 * 1024, validation_alias="MAX_BODY_SIZE"
+    )
+    # heartbeats of one node id: a token bucket of this many, refilled at this rate (else 429)
+    heartbeat_rate_burst: Annotated[int, integer(1, 1_000_000)] = Field(
+        20, validation_alias="HEARTBEAT_RATE_BURST"
+    )
+    heartbeat_rate_per_second: Annotated[float, per_second(1_000_000.0)] = Field(
+        2.0, validation_alias="HEARTBEAT_RATE_PER_SECOND"
+    )
+    # bytes of log text stored per run; later log events of the run are dropped (one log_truncated event)
+    run_max_log_bytes: Annotated[int, integer(1024, 2**40)] = Field(
+        64 * 1024 * 1024, validation_alias="RUN_MAX_LOG_BYTES"
     )
     log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")
     proxy_test_url: Annotated[str, _http_target("http")] = Field(

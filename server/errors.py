@@ -9,20 +9,24 @@ Services raise domain errors; they never build HTTP responses:
     ├── NotFound               404  the addressed object does not exist
     ├── Conflict               409  the object's state forbids the change (active runs, stale version)
     ├── PayloadTooLarge        413
+    ├── TooManyRequests        429  a rate limit; carries `retry_after` (seconds), sent as Retry-After
     ├── Unavailable            503  a backend (database, queue) cannot be reached; retry later
     └── GatewayTimeout         504  a node did not answer in time
 
 Every answer has the body of `nodeapi.models.ErrorBody`: {"status_code", "detail", "extra"}.
 Litestar's own errors (validation, unknown route, method, body size), database and
 queue outages (503) are mapped here too; anything else is logged and answered with a
-generic 500.
+generic 500. `send_error_response` writes the same body at the ASGI level, for the checks
+that run before routing (server.edge).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, ClassVar
 
+import msgspec
 from asyncpg.exceptions import (  # type: ignore[import-untyped]
     CannotConnectNowError,
     PostgresConnectionError,
@@ -35,7 +39,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     SerializationException,
 )
-from litestar.types import ExceptionHandlersMap
+from litestar.types import ExceptionHandlersMap, Send
 from sqlalchemy.exc import DataError, DBAPIError, SQLAlchemyError
 
 from nodeapi.models import ErrorBody
@@ -78,6 +82,14 @@ class PayloadTooLarge(DomainError):
     status_code = 413
 
 
+class TooManyRequests(DomainError):
+    status_code = 429
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail, {"retry_after": retry_after})
+        self.retry_after = retry_after
+
+
 class Unavailable(DomainError):
     status_code = 503
 
@@ -101,7 +113,22 @@ def _domain_error(_: Request[Any, Any, Any], exc: DomainError) -> Response[Error
     headers = {"WWW-Authenticate": 'Bearer realm="apiserver"'} if isinstance(exc, Unauthorized) else None
     if isinstance(exc, Unavailable):
         headers = {"Retry-After": "1"}
+    elif isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return error_response(exc.status_code, exc.detail, exc.extra, headers)
+
+
+async def send_error_response(send: Send, status_code: int, detail: str) -> None:
+    """An ErrorBody answer straight on the ASGI channel (no request object exists yet)."""
+    body = msgspec.json.encode(ErrorBody(status_code=status_code, detail=detail))
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status_code,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorBody]:

@@ -9,7 +9,7 @@ from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import read_guard
-from server.controllers.params import MAX_OFFSET
+from server.controllers.params import Offset
 from server.services.audit import AuditService
 
 
@@ -23,7 +23,7 @@ class AuditController(Controller):
         self,
         audit: AuditService,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET)] = 0,
+        offset: Offset = 0,
         target_id: Annotated[str | None, Parameter(max_length=1024)] = None,
         action: Annotated[str | None, Parameter(max_length=64)] = None,
     ) -> m.AuditList:

@@ -6,6 +6,7 @@ from typing import Any
 
 from litestar import Controller, MediaType, Response, get
 
+from server.openapi import errors
 from server.services.health import HealthService
 
 
@@ -17,7 +18,7 @@ class HealthController(Controller):
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @get("/readyz", media_type=MediaType.JSON)
+    @get("/readyz", media_type=MediaType.JSON, opt=errors(503))
     async def readyz(self, health: HealthService) -> Response[dict[str, Any]]:
         checks = await health.readiness()
         failed = {name: reason for name, reason in checks.items() if reason != "ok"}

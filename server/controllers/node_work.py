@@ -9,11 +9,10 @@ from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import admin_guard, node_guard
+from server.controllers.params import CommandId, NodeId, existing_command_id, existing_node_id
+from server.openapi import errors
 from server.services.commands import DEFAULT_WAIT, MAX_WAIT, CommandService
 from server.services.work import MAX_WORK_WAIT, WorkService
-
-NodeId = Annotated[str, Parameter(description="node id", max_length=1024)]
-CommandId = Annotated[str, Parameter(description="command id", max_length=64)]
 
 
 class NodeWorkController(Controller):
@@ -30,9 +29,9 @@ class NodeWorkController(Controller):
         ] = 20.0,
     ) -> m.WorkResponse:
         """Runs to start (until claimed), runs to cancel, commands; waits while there is nothing new."""
-        return await work.poll(node_id, wait)
+        return await work.poll(existing_node_id(node_id), wait)
 
-    @post("/{node_id:str}/env-config/test-proxy", guards=[admin_guard], status_code=200)
+    @post("/{node_id:str}/env-config/test-proxy", guards=[admin_guard], status_code=200, opt=errors(409, 504))
     async def test_proxy(
         self,
         commands: CommandService,
@@ -44,11 +43,11 @@ class NodeWorkController(Controller):
     ) -> m.ProxyTestResult:
         """Run a proxy check on the node (its saved proxy, or the one in the body). 409 when the
         node is offline, 504 when it does not answer in time; otherwise 200 with `ok` and `reason`."""
-        return await commands.test_proxy(node_id, data, wait)
+        return await commands.test_proxy(existing_node_id(node_id), data, wait)
 
     @post("/{node_id:str}/commands/{command_id:str}/result", guards=[node_guard], status_code=204)
     async def command_result(
         self, commands: CommandService, node_id: NodeId, command_id: CommandId, data: m.CommandResult
     ) -> None:
         """A node's answer to a command; posting it again changes nothing."""
-        await commands.store_result(node_id, command_id, data)
+        await commands.store_result(existing_node_id(node_id), existing_command_id(command_id), data)

@@ -10,22 +10,29 @@ from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import actor_of, admin_guard, join_guard, principal_of, read_guard
-from server.controllers.params import MAX_OFFSET, existing_node_id, parse_if_match
+from server.controllers.params import NodeId, Offset, existing_node_id, parse_if_match
 from server.errors import Forbidden
+from server.openapi import errors
 from server.services.env_config import EnvConfigService
 from server.services.nodes import DEFAULT_LIMIT, MAX_LIMIT, NodeService
 
-NodeId = Annotated[str, Parameter(description="node id", max_length=1024)]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"page size (max {MAX_LIMIT})")]
-Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET)]
-IfMatch = Annotated[str | None, Parameter(header="If-Match", required=False)]
+IfMatch = Annotated[
+    str | None,
+    Parameter(
+        header="If-Match",
+        required=False,
+        pattern=r'^\s*(\*|(W/)?"?[0-9]{1,16}"?)?\s*$',
+        description='the resource_version the change is based on: 7, "7" or W/"7" (409 when stale)',
+    ),
+]
 
 
 class NodeController(Controller):
     path = "/api/v1/nodes"
     tags = ["nodes"]
 
-    @post("/heartbeat", guards=[join_guard], status_code=200)
+    @post("/heartbeat", guards=[join_guard], status_code=200, opt=errors(409, 429))
     async def heartbeat(
         self, nodes: NodeService, request: Request[None, None, State], data: m.HeartbeatRequest
     ) -> m.HeartbeatResponse:
@@ -48,7 +55,7 @@ class NodeController(Controller):
     async def get_node(self, nodes: NodeService, node_id: NodeId) -> m.Node:
         return await nodes.get(existing_node_id(node_id))
 
-    @patch("/{node_id:str}", guards=[admin_guard])
+    @patch("/{node_id:str}", guards=[admin_guard], opt=errors(409))
     async def patch_node(
         self,
         nodes: NodeService,
@@ -67,7 +74,7 @@ class NodeController(Controller):
         """Void the node's credential; its next heartbeat with the join token registers it again."""
         await nodes.reset_credential(existing_node_id(node_id), actor_of(request))
 
-    @delete("/{node_id:str}", guards=[admin_guard], status_code=204)
+    @delete("/{node_id:str}", guards=[admin_guard], status_code=204, opt=errors(409))
     async def delete_node(
         self, nodes: NodeService, request: Request[None, None, State], node_id: NodeId
     ) -> None:
@@ -101,7 +108,7 @@ class NodeController(Controller):
             raise Forbidden("only an admin may reveal secrets")
         return await env_config.get(existing_node_id(node_id), reveal=reveal, actor=actor_of(request))
 
-    @put("/{node_id:str}/env-config", guards=[admin_guard])
+    @put("/{node_id:str}/env-config", guards=[admin_guard], opt=errors(409))
     async def put_env_config(
         self,
         env_config: EnvConfigService,

@@ -10,13 +10,12 @@ from litestar.params import Parameter
 
 from nodeapi import models as m
 from server.auth import actor_of, admin_guard, caller_node, node_guard, read_guard
-from server.controllers.params import MAX_OFFSET
+from server.controllers.params import EventSeq, NodeIdFilter, Offset, RunId, existing_run_id
+from server.openapi import errors
 from server.services.node_events import NodeEventService
 from server.services.runs import DEFAULT_EVENTS_LIMIT, DEFAULT_LIMIT, MAX_EVENTS_WAIT, MAX_LIMIT, RunService
 
-RunId = Annotated[str, Parameter(description="run id", max_length=64)]
 Limit = Annotated[int, Parameter(ge=1, le=MAX_LIMIT, description=f"page size (max {MAX_LIMIT})")]
-Offset = Annotated[int, Parameter(ge=0, le=MAX_OFFSET)]
 
 
 class RunController(Controller):
@@ -37,7 +36,7 @@ class RunController(Controller):
         status: Annotated[
             str | None, Parameter(max_length=200, description="status, or several: a,b")
         ] = None,
-        node_id: Annotated[str | None, Parameter(max_length=253)] = None,
+        node_id: NodeIdFilter = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
     ) -> m.RunList:
@@ -46,19 +45,19 @@ class RunController(Controller):
 
     @get("/{run_id:str}", guards=[read_guard])
     async def get_run(self, runs: RunService, run_id: RunId) -> m.Run:
-        return await runs.get(run_id)
+        return await runs.get(existing_run_id(run_id))
 
-    @post("/{run_id:str}/cancel", guards=[admin_guard], status_code=200)
+    @post("/{run_id:str}/cancel", guards=[admin_guard], status_code=200, opt=errors(409))
     async def cancel_run(self, runs: RunService, request: Request[None, None, State], run_id: RunId) -> m.Run:
         """Queued: cancelled at once. Scheduled or running: the node is told to stop it. Finished: 409."""
-        return await runs.cancel(run_id, actor_of(request))
+        return await runs.cancel(existing_run_id(run_id), actor_of(request))
 
     @get("/{run_id:str}/events", guards=[read_guard])
     async def run_events(
         self,
         runs: RunService,
         run_id: RunId,
-        after: Annotated[int, Parameter(ge=0, description="only events with a greater seq")] = 0,
+        after: EventSeq = 0,
         event_type: Annotated[str | None, Parameter(query="type", max_length=32)] = None,
         wait: Annotated[
             float,
@@ -66,9 +65,9 @@ class RunController(Controller):
         ] = 0.0,
         limit: Limit = DEFAULT_EVENTS_LIMIT,
     ) -> m.RunEventList:
-        return await runs.events(run_id, after, event_type, wait, limit)
+        return await runs.events(existing_run_id(run_id), after, event_type, wait, limit)
 
-    @post("/{run_id:str}/node-events", guards=[node_guard], status_code=200)
+    @post("/{run_id:str}/node-events", guards=[node_guard], status_code=200, opt=errors(409))
     async def node_events(
         self,
         node_events: NodeEventService,
@@ -78,4 +77,4 @@ class RunController(Controller):
     ) -> m.NodeEventAck:
         """Events a node reports for a run placed on it (403 for any other run); retried batches
         are stored once."""
-        return await node_events.ingest(run_id, data, caller_node(request))
+        return await node_events.ingest(existing_run_id(run_id), data, caller_node(request))

@@ -11,6 +11,7 @@ from litestar.datastructures import Cookie, State
 from nodeapi import models as m
 from server.auth import auth_of, authenticate
 from server.errors import Forbidden, Unauthorized
+from server.openapi import errors
 from server.sessions import SESSION_COOKIE, Session
 
 
@@ -35,7 +36,7 @@ class SessionController(Controller):
     path = "/api/v1/auth"
     tags = ["auth"]
 
-    @post("/login", status_code=200)
+    @post("/login", status_code=200, opt=errors(401, 403))
     async def login(
         self, request: Request[None, None, State], data: m.LoginRequest
     ) -> Response[m.SessionInfo]:
@@ -51,16 +52,15 @@ class SessionController(Controller):
         ttl = int(auth.settings.session_ttl)
         return Response(_info(session), cookies=[_session_cookie(cookie, ttl)])
 
-    @post("/logout", status_code=204)
-    async def logout(self, request: Request[None, None, State]) -> Response[None]:
+    @post("/logout", status_code=204, opt=errors(401, 403), response_cookies=[_session_cookie("", 0)])
+    async def logout(self, request: Request[None, None, State]) -> None:
         """End the console session (the cookie is cleared). A valid session must send its CSRF
         token (a cross-site form must not sign people out); an expired one is just cleared."""
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie is not None and auth_of(request).sessions.verify(cookie) is not None:
             await authenticate(request)
-        return Response(None, status_code=204, cookies=[_session_cookie("", 0)])
 
-    @get("/session")
+    @get("/session", opt=errors(401))
     async def session(self, request: Request[None, None, State]) -> m.SessionInfo:
         """Who the caller is: role, and for a console session its CSRF token and expiry."""
         auth = auth_of(request)

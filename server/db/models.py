@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, Table, UniqueConstraint, text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Table,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -89,7 +100,18 @@ class RunRow(SQLModel, table=True):
     message: str | None = Field(default=None, max_length=2000)
     # next per-run event seq is last_event_seq + 1 (bumped with a conditional UPDATE)
     last_event_seq: int = Field(default=0)
-    last_node_seq: int = Field(default=0)
+    # BIGINT on PostgreSQL (node_seq goes up to 2^53); SQLite's INTEGER holds 64 bits already
+    last_node_seq: int = Field(
+        default=0,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), nullable=False, default=0),
+    )
+    # bytes of log text stored (RUN_MAX_LOG_BYTES); once over, later log events are dropped
+    log_bytes: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, default=0, server_default=text("0"))
+    )
+    log_truncated: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, default=False, server_default=text("false"))
+    )
     # outbox: False until the run id is known to be on the queue
     enqueued: bool = Field(default=False, index=True)
 

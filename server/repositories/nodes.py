@@ -230,6 +230,12 @@ async def credential_claimed(session: AsyncSession, node_id: str) -> bool | None
     return None if row is None else row.token_hash is not None
 
 
+async def has_credential(session: AsyncSession, node_id: str) -> bool:
+    """Whether the node holds a credential (can use the node API outside protected mode)."""
+    query = select(col.token_hash).where(col.id == node_id)
+    return (await session.execute(query)).scalar_one_or_none() is not None
+
+
 async def claim_credential(session: AsyncSession, node_id: str, hashed: str, now: datetime) -> bool:
     """Give the node a credential unless it has one; False when it already has."""
     stmt = (

@@ -143,8 +143,6 @@ async def repair_running(session: AsyncSession) -> list[tuple[str, int]]:
     return [(str(node_id), int(running)) for node_id, running in wrong]
 
 
-release_node_slot = recount_running  # the name node events still use
-
 
 async def pending_assignments(session: AsyncSession, node_id: str) -> list[RunRow]:
     """Runs placed on the node that it has not started yet, claimed or not: handed out until

@@ -68,6 +68,12 @@ class CommandService:
             if node is None:
                 raise NotFound(f"node {node_id!r} not found")
             self._require_online(node_id, node.last_heartbeat_at, node.draining, now)
+            if not self._ctx.settings.protected_mode and not await node_repo.has_credential(session, node_id):
+                # its credential was reset: it polls no work until it registers again
+                raise Conflict(
+                    f"node {node_id} has no credential (reset by an admin) and takes no commands until it "
+                    "registers again with the join token"
+                )
             saved = env_config_view(
                 await env_repo.get(session, node_id), self._ctx.secrets, reveal=True
             ).proxy

@@ -61,10 +61,22 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
         last_heartbeat_at=heartbeat,
         created_at=created,
         updated_at=updated,
-        info=msgspec.convert(info, m.NodeInfo) if info else m.NodeInfo(),
+        info=_info(info),
         resource_version=version,
         last_proxy_test=msgspec.convert(proxy_test, m.ProxyTestResult) if proxy_test else None,
     )
+
+
+def _info(info: dict[str, Any] | None) -> m.NodeInfo:
+    """What the node reported; a value stored before its range was checked reads as unknown."""
+    if not info:
+        return m.NodeInfo()
+    try:
+        return msgspec.convert(info, m.NodeInfo)
+    except msgspec.ValidationError:
+        fields = m.NodeInfo.__struct_fields__
+        strings = {key: value for key, value in info.items() if key in fields and isinstance(value, str)}
+        return msgspec.convert(strings, m.NodeInfo)
 
 
 def run_to_wire(row: Any) -> m.Run:

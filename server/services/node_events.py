@@ -12,6 +12,18 @@ change the status again: `log` lines as they are, other types with `data.ignored
 An empty batch stores nothing: a restarted node probes its runs with it, and the ack then
 carries `last_log_ts`, the runtime timestamp of the last stored output line, so the node
 resumes the output right after it.
+
+Limits (each refuses the whole batch, which stores nothing):
+- one event's `data`, JSON-encoded, above MAX_EVENT_DATA_BYTES: 413 (nodes cut long log lines
+  into events below it);
+- a node_seq more than MAX_NODE_SEQ_JUMP past the run's last stored one, or an exit code outside
+  a 32-bit integer: 400.
+
+A run's log output is capped at RUN_MAX_LOG_BYTES bytes of `text`: once a log event would pass
+it, that and every later log event of the run are acknowledged (last_node_seq moves past them,
+so the node never resends them) but not stored, and one `log_truncated` event records where
+the cut fell. Every other event (started, exited, failed, cancelled) is always stored: the
+node is never told to drop its final event, and the run still ends as it did.
 """
 
 from __future__ import annotations
@@ -20,18 +32,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
+
 from nodeapi import models as m
+from nodeapi import validation
 from nodeapi.models import TERMINAL_RUN_STATUSES
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from server.repositories import runs as repo
 from server.repositories.events import append_run_events
 from server.services.context import ServiceContext
-from server.services.mappers import now_utc, utc
+from server.services.mappers import utc
 
-MAX_BATCH = 1000
+MAX_BATCH = validation.MAX_EVENT_BATCH
 MAX_TYPE_LENGTH = 32
 MAX_ATTEMPTS = 5
 MAX_MESSAGE = 2000
+LOG_TRUNCATED = "log_truncated"
 
 
 @dataclass
@@ -93,12 +109,71 @@ def _check_batch(batch: m.NodeEventBatch) -> None:
     if len(batch.events) > MAX_BATCH:
         raise InvalidInput(f"events: at most {MAX_BATCH} per batch, got {len(batch.events)}")
     for event in batch.events:
-        if event.node_seq < 1:
-            raise InvalidInput(f"events: node_seq must be 1 or more, got {event.node_seq}")
+        if not 1 <= event.node_seq <= validation.MAX_SAFE_INT:
+            raise InvalidInput(f"events: node_seq must be between 1 and 2^53, got {event.node_seq}")
         if not event.type or len(event.type) > MAX_TYPE_LENGTH:
             raise InvalidInput(
                 f"events: type must be 1-{MAX_TYPE_LENGTH} characters, got {event.type[:40]!r}"
             )
+        size = len(msgspec.json.encode(event.data))
+        if size > validation.MAX_EVENT_DATA_BYTES:
+            raise PayloadTooLarge(
+                f"events: the data of the {event.type!r} event with node_seq {event.node_seq} is "
+                f"{size} bytes encoded; at most {validation.MAX_EVENT_DATA_BYTES} are allowed"
+            )
+        code = event.data.get("exit_code")
+        if isinstance(code, int) and not validation.MIN_EXIT_CODE <= code <= validation.MAX_EXIT_CODE:
+            raise InvalidInput(
+                f"events: exit_code {code} of node_seq {event.node_seq} is outside a 32-bit integer"
+            )
+
+
+def _check_seq_jump(fresh: list[m.NodeEventIn], last_node_seq: int) -> None:
+    highest = fresh[-1].node_seq
+    if highest > last_node_seq + validation.MAX_NODE_SEQ_JUMP:
+        raise InvalidInput(
+            f"events: node_seq {highest} is more than {validation.MAX_NODE_SEQ_JUMP} past the run's "
+            f"last stored node_seq {last_node_seq}; node_seq counts up one event at a time",
+            extra={"last_node_seq": last_node_seq},
+        )
+
+
+def log_text_bytes(data: dict[str, Any]) -> int:
+    """What a log event counts against RUN_MAX_LOG_BYTES: the UTF-8 bytes of its `text`."""
+    text = data.get("text")
+    if isinstance(text, str):
+        return len(text.encode("utf-8", "replace"))
+    return len(msgspec.json.encode(data))
+
+
+@dataclass
+class _LogBudget:
+    """A run's stored log bytes against the limit, as the batch's log events use it up."""
+
+    used: int
+    truncated: bool
+    limit: int
+    changed: bool = False
+
+    def admit(
+        self, data: dict[str, Any], node_seq: int, at: datetime
+    ) -> tuple[bool, list[tuple[str, dict[str, Any], datetime]]]:
+        """Whether to store this log event, and the `log_truncated` event to store instead, once."""
+        if self.truncated:
+            return False, []
+        size = log_text_bytes(data)
+        if self.used + size <= self.limit:
+            self.used += size
+            self.changed = True
+            return True, []
+        self.truncated = self.changed = True
+        note = {
+            "limit_bytes": self.limit,
+            "stored_bytes": self.used,
+            "first_dropped_node_seq": node_seq,
+            "message": f"log output passed RUN_MAX_LOG_BYTES ({self.limit} bytes); later output is dropped",
+        }
+        return False, [(LOG_TRUNCATED, note, at)]
 
 
 class NodeEventService:
@@ -119,12 +194,12 @@ class NodeEventService:
                 if freed:
                     self._ctx.wake_scheduler()
                 return ack
-        raise Conflict(f"run {run_id!r} is changing state concurrently; retry")
+        raise Unavailable(f"run {run_id!r} is changing state concurrently; retry")
 
     async def _try_ingest(
         self, run_id: str, batch: m.NodeEventBatch, node_id: str
     ) -> tuple[m.NodeEventAck, bool] | None:
-        now = now_utc()
+        now = self._ctx.clock.now()
         async with self._ctx.sessionmaker.begin() as session:
             row = await repo.get_run(session, run_id, for_update=True)
             if row is None:
@@ -132,8 +207,17 @@ class NodeEventService:
             if row.node_id != node_id:
                 # another node's run, or one taken away from this node: its events change nothing
                 raise Forbidden(f"run {run_id} is not placed on node {node_id!r}")
+            if batch.attempt is not None and batch.attempt != row.attempts:
+                # fencing: an older placement of this run must not move the current one
+                raise Conflict(
+                    f"run {run_id} was placed again (attempt {row.attempts}); events of attempt "
+                    f"{batch.attempt} are refused: stop that execution",
+                    extra={"attempt": row.attempts},
+                )
             by_seq = {e.node_seq: e for e in batch.events if e.node_seq > row.last_node_seq}
             fresh = [by_seq[seq] for seq in sorted(by_seq)]
+            if fresh:
+                _check_seq_jump(fresh, row.last_node_seq)
             ack = m.NodeEventAck(
                 run_id=run_id,
                 status=row.status,  # type: ignore[arg-type]
@@ -146,23 +230,34 @@ class NodeEventService:
                     ack.last_log_ts = await repo.last_log_ts(session, run_id)
                 return ack, False
             state = _RunState(status=row.status, claimed=row.claimed_at is not None)
+            logs = _LogBudget(row.log_bytes, row.log_truncated, self._ctx.settings.run_max_log_bytes)
             stored: list[tuple[str, dict[str, Any], datetime]] = []
             for event in fresh:
-                at = utc(event.at) or now
+                at = now  # the server's clock orders and times everything; the node's is kept beside it
                 data = dict(event.data)
+                if event.type == "log":
+                    keep, instead = logs.admit(data, event.node_seq, at)
+                    stored.extend(instead)
+                    if not keep:
+                        continue
                 ignored = state.apply(event.type, data, at)
                 if ignored:
                     data["ignored"] = ignored
+                node_at = utc(event.at)
+                if node_at is not None and event.type != "log":  # a log line has its own `ts`
+                    data["node_at"] = node_at.isoformat()
                 stored.append((event.type, data, at))
             last_seq = fresh[-1].node_seq
             values = {**state.values, "last_node_seq": last_seq, "updated_at": now}
+            if logs.changed:
+                values.update(log_bytes=logs.used, log_truncated=logs.truncated)
             expect = {"status": row.status, "last_node_seq": row.last_node_seq}
             if not await repo.update_run(session, run_id, expect, values):
                 return None
             await append_run_events(session, run_id, stored)
             freed = row.status not in TERMINAL_RUN_STATUSES and state.status in TERMINAL_RUN_STATUSES
             if freed:
-                await repo.release_node_slot(session, row.node_id)
+                await repo.recount_running(session, row.node_id)
         ack.status = state.status  # type: ignore[assignment]
         ack.last_node_seq = last_seq
         ack.accepted = len(stored)

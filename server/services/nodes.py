@@ -15,13 +15,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
 from nodeapi import validation
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyRequests
 from server.identity import Authenticator, Principal, new_node_token, token_hash
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.mappers import node_from_columns, run_to_wire
+from server.services.ratelimit import TokenBuckets
 from server.services.run_reconcile import reconcile
 
 log = logging.getLogger("server.nodes")
@@ -56,6 +57,8 @@ class NodeService:
         self._ctx = ctx
         self._authenticator = authenticator
         self._scheduler_view = _SchedulerView()
+        settings = ctx.settings
+        self._heartbeat_rate = TokenBuckets(settings.heartbeat_rate_burst, settings.heartbeat_rate_per_second)
 
     async def heartbeat(self, req: m.HeartbeatRequest, caller: Principal) -> m.HeartbeatResponse:
         """Liveness and what the node reports. With the join token it registers a new node id (or
@@ -69,6 +72,14 @@ class NodeService:
         if caller.role == "node" and not caller.trusted and caller.node_id != req.node_id:
             raise Forbidden(
                 f"a node token acts only for its own node ({caller.node_id}), not {req.node_id!r}"
+            )
+        wait = self._heartbeat_rate.take(req.node_id)
+        if wait is not None:
+            raise TooManyRequests(
+                f"too many heartbeats for node {req.node_id!r}: at most {self._heartbeat_rate.burst} at "
+                f"once and {self._heartbeat_rate.per_second:g} a second (HEARTBEAT_RATE_BURST, "
+                f"HEARTBEAT_RATE_PER_SECOND); retry in {wait:.1f} s",
+                retry_after=wait,
             )
         now = self._ctx.clock.now()
         info = _clean_info(msgspec.to_builtins(req.info))
@@ -189,6 +200,7 @@ class NodeService:
                         extra={"resource_version": current.resource_version},
                     )
                 values = _patch_values(patch, current.reported_labels, current.label_overrides)
+                _check_label_counts(values)
                 values["updated_at"] = self._ctx.clock.now()
                 if await repo.update_admin_fields(session, node_id, current.resource_version, values):
                     await record(session, actor, "node.update", "node", node_id, _patch_details(patch))
@@ -235,6 +247,21 @@ def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[
         values["max_concurrent"] = patch.max_concurrent
         values["max_concurrent_override"] = patch.max_concurrent
     return values
+
+
+def _check_label_counts(values: dict[str, Any]) -> None:
+    """The labels a PATCH leaves: at most MAX_LABELS in effect, and at most twice that many
+    admin entries (settings and removals of reported labels)."""
+    if "labels" not in values:
+        return
+    limit = validation.MAX_LABELS
+    if len(values["labels"]) > limit:
+        raise InvalidInput(
+            f"labels: the node would have {len(values['labels'])} labels; at most {limit} are allowed "
+            "(those it reports and those set by PATCH together)"
+        )
+    if len(values["label_overrides"]) > 2 * limit:
+        raise InvalidInput(f"labels: at most {2 * limit} labels may be set or removed by PATCH in all")
 
 
 def _clean_info(info: dict[str, Any]) -> dict[str, Any]:

@@ -187,8 +187,11 @@ class RunService:
                 row = await repo.get_run(session, run_id)
                 if row is None:
                     raise NotFound(f"run {run_id!r} not found")
-                rows = await repo.list_events(
-                    session, run_id, after=after, event_type=event_type, limit=limit
+                # seq never passes last_event_seq: a larger `after` (up to 2^53) needs no query
+                rows = (
+                    await repo.list_events(session, run_id, after=after, event_type=event_type, limit=limit)
+                    if after < row.last_event_seq
+                    else []
                 )
             return row.status, rows
 

@@ -24,6 +24,8 @@ def test_defaults(tmp_path: Path) -> None:
     assert (settings.heartbeat_interval, settings.offline_after) == (30.0, 90.0)
     assert (settings.run_lost_grace, settings.run_max_attempts) == (60.0, 3)
     assert settings.max_body_size == 1024 * 1024
+    assert (settings.heartbeat_rate_burst, settings.heartbeat_rate_per_second) == (20, 2.0)
+    assert settings.run_max_log_bytes == 64 * 1024 * 1024
     assert settings.protected_mode
     data_dir = Settings.from_env({"APISERVER_DATA_DIR": str(tmp_path)})
     assert data_dir.database_url == f"sqlite+aiosqlite:///{tmp_path}/apiserver.db"
@@ -45,9 +47,14 @@ def test_values_from_env() -> None:
             "RUN_LOST_GRACE": "5",
             "RUN_MAX_ATTEMPTS": "7",
             "MAX_BODY_SIZE": "2048",
+            "HEARTBEAT_RATE_BURST": "50",
+            "HEARTBEAT_RATE_PER_SECOND": "0.5",
+            "RUN_MAX_LOG_BYTES": "1048576",
             "LOG_LEVEL": "debug",
         }
     )
+    assert (settings.heartbeat_rate_burst, settings.heartbeat_rate_per_second) == (50, 0.5)
+    assert settings.run_max_log_bytes == 1024 * 1024
     assert settings.database_url == "postgresql+asyncpg://u:p@db:5432/nodes"
     assert (settings.port, settings.heartbeat_interval, settings.offline_after) == (9000, 0.5, 2.0)
     assert (settings.run_lost_grace, settings.run_max_attempts, settings.max_body_size) == (5.0, 7, 2048)
@@ -72,6 +79,11 @@ def test_values_from_env() -> None:
         ),
         ({"RUN_MAX_ATTEMPTS": "0"}, "RUN_MAX_ATTEMPTS must be between 1 and 100"),
         ({"MAX_BODY_SIZE": "1"}, "MAX_BODY_SIZE must be between"),
+        ({"HEARTBEAT_RATE_BURST": "0"}, "HEARTBEAT_RATE_BURST must be between 1 and"),
+        ({"HEARTBEAT_RATE_PER_SECOND": "0"}, "HEARTBEAT_RATE_PER_SECOND must be above 0"),
+        ({"HEARTBEAT_RATE_PER_SECOND": "nan"}, "HEARTBEAT_RATE_PER_SECOND must be above 0"),
+        ({"HEARTBEAT_RATE_PER_SECOND": "often"}, "HEARTBEAT_RATE_PER_SECOND must be a number per second"),
+        ({"RUN_MAX_LOG_BYTES": "10"}, "RUN_MAX_LOG_BYTES must be between"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
         ({"DATABASE_URL": "mysql://x/y"}, "scheme 'mysql' is not supported"),
         ({"DATABASE_URL": "nodes.db"}, "DATABASE_URL must look like"),

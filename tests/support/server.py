@@ -45,7 +45,7 @@ class ServerProcess:
         self.env = {
             key: value
             for key, value in os.environ.items()
-            if not key.startswith(("APISERVER_", "NODE_", "RUN_")) and key not in _SERVER_VARS
+            if not key.startswith(("APISERVER_", "NODE_", "RUN_", "HEARTBEAT_")) and key not in _SERVER_VARS
         }
         self.env.update(
             {
