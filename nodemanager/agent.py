@@ -52,7 +52,7 @@ class Agent:
         self.supervisors: dict[str, RunSupervisor] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backlog: deque[m.Assignment] = deque()  # assigned beyond MAX_CONCURRENT (server raced us)
-        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._finished: OrderedDict[str, int | None] = OrderedDict()  # run id -> its ended attempt
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._info: m.NodeInfo | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
@@ -176,7 +176,8 @@ class Agent:
         # known as finished before the first await: no work answer or adoption may start a second
         # supervisor for it while this one is being stopped
         self._abandoning.add(run_id)
-        self._remember_finished(run_id)
+        holding = self.supervisors.get(run_id)
+        self._remember_finished(run_id, holding.attempt if holding is not None else None)
         self._backlog = deque(a for a in self._backlog if a.run.id != run_id)
         supervisor = self.supervisors.pop(run_id, None)
         task = self._tasks.pop(run_id, None)
@@ -219,13 +220,26 @@ class Agent:
         )
 
     def _accept(self, assignment: m.Assignment) -> None:
-        if self._known(assignment.run.id):
+        run = assignment.run
+        if self._known(run.id) and not self._placed_again(run):
             return
         if len(self.supervisors) >= self.config.max_concurrent:
             log.info("run %s: all slots busy; queued locally", assignment.run.id)
             self._backlog.append(assignment)
             return
         self._launch(assignment)
+
+    def _placed_again(self, run: m.Run) -> bool:
+        """A run that ended here comes back as a later placement (the server queued it again
+        after this node let it go): that is new work, not a repeat of an assignment."""
+        ended_attempt = self._finished.get(run.id, -1)
+        return (
+            run.id not in self.supervisors
+            and ended_attempt is not None
+            and ended_attempt >= 0
+            and run.attempts > ended_attempt
+            and not any(a.run.id == run.id for a in self._backlog)
+        )
 
     def _launch(self, assignment: m.Assignment) -> None:
         run = assignment.run
@@ -273,6 +287,7 @@ class Agent:
             supervisor = self.supervisors.pop(run_id, None)
             if supervisor is not None:
                 self._background(supervisor.reporter.close(), f"close:{run_id}")
+                self._remember_finished(run_id, supervisor.attempt)
         self._remember_finished(run_id)
         self._start_from_backlog()
 
@@ -285,12 +300,16 @@ class Agent:
         while self._backlog and len(self.supervisors) < self.config.max_concurrent:
             self._launch(self._backlog.popleft())
 
-    def _remember_finished(self, run_id: str) -> None:
-        self._remember(self._finished, run_id)
+    def _remember_finished(self, run_id: str, attempt: int | None = None) -> None:
+        """The run ended here (its placement `attempt` when known, which a later one may follow)."""
+        if attempt is None and self._finished.get(run_id) is not None:
+            return
+        self._remember(self._finished, run_id, attempt)
 
     @staticmethod
-    def _remember(seen: OrderedDict[str, None], key: str) -> None:
-        seen[key] = None
+    def _remember(seen: OrderedDict[str, Any], key: str, value: Any = None) -> None:
+        seen[key] = value
+        seen.move_to_end(key)
         while len(seen) > FORGOTTEN_RUNS_KEPT:
             seen.popitem(last=False)
 
