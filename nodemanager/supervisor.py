@@ -43,6 +43,7 @@ def container_env(env_config: m.EnvConfig, run: m.Run) -> dict[str, str]:
     variable in the node's env; the run's env is the most specific, so it beats the node's (a run
     may set its own NO_PROXY). Proxy values are injected in both cases, since some tools (busybox
     wget, curl) read only the lower-case names. Secret values reach only the container.
+    AGENTNODES_RUN_ID and AGENTNODES_ATTEMPT tell the agent which run and placement it is.
     """
     env = dict(env_config.env)
     for attribute, upper in PROXY_VARIABLES:
@@ -53,6 +54,9 @@ def container_env(env_config: m.EnvConfig, run: m.Run) -> dict[str, str]:
     env.update(env_config.secret_env)
     env.update(run.env)
     env.update(run.secret_env)
+    # who the agent is, for its own logs and for idempotent side effects (set last: authoritative)
+    env["AGENTNODES_RUN_ID"] = run.id
+    env["AGENTNODES_ATTEMPT"] = str(run.attempts)
     return env
 
 

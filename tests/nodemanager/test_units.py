@@ -161,11 +161,13 @@ def test_run_env_beats_proxy_which_beats_node_env() -> None:
         "NODE_ONLY": "1",
         "NODE_KEY": "n-secret",
         "RUN_KEY": "run's",
+        "AGENTNODES_RUN_ID": "r",
+        "AGENTNODES_ATTEMPT": "0",
     }
 
 
 def test_unset_proxy_fields_inject_nothing() -> None:
-    assert container_env(m.EnvConfig(), _run({})) == {}
+    assert container_env(m.EnvConfig(), _run({})) == {"AGENTNODES_RUN_ID": "r", "AGENTNODES_ATTEMPT": "0"}
 
 
 @pytest.mark.parametrize(
