@@ -155,8 +155,9 @@ class Calls:
 
     # runs ------------------------------------------------------------------
     @staticmethod
-    def create_run(req: m.RunCreate) -> Call[m.Run]:
-        return Call("POST", f"{API}/runs", m.Run, body=req)
+    def create_run(req: m.RunCreate, idempotency_key: str | None = None) -> Call[m.Run]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Call("POST", f"{API}/runs", m.Run, body=req, headers=headers)
 
     @staticmethod
     def list_runs(

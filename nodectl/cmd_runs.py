@@ -14,6 +14,7 @@ from nodectl.output import Format
 
 if TYPE_CHECKING:
     from nodeapi import models as m
+    from nodectl.session import Session
 
 app = typer.Typer(help="Runs: one execution of an agent container.", no_args_is_help=True)
 
@@ -85,7 +86,7 @@ def submit(
         selector_expressions=[e.strip() for e in expr or [] if e.strip()],
     )
     sess = session(ctx)
-    run = sess.send(Calls.create_run(request))
+    run = _create(sess, request)
     output.print_ids([run.id])
     if not (wait or follow_logs):
         return
@@ -100,6 +101,40 @@ def submit(
 
     status = follow(sess, run.id, on_event, timeout)
     _exit_for(sess.send(Calls.get_run(run.id)) if status != "succeeded" else None, run.id, status)
+
+
+SUBMIT_ATTEMPTS = 5
+SUBMIT_RETRY_CEILING = 5.0
+
+
+def _create(sess: Session, request: m.RunCreate) -> m.Run:
+    """Create the run, retrying a timeout, a reset connection or a busy server with the same
+    Idempotency-Key: if the first try was committed but its answer lost, the retry gets that run
+    instead of starting the agent twice."""
+    import uuid
+
+    import stamina
+    import stamina.instrumentation
+
+    from nodeapi.client import Calls
+    from nodeapi.retry import retry_delay
+
+    stamina.instrumentation.set_on_retry_hooks([])  # our own line below says it, not a log record
+    key = f"nodectl-{uuid.uuid4()}"
+    for attempt in stamina.retry_context(
+        on=retry_delay,
+        attempts=SUBMIT_ATTEMPTS,
+        timeout=None,
+        wait_initial=0.5,
+        wait_max=SUBMIT_RETRY_CEILING,
+    ):
+        with attempt:
+            if attempt.num > 1:
+                output.warn(
+                    f"retrying the submission (try {attempt.num} of {SUBMIT_ATTEMPTS}, same idempotency key)"
+                )
+            return sess.send(Calls.create_run(request, idempotency_key=key))
+    raise AssertionError("unreachable: stamina re-raises the last error")
 
 
 def _exit_for(run: m.Run | None, run_id: str, status: str) -> None:

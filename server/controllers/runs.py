@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 
 from nodeapi import models as m
@@ -22,12 +23,38 @@ class RunController(Controller):
     path = "/api/v1/runs"
     tags = ["runs"]
 
-    @post("/", guards=[admin_guard], status_code=201)
+    @post(
+        "/",
+        guards=[admin_guard],
+        status_code=201,
+        opt=errors(409),
+        responses={
+            200: ResponseSpec(m.Run, description="an Idempotency-Key repeat: the run the first request made")
+        },
+    )
     async def create_run(
-        self, runs: RunService, request: Request[None, None, State], data: m.RunCreate
-    ) -> m.Run:
+        self,
+        runs: RunService,
+        request: Request[None, None, State],
+        data: m.RunCreate,
+        idempotency_key: Annotated[
+            str | None,
+            Parameter(
+                header="Idempotency-Key",
+                required=False,
+                min_length=1,
+                max_length=255,
+                pattern=r"^[\x21-\x7e]+$",
+                description="a repeat with the same key and body answers the run the first request "
+                "made (200, Idempotent-Replayed: true); the same key with another body answers 409",
+            ),
+        ] = None,
+    ) -> Response[m.Run]:
         """Queue a run; the scheduler places it on a matching node."""
-        return await runs.create(data, actor_of(request))
+        run, created = await runs.create(data, actor_of(request), idempotency_key)
+        if created:
+            return Response(run, status_code=201)
+        return Response(run, status_code=200, headers={"Idempotent-Replayed": "true"})
 
     @get("/", guards=[read_guard])
     async def list_runs(

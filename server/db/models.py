@@ -53,6 +53,14 @@ class NodeRow(SQLModel, table=True):
     updated_at: datetime | None = _ts()
     resource_version: int = Field(default=1)
     last_proxy_test: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # what the node reports of its health: [{type, ok, message, since}] (since: when `ok` last changed)
+    conditions: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
+    )
+    # start failures in a row that were the node's fault; past a threshold it is quarantined
+    start_failures: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    quarantined_until: datetime | None = _ts()
+    quarantine_level: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
     # sha256 of the node's credential (never the token itself); NULL: the join token may claim one
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
     token_issued_at: datetime | None = _ts()
@@ -92,6 +100,8 @@ class RunRow(SQLModel, table=True):
     claimed_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
     finished_at: datetime | None = _ts()
+    # nodes this run failed to start on through their fault: {node id: ISO time}; avoided for a while
+    avoid_nodes: dict[str, str] = _json_added_later()
     # first heartbeat of its node that did not list the run (two-way reconciliation); None: listed
     unreported_since: datetime | None = _ts()
     attempts: int = Field(default=0)
@@ -159,6 +169,17 @@ class AuditRow(SQLModel, table=True):
     details: dict[str, Any] = _json()
 
 
+class IdempotencyKeyRow(SQLModel, table=True):
+    """A run create request's Idempotency-Key: a repeat with the same body answers the same run."""
+
+    __tablename__ = "idempotency_keys"
+
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)  # sha256 of the request body as decoded
+    run_id: str = Field(max_length=64)
+    created_at: datetime = _ts(nullable=False, index=True)
+
+
 def _table(row: type[SQLModel]) -> Table:
     return cast(Table, row.__table__)  # type: ignore[attr-defined]  # set by SQLModel at class creation
 
@@ -169,3 +190,4 @@ ENV_CONFIGS = _table(EnvConfigRow)
 RUNS = _table(RunRow)
 RUN_EVENTS = _table(RunEventRow)
 AUDIT_LOG = _table(AuditRow)
+IDEMPOTENCY_KEYS = _table(IdempotencyKeyRow)

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
+from datetime import datetime, timedelta
 from typing import Any, get_args
+
+import msgspec
+from sqlalchemy.exc import IntegrityError
 
 from nodeapi import models as m
 from nodeapi.models import TERMINAL_RUN_STATUSES
 from server.db.models import RunEventRow, RunRow
-from server.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, InvalidInput, NotFound, Unavailable
+from server.repositories import idempotency as key_repo
 from server.repositories import runs as repo
 from server.repositories.events import record_events
 from server.secrets import sealed_with_names
@@ -26,7 +33,14 @@ MAX_EVENTS_WAIT = 30.0
 # so events written by another apiserver replica arrive quickly too
 EVENTS_RECHECK = 0.25
 MAX_CANCEL_ATTEMPTS = 5
+IDEMPOTENCY_KEY_TTL = 24 * 3600.0  # seconds an Idempotency-Key is kept (at least)
 RUN_STATUSES: frozenset[str] = frozenset(get_args(m.RunStatus))
+
+
+def _fingerprint(req: m.RunCreate) -> str:
+    """The request body as decoded, independent of key order and spacing."""
+    canonical = json.dumps(msgspec.to_builtins(req), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def new_run_id() -> str:
@@ -55,8 +69,36 @@ class RunService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
 
-    async def create(self, req: m.RunCreate, actor: str = "admin") -> m.Run:
+    async def create(
+        self, req: m.RunCreate, actor: str = "admin", idempotency_key: str | None = None
+    ) -> tuple[m.Run, bool]:
+        """The new run, and whether it is new: with an Idempotency-Key already used for the same
+        body the run that one made is answered (False); for another body, Conflict."""
         validate_run_create(req)
+        if idempotency_key is None:
+            return await self._create(req, actor, None), True
+        fingerprint = _fingerprint(req)
+        for _ in range(MAX_CANCEL_ATTEMPTS):
+            async with self._ctx.sessionmaker() as session:
+                used = await key_repo.find(session, idempotency_key, self._key_cutoff())
+            if used is not None:
+                if used[0] != fingerprint:
+                    raise Conflict(
+                        "this Idempotency-Key was used for another run request; use a new key for "
+                        "a different request",
+                        extra={"run_id": used[1]},
+                    )
+                return await self.get(used[1]), False
+            try:
+                return await self._create(req, actor, (idempotency_key, fingerprint)), True
+            except IntegrityError:
+                continue  # the same key committed concurrently: answer what that request made
+        raise Unavailable("the Idempotency-Key is being used concurrently; retry")
+
+    def _key_cutoff(self) -> datetime:
+        return self._ctx.clock.now() - timedelta(seconds=IDEMPOTENCY_KEY_TTL)
+
+    async def _create(self, req: m.RunCreate, actor: str, key: tuple[str, str] | None) -> m.Run:
         now = self._ctx.clock.now()
         row = RunRow(
             id=new_run_id(),
@@ -73,6 +115,8 @@ class RunService:
         )
         async with self._ctx.sessionmaker.begin() as session:
             await repo.add(session, row)
+            if key is not None:
+                await key_repo.add(session, key[0], key[1], row.id, now, self._key_cutoff())
             await record_events(
                 session,
                 row.id,
