@@ -93,6 +93,25 @@ class NodeInfo(Struct):
     memory_bytes: Count | None = None
 
 
+ConditionType = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+ConditionMessage = Annotated[str, Meta(max_length=512)]
+
+
+class ConditionReport(Struct):
+    """One health check a node runs before each heartbeat (runtime, workspace, disk)."""
+
+    type: ConditionType
+    ok: bool
+    message: ConditionMessage = ""
+
+
+class NodeCondition(Struct):
+    type: str
+    ok: bool
+    message: str = ""
+    since: datetime | None = None  # when `ok` last changed (server's clock)
+
+
 class HeartbeatRequest(Struct):
     node_id: NodeId
     labels: Labels = msgspec.field(default_factory=dict)
@@ -100,6 +119,8 @@ class HeartbeatRequest(Struct):
     info: NodeInfo = msgspec.field(default_factory=NodeInfo)
     # every run the node holds: claimed or starting, running, waiting for a slot, or finishing
     active_runs: Annotated[list[RunId], Meta(max_length=MAX_CAPACITY)] = msgspec.field(default_factory=list)
+    # the node's health checks; one failing keeps new runs away from it until it passes again
+    conditions: Annotated[list[ConditionReport], Meta(max_length=16)] = msgspec.field(default_factory=list)
     # the placement (attempt) of each held run the node is executing, when it knows it
     run_attempts: Annotated[dict[RunId, Attempt], Meta(max_length=MAX_CAPACITY)] = msgspec.field(
         default_factory=dict
@@ -150,6 +171,10 @@ class Node(Struct):
     running: Count
     last_heartbeat_at: datetime | None
     created_at: datetime
+    # whether it takes new runs now: online, every condition ok, not quarantined
+    schedulable: bool = False
+    # what the node reports of its health, plus `quarantine` while the server holds it back
+    conditions: list[NodeCondition] = msgspec.field(default_factory=list)
     updated_at: datetime | None = None
     info: NodeInfo = msgspec.field(default_factory=NodeInfo)
     # bumped on every admin change (labels, status, env config); send back as If-Match

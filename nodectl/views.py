@@ -11,7 +11,8 @@ if TYPE_CHECKING:
     from nodeapi import models as m
 
 NODE_HEADERS = ["ID", "STATUS", "LOAD", "HEARTBEAT", "AGE"]
-NODE_WIDE_HEADERS = [*NODE_HEADERS, "LABELS", "HOSTNAME", "OS/ARCH", "RUNTIME", "VERSION"]
+# new columns go last: scripts read the earlier ones by position
+NODE_WIDE_HEADERS = [*NODE_HEADERS, "LABELS", "HOSTNAME", "OS/ARCH", "RUNTIME", "VERSION", "CONDITIONS"]
 RUN_HEADERS = ["ID", "STATUS", "IMAGE", "NODE", "EXIT", "AGE"]
 RUN_WIDE_HEADERS = [*RUN_HEADERS, "COMMAND", "SELECTOR", "MESSAGE"]
 EVENT_HEADERS = ["SEQ", "TYPE", "AT", "DATA"]
@@ -24,11 +25,23 @@ def load_cell(node: m.Node) -> Cell:
     return (text, "bold red" if full else "")
 
 
+def node_status_cell(node: m.Node) -> Cell:
+    """The status, marked like kubectl's `Ready,SchedulingDisabled` when an online node is held
+    back (a condition fails, or it is quarantined)."""
+    if node.status == "online" and not node.schedulable:
+        return ("online,unschedulable", "yellow")
+    return status_cell(node.status)
+
+
+def failing_conditions(node: m.Node) -> str:
+    return ",".join(c.type for c in node.conditions if not c.ok) or ("ok" if node.conditions else "-")
+
+
 def node_row(node: m.Node, wide: bool = False, now: datetime | None = None) -> list[Cell]:
     now = now or datetime.now(UTC)
     row: list[Cell] = [
         node.id,
-        status_cell(node.status),
+        node_status_cell(node),
         load_cell(node),
         ago(node.last_heartbeat_at, now),
         ago(node.created_at, now).removesuffix(" ago"),
@@ -37,7 +50,14 @@ def node_row(node: m.Node, wide: bool = False, now: datetime | None = None) -> l
         info = node.info
         os_arch = "/".join(part for part in (info.os, info.arch) if part) or "-"
         runtime = " ".join(part for part in (info.runtime, info.runtime_version) if part) or "-"
-        row += [labels_text(node.labels), info.hostname or "-", os_arch, runtime, info.agent_version or "-"]
+        row += [
+            labels_text(node.labels),
+            info.hostname or "-",
+            os_arch,
+            runtime,
+            info.agent_version or "-",
+            failing_conditions(node),
+        ]
     return row
 
 
@@ -45,8 +65,9 @@ def node_fields(node: m.Node) -> list[tuple[str, Cell]]:
     info = node.info
     fields: list[tuple[str, Cell]] = [
         ("ID", node.id),
-        ("Status", status_cell(node.status)),
+        ("Status", node_status_cell(node)),
         ("Draining", "yes" if node.draining else "no"),
+        ("Schedulable", ("yes", "green") if node.schedulable else ("no", "yellow")),
         ("Load", load_cell(node)),
         ("Labels", labels_text(node.labels)),
         ("Last heartbeat", f"{iso(node.last_heartbeat_at)} ({ago(node.last_heartbeat_at)})"),
@@ -57,6 +78,11 @@ def node_fields(node: m.Node) -> list[tuple[str, Cell]]:
         ("Agent", info.agent_version or "-"),
         ("Resource version", str(node.resource_version)),
     ]
+    for condition in node.conditions:
+        mark = ("ok", "green") if condition.ok else ("failing", "red")
+        since = f", since {iso(condition.since)}" if condition.since is not None else ""
+        text = f"{mark[0]}{since}: {condition.message}" if condition.message else f"{mark[0]}{since}"
+        fields.append((f"Condition {condition.type}", (text, mark[1])))
     if node.last_proxy_test is not None:
         test = node.last_proxy_test
         verdict = ("ok", "green") if test.ok else (f"failed ({test.reason})", "red")

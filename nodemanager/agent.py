@@ -19,6 +19,7 @@ from nodeapi.client import AsyncClient, Calls
 from nodeapi.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unauthorized
 from nodeapi.retry import is_transient
 from nodemanager.commands import run_command
+from nodemanager.conditions import check_conditions
 from nodemanager.config import NodeConfig
 from nodemanager.credentials import Credentials
 from nodemanager.loops import DEFAULT_CEILING, retried, retry_hook, retrying, service_loop, until_stopped
@@ -143,6 +144,9 @@ class Agent:
             capacity=m.Capacity(max_concurrent=self.config.max_concurrent),
             info=self._info or m.NodeInfo(),
             active_runs=sorted({*self.supervisors, *(a.run.id for a in self._backlog)}),
+            conditions=await check_conditions(
+                self.runtime, self.config.workspace_dir, self.config.min_free_disk_mb
+            ),
             run_attempts={
                 run_id: supervisor.attempt
                 for run_id, supervisor in self.supervisors.items()

@@ -40,6 +40,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("STOP_GRACE", "10", "seconds between SIGTERM and SIGKILL when stopping a run"),
     ("STOP_WAIT", "0", "on SIGTERM, seconds to wait for running runs to finish (0: leave them for adoption)"),
     ("WORKSPACE_RETENTION", "86400", "seconds a finished run's workspace is kept"),
+    ("MIN_FREE_DISK_MB", "512", "below this much free space under WORKSPACE_DIR the node takes no new runs"),
     ("DOCKER_NETWORK", "host", "network of agent containers (host | none | a network name)"),
     ("PROXY_PROBE_IMAGE", "busybox:latest", "image used for in-container proxy tests"),
     ("PROXY_TEST_CA_FILE", "(unset)", "extra CA certificates (PEM) trusted for proxy-test HTTPS targets"),
@@ -105,6 +106,7 @@ class NodeConfig(EnvSettings):
     workspace_retention: Annotated[float, seconds(365 * 86400.0, allow_zero=True)] = Field(
         24 * 3600.0, validation_alias="WORKSPACE_RETENTION"
     )
+    min_free_disk_mb: Annotated[int, integer(0, 10**9)] = Field(512, validation_alias="MIN_FREE_DISK_MB")
     docker_network: str = Field("host", validation_alias="DOCKER_NETWORK")
     proxy_probe_image: str = Field("busybox:latest", validation_alias="PROXY_PROBE_IMAGE")
     proxy_test_ca_file: Annotated[Path | None, readable_file()] = Field(

@@ -258,9 +258,12 @@ class RunSupervisor:
 
 def _start_failure_cause(exc: RuntimeError_) -> str:
     """Whose fault a failed start is: the image's (missing), the run's (e.g. its command), or the
-    node's (its runtime is unavailable); the server may place a run again after a node's fault."""
+    node's (its runtime is unavailable or refuses); the server places a run again elsewhere after
+    a node's fault."""
     if isinstance(exc, ImageNotFound):
         return "image"
     if isinstance(exc, RuntimeUnavailable):
         return "node"
+    if isinstance(exc, StartFailed):
+        return exc.cause
     return "run"

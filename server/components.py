@@ -102,7 +102,12 @@ def build_components(settings: Settings) -> Components:
 
     clock = SystemClock()
     scheduler = Scheduler(
-        sessionmaker, queue, offline_after=settings.offline_after, on_assigned=on_assigned, clock=clock
+        sessionmaker,
+        queue,
+        offline_after=settings.offline_after,
+        start_failure_cooldown=settings.start_failure_cooldown,
+        on_assigned=on_assigned,
+        clock=clock,
     )
     context = ServiceContext(
         settings=settings,
@@ -110,6 +115,7 @@ def build_components(settings: Settings) -> Components:
         queue=queue,
         secrets=secrets,
         wake_scheduler=scheduler.wake,
+        nodes_changed=scheduler.nodes_changed,
         run_updates=run_updates,
         node_work=node_work,
         clock=clock,

@@ -95,6 +95,17 @@ class Settings(EnvSettings):
     )
     run_lost_grace: Annotated[float, seconds()] = Field(60.0, validation_alias="RUN_LOST_GRACE")
     run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
+    # a run that failed to start through its node's fault avoids that node this long
+    start_failure_cooldown: Annotated[float, seconds(7 * 86400.0, allow_zero=True)] = Field(
+        300.0, validation_alias="START_FAILURE_COOLDOWN"
+    )
+    # start failures in a row, each the node's fault, that quarantine it
+    quarantine_after: Annotated[int, integer(1, 1000)] = Field(3, validation_alias="QUARANTINE_AFTER")
+    # first quarantine; each further one in a row doubles it, up to QUARANTINE_MAX
+    quarantine_backoff: Annotated[float, seconds(7 * 86400.0)] = Field(
+        60.0, validation_alias="QUARANTINE_BACKOFF"
+    )
+    quarantine_max: Annotated[float, seconds(30 * 86400.0)] = Field(3600.0, validation_alias="QUARANTINE_MAX")
     max_body_size: Annotated[int, integer(1024, 1024**3)] = Field(
         1024 * 1024, validation_alias="MAX_BODY_SIZE"
     )

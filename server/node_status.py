@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, literal
+from sqlalchemy import ColumnElement, and_, case, literal, or_
 
 from nodeapi.models import NodeStatus
 
@@ -41,6 +41,37 @@ class StatusRule:
         return case(
             (fresh.is_not(True), literal("offline")),
             (columns.draining.is_(True), literal("draining")),
+            else_=literal("online"),
+        )
+
+    def schedulable(
+        self, status: NodeStatus, healthy: bool, quarantined_until: datetime | None, now: datetime
+    ) -> bool:
+        """Whether the node takes new runs: online, every reported condition ok, not quarantined."""
+        if quarantined_until is not None and quarantined_until.tzinfo is None:
+            quarantined_until = quarantined_until.replace(tzinfo=UTC)
+        return status == "online" and healthy and (quarantined_until is None or quarantined_until <= now)
+
+    def sql_schedulable(self, columns: Any, now: datetime) -> ColumnElement[bool]:
+        """`schedulable` for the rows of `columns` (also healthy, quarantined_until)."""
+        not_held_back = or_(columns.quarantined_until.is_(None), columns.quarantined_until <= now)
+        wanted: ColumnElement[bool] = and_(
+            self.sql_is("online", columns, now), columns.healthy.is_(True), not_held_back
+        )
+        return wanted
+
+    def sql_state(self, columns: Any, now: datetime) -> ColumnElement[str]:
+        """What the scheduler needs to know of each node: its status, or, for an online node held
+        back, `unhealthy` (a condition fails) or `quarantined`."""
+        fresh = columns.last_heartbeat_at >= self.offline_before(now)
+        return case(
+            (fresh.is_not(True), literal("offline")),
+            (columns.draining.is_(True), literal("draining")),
+            (columns.healthy.is_not(True), literal("unhealthy")),
+            (
+                and_(columns.quarantined_until.is_not(None), columns.quarantined_until > now),
+                literal("quarantined"),
+            ),
             else_=literal("online"),
         )
 

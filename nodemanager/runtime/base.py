@@ -2,7 +2,7 @@
 
 A runtime knows nothing about the apiserver. The agent loop hands it a `RunSpec`,
 and reads back `Handle`s, output and exit codes. Every implementation passes the
-same test suite (tests/test_runtime.py).
+same test suite (tests/nodemanager/test_runtime.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ class RuntimeUnavailable(RuntimeError_):
 
 
 class StartFailed(RuntimeError_):
-    """The run could not be started (bad command, bad image config, ...)."""
+    """The run could not be started: through its own fault (bad command, bad image config), or,
+    with `cause="node"`, through the node's (a network it names is missing, the engine errs)."""
+
+    def __init__(self, message: str, *, cause: str = "run") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class RunNotFound(RuntimeError_):

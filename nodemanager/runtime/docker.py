@@ -166,7 +166,9 @@ class DockerRuntime(Runtime):
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
                 raise StartFailed(f"run {spec.run_id} already exists on this node ({name})") from exc
-            raise StartFailed(f"could not start run {spec.run_id}: {_explain(exc)}") from exc
+            raise StartFailed(
+                f"could not start run {spec.run_id}: {_explain(exc)}", cause=_start_failure_cause(exc)
+            ) from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise _unavailable(exc) from exc
         return _handle(container)
@@ -406,6 +408,15 @@ def _handle(container: Any) -> Handle:
 def _explain(exc: docker.errors.DockerException) -> str:
     explanation = getattr(exc, "explanation", None)
     return str(explanation or exc)
+
+
+def _start_failure_cause(exc: docker.errors.APIError) -> str:
+    """The engine answers 400 when the container's own process cannot start (`exec: "x": no such
+    file or directory`); anything else (a network it names missing: 404, an engine fault: 5xx)
+    is the node's."""
+    if exc.status_code == 400 or 'exec: "' in _explain(exc):
+        return "run"
+    return "node"
 
 
 def _unavailable(exc: BaseException) -> RuntimeError_:

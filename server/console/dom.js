@@ -39,6 +39,36 @@ export function statusBadge(status) {
   return h("span", { class: `badge status-${status}`, "data-status": status }, t(`status.${status}`));
 }
 
+// An online node held back (a condition fails, or it is quarantined): a badge beside its status
+// whose title says why; null for any other node.
+export function heldBackBadge(node) {
+  if (node.status !== "online" || node.schedulable !== false) return null;
+  const failing = (node.conditions || []).filter((condition) => !condition.ok);
+  const why = failing.map((condition) => `${condition.type}: ${condition.message}`).join("\n");
+  return h(
+    "span",
+    { class: "badge status-unschedulable", "data-status": "unschedulable", title: why },
+    t("status.unschedulable"),
+  );
+}
+
+export function conditionList(conditions) {
+  if (!conditions || conditions.length === 0) return h("p", { class: "muted" }, t("node.noConditions"));
+  return h(
+    "ul",
+    { class: "conditions" },
+    conditions.map((condition) =>
+      h(
+        "li",
+        { class: `condition ${condition.ok ? "condition-ok" : "condition-failing"}`, dataset: { condition: condition.type } },
+        h("span", { class: "condition-type mono" }, condition.type),
+        h("span", { class: `badge ${condition.ok ? "status-online" : "status-unschedulable"}` }, t(condition.ok ? "condition.ok" : "condition.failing")),
+        condition.message ? h("span", { class: "condition-message" }, condition.message) : null,
+      ),
+    ),
+  );
+}
+
 export function runStatusBadge(status) {
   return h("span", { class: `badge run-${status}`, "data-status": status }, t(`runStatus.${status}`));
 }

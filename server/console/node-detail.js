@@ -1,7 +1,17 @@
 // Node detail page: basic info, labels, capacity, node info, current runs, proxy test, env config.
 
 import { api, canChange } from "./api.js";
-import { facts, h, labelChips, message, replaceChildren, runStatusBadge, statusBadge } from "./dom.js";
+import {
+  conditionList,
+  facts,
+  h,
+  heldBackBadge,
+  labelChips,
+  message,
+  replaceChildren,
+  runStatusBadge,
+  statusBadge,
+} from "./dom.js";
 import { envConfigPanel, proxyResultView } from "./env-config.js";
 import { absoluteTime, relativeTime, t } from "./i18n.js";
 import { nodeActionButtons } from "./node-actions.js";
@@ -53,6 +63,7 @@ export function nodeDetailView(nodeId) {
       basic: panel(t("node.basic"), "node-basic"),
       labels: panel(t("node.labels"), "node-labels"),
       info: panel(t("node.info"), "node-info"),
+      conditions: panel(t("node.conditions"), "node-conditions"),
       runs: panel(t("node.runs"), "node-runs-panel"),
       proxy: panel(t("node.lastProxyTest"), "node-proxy-test"),
     };
@@ -63,7 +74,15 @@ export function nodeDetailView(nodeId) {
     );
     replaceChildren(
       body,
-      h("div", { class: "detail-column" }, sections.basic, sections.labels, sections.info, sections.proxy),
+      h(
+        "div",
+        { class: "detail-column" },
+        sections.basic,
+        sections.conditions,
+        sections.labels,
+        sections.info,
+        sections.proxy,
+      ),
       h("div", { class: "detail-column" }, sections.runs, env.element),
     );
   };
@@ -75,7 +94,7 @@ export function nodeDetailView(nodeId) {
 
   const render = (node, runs) => {
     if (!sections) build();
-    replaceChildren(sections.status, statusBadge(node.status));
+    replaceChildren(sections.status, statusBadge(node.status), heldBackBadge(node));
     // edit, drain and delete are for admins; a viewer's page has no such controls at all
     if (canChange()) {
       replaceChildren(sections.actions, nodeActionButtons(node, { onDeleted: () => (location.hash = "#/nodes") }));
@@ -87,11 +106,13 @@ export function nodeDetailView(nodeId) {
       facts([
         [t("node.id"), h("span", { class: "mono" }, node.id)],
         [t("node.status"), statusBadge(node.status)],
+        [t("node.schedulable"), t(node.schedulable ? "common.yes" : "common.no")],
         [t("node.created"), timeWithRelative(node.created_at)],
         [t("node.heartbeat"), timeWithRelative(node.last_heartbeat_at)],
         [t("node.capacity"), t("node.capacityValue", { running: node.running, max: node.capacity.max_concurrent })],
       ]),
     );
+    fillSection(sections.conditions, conditionList(node.conditions));
     fillSection(sections.labels, labelChips(node.labels));
     const info = node.info || {};
     fillSection(

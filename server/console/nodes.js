@@ -1,7 +1,7 @@
 // "Nodes" page: filters and a grid of node cards.
 
 import { api, canChange } from "./api.js";
-import { button, h, labelChips, message, replaceChildren, statusBadge } from "./dom.js";
+import { button, h, heldBackBadge, labelChips, message, replaceChildren, statusBadge } from "./dom.js";
 import { relativeTime, t } from "./i18n.js";
 import { openEditDialog } from "./node-actions.js";
 
@@ -35,7 +35,7 @@ function nodeCard(node) {
       "header",
       { class: "card-header" },
       h("a", { class: "card-title node-link", href }, node.id),
-      statusBadge(node.status),
+      h("span", { class: "badges" }, statusBadge(node.status), heldBackBadge(node)),
     ),
     h(
       "div",

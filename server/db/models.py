@@ -57,8 +57,11 @@ class NodeRow(SQLModel, table=True):
     conditions: list[dict[str, Any]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default=text("'[]'"))
     )
+    # every reported condition ok (kept beside them so placement need not read the JSON)
+    healthy: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})
     # start failures in a row that were the node's fault; past a threshold it is quarantined
     start_failures: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    quarantined_at: datetime | None = _ts()
     quarantined_until: datetime | None = _ts()
     quarantine_level: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
     # sha256 of the node's credential (never the token itself); NULL: the join token may claim one

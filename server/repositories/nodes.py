@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, ColumnElement, Row, and_, bindparam, cast, delete, func, select, true, update
@@ -29,6 +29,10 @@ NODE_FIELDS = (
     "updated_at",
     "resource_version",
     "last_proxy_test",
+    "conditions",
+    "healthy",
+    "quarantined_at",
+    "quarantined_until",
 )
 # fetched as plain Core rows (no ORM identity-map cost)
 NODE_COLUMNS: tuple[Any, ...] = tuple(col[name] for name in NODE_FIELDS)
@@ -86,7 +90,7 @@ async def still_silent(session: AsyncSession, node_id: str | None, cutoff: datet
 
 _UPSERT_COLUMNS = (
     "id", "reported_labels", "label_overrides", "labels", "max_concurrent", "running", "draining",
-    "info", "last_heartbeat_at", "created_at", "updated_at", "resource_version",
+    "info", "last_heartbeat_at", "created_at", "updated_at", "resource_version", "conditions", "healthy",
 )  # fmt: skip
 
 
@@ -117,6 +121,8 @@ def _upsert_statement(dialect: str) -> Any:
             "max_concurrent": func.coalesce(col.max_concurrent_override, stmt.excluded.max_concurrent),
             "info": stmt.excluded.info,
             "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
+            "conditions": stmt.excluded.conditions,
+            "healthy": stmt.excluded.healthy,
         },
     ).returning(*NODE_COLUMNS)
 
@@ -127,6 +133,7 @@ async def upsert_heartbeat(
     reported_labels: dict[str, str],
     max_concurrent: int,
     info: dict[str, Any],
+    conditions: list[dict[str, Any]],
     now: datetime,
 ) -> Row[Any]:
     """Insert on first sight, else replace the reported part; draining and overrides are kept.
@@ -148,6 +155,8 @@ async def upsert_heartbeat(
         "created_at": now,
         "updated_at": now,
         "resource_version": 1,
+        "conditions": conditions,
+        "healthy": all(condition.get("ok") for condition in conditions),
     }
     stmt = _upsert_statement(session.get_bind().dialect.name)
     return (await session.execute(stmt, params)).one()
@@ -252,3 +261,42 @@ async def void_credential(session: AsyncSession, node_id: str) -> bool:
     stmt = update(NodeRow).where(col.id == node_id).values(token_hash=None, token_issued_at=None)
     result: Any = await session.execute(stmt)
     return bool(result.rowcount)
+
+
+async def stored_conditions(session: AsyncSession, node_id: str) -> list[dict[str, Any]]:
+    row = (await session.execute(select(col.conditions).where(col.id == node_id))).first()
+    return list(row.conditions or []) if row is not None else []
+
+
+async def record_start(session: AsyncSession, node_id: str) -> None:
+    """A run started on the node: its run of start failures is over."""
+    await session.execute(
+        update(NodeRow)
+        .where(col.id == node_id, (col.start_failures > 0) | (col.quarantine_level > 0))
+        .values(start_failures=0, quarantine_level=0)
+    )
+
+
+async def record_start_failure(
+    session: AsyncSession, node_id: str, now: datetime, threshold: int, backoff: float, max_backoff: float
+) -> datetime | None:
+    """Count a start failure that was the node's fault; at `threshold` in a row the node is
+    quarantined for `backoff` seconds, doubling with each quarantine (up to `max_backoff`).
+    The end of the quarantine it entered, if it did."""
+    row = (
+        await session.execute(
+            select(col.start_failures, col.quarantine_level).where(col.id == node_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        return None
+    failures, level = row.start_failures + 1, row.quarantine_level
+    until = None
+    if failures >= threshold:
+        until = now + timedelta(seconds=min(max_backoff, backoff * 2**level))
+        failures, level = 0, level + 1
+    values: dict[str, Any] = {"start_failures": failures, "quarantine_level": level}
+    if until is not None:
+        values.update(quarantined_at=now, quarantined_until=until)
+    await session.execute(update(NodeRow).where(col.id == node_id).values(**values))
+    return until

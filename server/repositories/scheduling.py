@@ -80,7 +80,7 @@ async def _apply_assignments(
             .where(
                 NODES.c.id.in_(node_ids),
                 NODES.c.running + count <= NODES.c.max_concurrent,
-                rule.sql_is("online", NODES.c, now),
+                rule.sql_schedulable(NODES.c, now),
             )
             .values(running=NODES.c.running + count)
             .returning(NODES.c.id)
@@ -148,14 +148,14 @@ async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedul
 # ---------------------------------------------------------------------------- reads
 
 
-async def pending_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[tuple[str, Any, Any]]:
-    """(id, node_selector, selector_expressions) of those runs still queued, oldest first."""
+async def pending_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[tuple[str, Any, Any, Any]]:
+    """(id, node_selector, selector_expressions, avoid_nodes) of those runs still queued, oldest first."""
     rows = await session.execute(
-        select(RUNS.c.id, RUNS.c.node_selector, RUNS.c.selector_expressions)
+        select(RUNS.c.id, RUNS.c.node_selector, RUNS.c.selector_expressions, RUNS.c.avoid_nodes)
         .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == "queued")
         .order_by(RUNS.c.created_at, RUNS.c.id)
     )
-    return [(run_id, selector, expressions) for run_id, selector, expressions in rows.all()]
+    return [(run_id, selector, expressions, avoid) for run_id, selector, expressions, avoid in rows.all()]
 
 
 async def node_snapshot(
@@ -172,7 +172,7 @@ async def node_snapshot(
             cast(NODES.c.labels, String),
             NODES.c.running,
             NODES.c.max_concurrent,
-            rule.sql(NODES.c, now),
+            rule.sql_state(NODES.c, now),
         )
     )
     return [(node_id, text, running, limit, status) for node_id, text, running, limit, status in rows.all()]

@@ -39,7 +39,15 @@ from server.node_status import StatusRule
 from server.queue.base import Message, RunQueue
 from server.repositories import runs as run_repo
 from server.repositories import scheduling as repo
-from server.scheduler.placement import Decision, NodeSnapshot, NodeState, PendingRun, Placer, Unschedulable
+from server.scheduler.placement import (
+    Decision,
+    NodeSnapshot,
+    NodeState,
+    PendingRun,
+    Placer,
+    Unschedulable,
+    avoid_time,
+)
 from server.scheduler.selectors import compile_selector
 
 log = logging.getLogger("server.scheduler")
@@ -76,6 +84,7 @@ class Scheduler:
         reclaim_interval: float = 10.0,
         reclaim_min_idle: float = 30.0,
         snapshot_max_age: float = 1.0,
+        start_failure_cooldown: float = 300.0,
         on_assigned: OnAssigned | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -94,6 +103,7 @@ class Scheduler:
         self.reclaim_interval = reclaim_interval
         self.reclaim_min_idle = reclaim_min_idle
         self.snapshot_max_age = snapshot_max_age
+        self.start_failure_cooldown = timedelta(seconds=start_failure_cooldown)
         self.on_assigned = on_assigned
         self.stats = SchedulerStats()
         self.parked: dict[str, None] = {}  # run ids, oldest first
@@ -104,6 +114,7 @@ class Scheduler:
         self._next_batch: asyncio.Task[list[Message]] | None = None
         self._placer: Placer | None = None
         self._placer_loaded_at = 0.0
+        self._nodes_generation = 0  # bumped by nodes_changed(): a pass then keeps no snapshot
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -139,6 +150,12 @@ class Scheduler:
         """Capacity may have appeared: place the parked runs again now. Call from the event loop."""
         self._last_fingerprint = None
         self._woken.set()
+
+    def nodes_changed(self) -> None:
+        """A node's status, labels, capacity or health changed: load the node snapshot anew."""
+        self._placer = None
+        self._nodes_generation += 1
+        self.wake()
 
     def _count_failure(self, _: Exception) -> None:
         self.stats.errors += 1
@@ -209,13 +226,14 @@ class Scheduler:
         async with self._pass_lock:
             now = self.clock.now()
             placer, self._placer = self._placer, None  # kept again only if the pass commits cleanly
+            nodes_seen = self._nodes_generation
             async with self.sessionmaker() as session:
                 pending, invalid = await self._load_runs(session, run_ids)
                 placer, placed = await self._place(session, placer, pending, now) if pending else (placer, [])
                 decisions = [*placed, *invalid]
                 result = await repo.apply_decisions(session, decisions, now=now, rule=self.status_rule)
                 await session.commit()
-            if not (result.retry or result.gone):
+            if not (result.retry or result.gone) and nodes_seen == self._nodes_generation:
                 self._placer = placer
             self.stats.passes += 1
             self.stats.assigned += len(result.assigned)
@@ -262,9 +280,11 @@ class Scheduler:
     ) -> tuple[list[PendingRun], list[Unschedulable]]:
         pending: list[PendingRun] = []
         invalid: list[Unschedulable] = []
-        for run_id, selector, expressions in await repo.pending_runs(session, run_ids):
+        avoid_since = avoid_time(self.clock.now() - self.start_failure_cooldown)
+        for run_id, selector, expressions, avoid_nodes in await repo.pending_runs(session, run_ids):
+            avoid = frozenset(node for node, at in (avoid_nodes or {}).items() if at > avoid_since)
             try:
-                pending.append(PendingRun(run_id, compile_selector(selector or {}, expressions or ())))
+                pending.append(PendingRun(run_id, compile_selector(selector or {}, expressions or ()), avoid))
             except ValueError as exc:
                 invalid.append(Unschedulable(run_id, f"invalid node selector: {exc}"))
         return pending, invalid

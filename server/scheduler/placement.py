@@ -17,11 +17,14 @@ import heapq
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Literal
 
 from server.scheduler.selectors import Selector, Signature
 
-NodeState = Literal["online", "draining", "offline"]
+# online takes runs; unhealthy (a reported condition fails) and quarantined (its starts kept
+# failing) are online nodes held back
+NodeState = Literal["online", "draining", "offline", "unhealthy", "quarantined"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +36,16 @@ class NodeSnapshot:
     state: NodeState = "online"
 
 
+def avoid_time(at: datetime) -> str:
+    """How a run's `avoid_nodes` stores times: ISO in UTC to the microsecond, so they compare as text."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 @dataclass(frozen=True, slots=True)
 class PendingRun:
     id: str
     selector: Selector
+    avoid: frozenset[str] = frozenset()  # nodes it recently failed to start on through their fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +81,9 @@ class Placer:
         decisions: list[Decision] = []
         for run in runs:
             pool = cluster.pool(run.selector)
-            index = pool.take()
+            index = pool.take(run.avoid)
             if index is None:
-                decisions.append(Unschedulable(run.id, pool.reason()))
+                decisions.append(Unschedulable(run.id, pool.reason(run.avoid)))
             else:
                 decisions.append(Assign(run.id, cluster.nodes[index].id))
         return decisions
@@ -139,28 +148,40 @@ class _Pool:
         heapq.heapify(self.heap)
         self._reason: str | None = None
 
-    def take(self) -> int | None:
+    def take(self, avoid: frozenset[str] = frozenset()) -> int | None:
         cluster, heap = self.cluster, self.heap
-        while heap:
-            _, running, _, index = heapq.heappop(heap)
-            if running != cluster.running[index]:
-                # assigned through another selector's pool since this entry was pushed
+        skipped = []
+        try:
+            while heap:
+                entry = heapq.heappop(heap)
+                _, running, node_id, index = entry
+                if running != cluster.running[index]:
+                    # assigned through another selector's pool since this entry was pushed
+                    if cluster.has_room(index):
+                        heapq.heappush(heap, cluster.entry(index))
+                    continue
+                if node_id in avoid:  # usable by other runs of this pool: put back afterwards
+                    skipped.append(entry)
+                    continue
+                cluster.running[index] += 1
                 if cluster.has_room(index):
                     heapq.heappush(heap, cluster.entry(index))
-                continue
-            cluster.running[index] += 1
-            if cluster.has_room(index):
-                heapq.heappush(heap, cluster.entry(index))
-            return index
-        return None
+                return index
+            return None
+        finally:
+            for entry in skipped:
+                heapq.heappush(heap, entry)
 
-    def reason(self) -> str:
-        """Why nothing fits, per node group; stable once the pool ran dry (loads only grow in a batch)."""
+    def reason(self, avoid: frozenset[str] = frozenset()) -> str:
+        """Why nothing fits, counted by cause; stable once the pool ran dry (loads only grow in a
+        batch), so it is computed once unless the run avoids some nodes."""
+        if avoid:
+            return self._explain(avoid)
         if self._reason is None:
-            self._reason = self._explain()
+            self._reason = self._explain(avoid)
         return self._reason
 
-    def _explain(self) -> str:
+    def _explain(self, avoid: frozenset[str]) -> str:
         cluster = self.cluster
         total = len(cluster.nodes)
         matching_count = sum(len(group.members) for group in self.matching)
@@ -169,6 +190,9 @@ class _Pool:
         for group in self.matching:
             for index in group.members:
                 node = cluster.nodes[index]
+                if node.state == "online" and node.id in avoid and cluster.has_room(index):
+                    states["avoided"] += 1
+                    continue
                 states[node.state] += 1
                 if node.state == "online":
                     full.add((cluster.running[index], node.max_concurrent))
@@ -178,8 +202,16 @@ class _Pool:
         if states["online"]:
             figure = f" ({next(iter(full))[0]}/{next(iter(full))[1]})" if len(full) == 1 else ""
             parts.append(f"{states['online']} at capacity{figure}")
-        if states["draining"]:
-            parts.append(f"{states['draining']} draining")
-        if states["offline"]:
-            parts.append(f"{states['offline']} offline")
+        for state, words in HELD_BACK:
+            if states[state]:
+                parts.append(f"{states[state]} {words}")
         return f"0/{total} nodes available: " + (", ".join(parts) if parts else "no nodes are registered")
+
+
+HELD_BACK = (
+    ("avoided", "failed to start this run recently"),
+    ("unhealthy", "unhealthy (a condition fails)"),
+    ("quarantined", "quarantined (starts kept failing)"),
+    ("draining", "draining"),
+    ("offline", "offline"),
+)

@@ -29,6 +29,9 @@ class ServiceContext:
     secrets: SecretBox
     # re-examine parked runs: a slot freed up or a node became usable
     wake_scheduler: Callable[[], None]
+    # a node's status, labels, capacity or health changed: the scheduler drops the node snapshot it
+    # keeps between passes, so a node made usable is placed on at once, not a second later
+    nodes_changed: Callable[[], None]
     # key: run id; set when a run gets new events or changes status
     run_updates: Notifier = field(default_factory=Notifier)
     # key: node id; set when a node has new work (assignment, cancel, command)

@@ -44,6 +44,10 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
         updated,
         version,
         proxy_test,
+        conditions,
+        healthy,
+        quarantined_at,
+        quarantined_until,
     ) = values
     if heartbeat is not None and heartbeat.tzinfo is None:
         heartbeat = heartbeat.replace(tzinfo=UTC)
@@ -51,20 +55,73 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
         created = created.replace(tzinfo=UTC)
     if updated is not None and updated.tzinfo is None:
         updated = updated.replace(tzinfo=UTC)
+    status = rule.of(heartbeat, draining, now)
     return m.Node(
         id=node_id,
-        status=rule.of(heartbeat, draining, now),
+        status=status,
         draining=bool(draining),
         labels=labels or {},
         capacity=m.Capacity(max_concurrent=max_concurrent),
         running=running,
         last_heartbeat_at=heartbeat,
         created_at=created,
+        schedulable=rule.schedulable(status, bool(healthy), quarantined_until, now),
+        conditions=_conditions(conditions, (quarantined_at, quarantined_until), now),
         updated_at=updated,
         info=_info(info),
         resource_version=version,
         last_proxy_test=msgspec.convert(proxy_test, m.ProxyTestResult) if proxy_test else None,
     )
+
+
+def _conditions(
+    stored: list[dict[str, Any]] | None,
+    quarantine: tuple[datetime | None, datetime | None],
+    now: datetime,
+) -> list[m.NodeCondition]:
+    """The reported conditions, and `quarantine` (not ok) while the server holds the node back."""
+    conditions = [
+        m.NodeCondition(
+            type=str(c.get("type", "")),
+            ok=bool(c.get("ok")),
+            message=str(c.get("message", "")),
+            since=_parse_time(c.get("since")),
+        )
+        for c in stored or []
+    ]
+    since, until = utc(quarantine[0]), utc(quarantine[1])
+    if until is not None and until > now:
+        message = f"runs kept failing to start here; no new runs until {until.isoformat()}"
+        conditions.append(m.NodeCondition(type="quarantine", ok=False, message=message, since=since))
+    return conditions
+
+
+def _parse_time(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def condition_rows(
+    reports: list[m.ConditionReport], previous: list[dict[str, Any]], now: datetime
+) -> list[dict[str, Any]]:
+    """What to store of a heartbeat's conditions: each with `since`, kept from `previous` while its
+    `ok` is unchanged (the server's clock, so a node's clock being off changes nothing)."""
+    before = {str(c.get("type")): c for c in previous}
+    rows = []
+    for report in reports:
+        old = before.get(report.type)
+        since = old.get("since") if old is not None and bool(old.get("ok")) == report.ok else None
+        rows.append(
+            {
+                "type": report.type,
+                "ok": report.ok,
+                "message": report.message,
+                "since": since or now.isoformat(),
+            }
+        )
+    return rows
 
 
 def _info(info: dict[str, Any] | None) -> m.NodeInfo:

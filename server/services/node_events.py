@@ -19,6 +19,13 @@ Limits (each refuses the whole batch, which stores nothing):
 - a node_seq more than MAX_NODE_SEQ_JUMP past the run's last stored one, or an exit code outside
   a 32-bit integer: 400.
 
+A run that failed before it started through its node's fault (`failed` with `data.cause` "node":
+the workspace could not be made, the engine refused, a network is missing) is queued again, unless
+it was placed RUN_MAX_ATTEMPTS times: it then avoids that node for START_FAILURE_COOLDOWN, and the
+node counts the failure; QUARANTINE_AFTER of them in a row quarantine it (no new runs) for
+QUARANTINE_BACKOFF, doubling each time up to QUARANTINE_MAX. A run that starts clears the count.
+So a broken node, which fails every run fast and so looks the least loaded, does not eat the queue.
+
 A run's log output is capped at RUN_MAX_LOG_BYTES bytes of `text`: once a log event would pass
 it, that and every later log event of the run are acknowledged (last_node_seq moves past them,
 so the node never resends them) but not stored, and one `log_truncated` event records where
@@ -28,20 +35,26 @@ node is never told to drop its final event, and the run still ends as it did.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
 from nodeapi import validation
 from nodeapi.models import TERMINAL_RUN_STATUSES
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unavailable
+from server.repositories import nodes as node_repo
 from server.repositories import runs as repo
 from server.repositories.events import append_run_events
+from server.scheduler.placement import avoid_time
 from server.services.context import ServiceContext
 from server.services.mappers import utc
+
+log = logging.getLogger("server.node_events")
 
 MAX_BATCH = validation.MAX_EVENT_BATCH
 MAX_TYPE_LENGTH = 32
@@ -56,7 +69,9 @@ class _RunState:
 
     status: str
     claimed: bool
+    may_retry: bool  # a start failure that was the node's fault queues it again
     values: dict[str, Any] = field(default_factory=dict)
+    requeued: str | None = None  # why it was queued again
 
     def apply(self, kind: str, data: dict[str, Any], at: datetime) -> str | None:
         """Apply one event; the reason it was ignored, if it was."""
@@ -64,6 +79,8 @@ class _RunState:
             return None
         if self.status in TERMINAL_RUN_STATUSES:
             return f"run already {self.status}"
+        if self.requeued is not None:
+            return "run was queued again"
         if kind == "claimed":
             self._claim(at)
         elif kind == "started":
@@ -82,8 +99,11 @@ class _RunState:
             else:
                 self._finish("failed", at, None, "exited without an exit code")
         elif kind == "failed":
-            reason = str(data.get("reason") or data.get("message") or "failed on the node")
-            self._finish("failed", at, _exit_code(data), reason[:MAX_MESSAGE])
+            reason = str(data.get("reason") or data.get("message") or "failed on the node")[:MAX_MESSAGE]
+            if data.get("cause") == "node" and self.status == "scheduled" and self.may_retry:
+                self._requeue(reason)
+            else:
+                self._finish("failed", at, _exit_code(data), reason)
         elif kind == "cancelled":
             self._finish("cancelled", at, _exit_code(data), "cancelled")
         return None
@@ -92,6 +112,20 @@ class _RunState:
         if not self.claimed:
             self.claimed = True
             self.values["claimed_at"] = at
+
+    def _requeue(self, reason: str) -> None:
+        self.requeued = reason
+        self.status = "queued"
+        self.values.update(
+            status="queued",
+            node_id=None,
+            scheduled_at=None,
+            claimed_at=None,
+            container_id=None,
+            unreported_since=None,
+            enqueued=False,
+            message=f"could not start on its node, queued again: {reason}"[:MAX_MESSAGE],
+        )
 
     def _finish(self, status: str, at: datetime, exit_code: int | None, message: str | None) -> None:
         self.status = status
@@ -191,6 +225,8 @@ class NodeEventService:
                 ack, freed = outcome
                 if ack.accepted:
                     self._ctx.run_updates.notify(run_id)
+                if ack.status == "queued":
+                    await self._ctx.publish([run_id])
                 if freed:
                     self._ctx.wake_scheduler()
                 return ack
@@ -229,7 +265,12 @@ class NodeEventService:
                 if not batch.events:  # a probe (node start-up): where its output resumes
                     ack.last_log_ts = await repo.last_log_ts(session, run_id)
                 return ack, False
-            state = _RunState(status=row.status, claimed=row.claimed_at is not None)
+            settings = self._ctx.settings
+            state = _RunState(
+                status=row.status,
+                claimed=row.claimed_at is not None,
+                may_retry=row.attempts < settings.run_max_attempts and not row.cancel_requested,
+            )
             logs = _LogBudget(row.log_bytes, row.log_truncated, self._ctx.settings.run_max_log_bytes)
             stored: list[tuple[str, dict[str, Any], datetime]] = []
             for event in fresh:
@@ -247,18 +288,52 @@ class NodeEventService:
                 if node_at is not None and event.type != "log":  # a log line has its own `ts`
                     data["node_at"] = node_at.isoformat()
                 stored.append((event.type, data, at))
+                if event.type == "failed" and state.requeued is not None and not ignored:
+                    stored.append(("requeued", {"reason": state.values["message"], "node_id": node_id}, at))
             last_seq = fresh[-1].node_seq
             values = {**state.values, "last_node_seq": last_seq, "updated_at": now}
+            if state.requeued is not None:
+                values["avoid_nodes"] = self._avoid(row.avoid_nodes, node_id, now)
             if logs.changed:
                 values.update(log_bytes=logs.used, log_truncated=logs.truncated)
             expect = {"status": row.status, "last_node_seq": row.last_node_seq}
             if not await repo.update_run(session, run_id, expect, values):
                 return None
             await append_run_events(session, run_id, stored)
-            freed = row.status not in TERMINAL_RUN_STATUSES and state.status in TERMINAL_RUN_STATUSES
+            freed = state.requeued is not None or (
+                row.status not in TERMINAL_RUN_STATUSES and state.status in TERMINAL_RUN_STATUSES
+            )
             if freed:
                 await repo.recount_running(session, row.node_id)
+            if state.requeued is not None:
+                await self._count_start_failure(session, node_id, now)
+            elif "started_at" in state.values:
+                await node_repo.record_start(session, node_id)
         ack.status = state.status  # type: ignore[assignment]
         ack.last_node_seq = last_seq
         ack.accepted = len(stored)
         return ack, freed
+
+    def _avoid(self, avoid_nodes: dict[str, str] | None, node_id: str, now: datetime) -> dict[str, str]:
+        """The run's avoided nodes with this one added, those past the cooldown dropped."""
+        since = avoid_time(now - timedelta(seconds=self._ctx.settings.start_failure_cooldown))
+        kept = {node: at for node, at in (avoid_nodes or {}).items() if at > since}
+        return {**kept, node_id: avoid_time(now)}
+
+    async def _count_start_failure(self, session: AsyncSession, node_id: str, now: datetime) -> None:
+        settings = self._ctx.settings
+        until = await node_repo.record_start_failure(
+            session,
+            node_id,
+            now,
+            threshold=settings.quarantine_after,
+            backoff=settings.quarantine_backoff,
+            max_backoff=settings.quarantine_max,
+        )
+        if until is not None:
+            log.warning(
+                "node %s quarantined until %s: %d start(s) in a row failed through its fault",
+                node_id,
+                until.isoformat(),
+                settings.quarantine_after,
+            )

@@ -21,7 +21,7 @@ from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
 from server.services.context import ServiceContext
-from server.services.mappers import node_from_columns, run_to_wire
+from server.services.mappers import condition_rows, node_from_columns, run_to_wire
 from server.services.ratelimit import TokenBuckets
 from server.services.run_reconcile import reconcile
 
@@ -46,7 +46,12 @@ class _SchedulerView:
 
     def changed(self, node: m.Node) -> bool:
         # `running` stays out: a slot freed by a run ending wakes the scheduler where that is recorded
-        shape = (node.status, tuple(sorted(node.labels.items())), node.capacity.max_concurrent)
+        shape = (
+            node.status,
+            node.schedulable,
+            tuple(sorted(node.labels.items())),
+            node.capacity.max_concurrent,
+        )
         previous = self._seen.get(node.id)
         self._seen[node.id] = shape
         return previous != shape
@@ -87,8 +92,10 @@ class NodeService:
         async with self._ctx.sessionmaker.begin() as session:
             if caller.role == "join":
                 node_token = await self._register(session, req.node_id, caller, now)
+            previous = await repo.stored_conditions(session, req.node_id) if req.conditions else []
+            conditions = condition_rows(list(req.conditions), previous, now)
             row = await repo.upsert_heartbeat(
-                session, req.node_id, dict(req.labels), req.capacity.max_concurrent, info, now
+                session, req.node_id, dict(req.labels), req.capacity.max_concurrent, info, conditions, now
             )
             if node_token is not None and not await repo.claim_credential(
                 session, req.node_id, token_hash(node_token), now
@@ -107,7 +114,9 @@ class NodeService:
             await self._ctx.publish(reconciled.requeued)
         for run_id in (*reconciled.requeued, *reconciled.ended):
             self._ctx.run_updates.notify(run_id)
-        if self._scheduler_view.changed(node) or reconciled.changed:
+        if self._scheduler_view.changed(node):
+            self._ctx.nodes_changed()
+        elif reconciled.changed:
             self._ctx.wake_scheduler()
         settings = self._ctx.settings
         return m.HeartbeatResponse(
@@ -211,7 +220,7 @@ class NodeService:
             raise Conflict(f"node {node_id!r} is being changed concurrently; retry")
         node = await self.get(node_id)
         self._scheduler_view.changed(node)
-        self._ctx.wake_scheduler()
+        self._ctx.nodes_changed()
         self._ctx.node_work.notify(node_id)  # the work answer carries `draining`
         return node
 

@@ -219,6 +219,38 @@ def test_details_and_env_config(
     expect(page.locator(".env-row .env-name")).to_have_value("THIRD")
 
 
+def test_a_held_back_node_shows_why(
+    page: Page, server: ServerProcess, api: Client, node_id: Callable[[str], str]
+) -> None:
+    node = node_id("sick")
+    api.send(
+        Calls.heartbeat(
+            m.HeartbeatRequest(
+                node_id=node,
+                conditions=[
+                    m.ConditionReport(type="runtime", ok=True, message="docker 26.1"),
+                    m.ConditionReport(type="disk", ok=False, message="40 MiB free under /ws"),
+                ],
+            )
+        )
+    )
+    page.goto(f"{server.base_url}/")
+    badge = card(page, node).locator("[data-status=unschedulable]")
+    expect(badge).to_have_text("Unschedulable")
+    expect(badge).to_have_attribute("title", "disk: 40 MiB free under /ws")
+
+    open_node(page, server, node)
+    expect(page.locator("#node-basic")).to_contain_text("Takes new runs")
+    expect(page.locator("#node-conditions [data-condition=disk]")).to_contain_text("Failing")
+    expect(page.locator("#node-conditions [data-condition=disk]")).to_contain_text("40 MiB free under /ws")
+    expect(page.locator("#node-conditions [data-condition=runtime]")).to_contain_text("OK")
+    expect(page.locator(".title-row [data-status=unschedulable]")).to_be_visible()
+    page.click("#lang-switch")
+    expect(page.locator(".title-row [data-status=unschedulable]")).to_have_text("不可调度")
+    expect(page.locator("#node-conditions [data-condition=disk]")).to_contain_text("异常")
+    page.click("#lang-switch")
+
+
 def test_drain_edit_and_delete(
     page: Page, server: ServerProcess, api: Client, node_id: Callable[[str], str]
 ) -> None:

@@ -110,8 +110,9 @@ def test_list_wide_shows_labels_untruncated(server: ServerProcess, env: dict[str
     result = invoke(env, "nodes", "list", "-o", "wide", "-l", f"t={tag}", "--no-headers")
     assert result.exit_code == 0, result.stderr
     (row,) = tsv(result.stdout)
-    assert len(row) == 10
+    assert len(row) == 11
     assert row[5] == f"long={long_value},t={tag}"
+    assert row[10] == "-"  # a node that reports no health checks
 
 
 def test_list_json_yaml_and_ids(server: ServerProcess, env: dict[str, str], tag: str) -> None:

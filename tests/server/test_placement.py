@@ -28,6 +28,10 @@ def run(run_id: str, selector: dict[str, str] | None = None, *expressions: str) 
     return PendingRun(run_id, compile_selector(selector, expressions))
 
 
+def avoiding(run_id: str, *nodes: str) -> PendingRun:
+    return PendingRun(run_id, compile_selector(None, ()), frozenset(nodes))
+
+
 @dataclass
 class Case:
     name: str
@@ -158,6 +162,38 @@ CASES = [
         [],
         [run("r1")],
         [Unschedulable("r1", "0/0 nodes available: no nodes are registered")],
+    ),
+    Case(
+        "held-back nodes take nothing, and the reason says why",
+        [
+            node("sick", state="unhealthy"),
+            node("jailed", state="quarantined"),
+            node("busy", running=1, max_concurrent=1),
+        ],
+        [run("r1")],
+        [
+            Unschedulable(
+                "r1",
+                "0/3 nodes available: 1 at capacity (1/1), 1 unhealthy (a condition fails), "
+                "1 quarantined (starts kept failing)",
+            )
+        ],
+    ),
+    Case(
+        "a run skips the nodes it avoids; others still use them",
+        [node("a"), node("b", running=3)],
+        [avoiding("r1", "a"), run("r2")],
+        [Assign("r1", "b"), Assign("r2", "a")],
+    ),
+    Case(
+        "a run that avoids every free node waits, and says so",
+        [node("a"), node("b", running=4)],
+        [avoiding("r1", "a")],
+        [
+            Unschedulable(
+                "r1", "0/2 nodes available: 1 at capacity (4/4), 1 failed to start this run recently"
+            )
+        ],
     ),
     Case(
         "zero capacity counts as at capacity",

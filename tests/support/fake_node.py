@@ -22,6 +22,7 @@ class FakeNode:
         self._seq: defaultdict[str, int] = defaultdict(int)
         self.node_token: str | None = None
         self.held: set[str] = set()  # runs claimed and not ended: listed in heartbeats
+        self.conditions: list[m.ConditionReport] = []  # reported with every heartbeat
 
     def heartbeat(self, active_runs: list[str] | None = None) -> m.HeartbeatResponse:
         """With `active_runs` None, it lists the runs it claimed and has not ended, as a node does."""
@@ -30,6 +31,7 @@ class FakeNode:
             labels=self.labels,
             capacity=m.Capacity(max_concurrent=self.max_concurrent),
             active_runs=sorted(self.held) if active_runs is None else active_runs,
+            conditions=self.conditions,
         )
         reply = self.client.send(Calls.heartbeat(request))
         if reply.node_token:  # registered with the join token: act with the node's own credential

@@ -24,8 +24,12 @@ def upgrade() -> None:
             sa.Column("conditions", sa.JSON(), nullable=False, server_default=sa.text("'[]'"))
         )
         batch_op.add_column(
+            sa.Column("healthy", sa.Boolean(), nullable=False, server_default=sa.text("true"))
+        )
+        batch_op.add_column(
             sa.Column("start_failures", sa.Integer(), nullable=False, server_default=sa.text("0"))
         )
+        batch_op.add_column(sa.Column("quarantined_at", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column("quarantined_until", sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(
             sa.Column("quarantine_level", sa.Integer(), nullable=False, server_default=sa.text("0"))
@@ -53,5 +57,7 @@ def downgrade() -> None:
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.drop_column("quarantine_level")
         batch_op.drop_column("quarantined_until")
+        batch_op.drop_column("quarantined_at")
         batch_op.drop_column("start_failures")
+        batch_op.drop_column("healthy")
         batch_op.drop_column("conditions")
