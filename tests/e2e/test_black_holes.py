@@ -30,7 +30,7 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
         "NODE_HEARTBEAT_INTERVAL": "1",
         "NODE_OFFLINE_AFTER": "30",
         "QUARANTINE_AFTER": "2",
-        "QUARANTINE_BACKOFF": "600",
+        "QUARANTINE_BACKOFF": "6",
     }
     (tmp_path / "server").mkdir()
     with ServerProcess(env=env, data_dir=tmp_path / "server") as process:
@@ -119,7 +119,7 @@ def test_a_node_whose_workspace_breaks_takes_no_runs_until_repaired(
     assert rows["a-broken"][-1] == "workspace"
     assert rows["b-healthy"][-1] == "ok"
 
-    runs = [submit(http, ["sh", "-c", "echo done"]) for _ in range(4)]
+    runs = [submit(http, ["sh", "-c", "echo done"]) for _ in range(12)]
     assert {finished(http, run_id)["node_id"] for run_id in runs} == {"b-healthy"}
     assert all(finished(http, run_id)["status"] == "succeeded" for run_id in runs)
 
@@ -137,8 +137,17 @@ def test_a_node_that_cannot_start_containers_is_routed_around_and_quarantined(
     nodes("b-healthy", RUNTIME="docker", MAX_CONCURRENT="8")
 
     runs = [submit(http, ["sh", "-c", "sleep 2; echo ran"], image=test_image) for _ in range(4)]
-    outcomes = [finished(http, run_id) for run_id in runs]
 
+    def quarantined() -> dict[str, Any] | None:
+        node = node_of(http, "a-no-network")
+        return node if condition(node, "quarantine") is not None else None
+
+    held = eventually(quarantined, timeout=30)
+    assert held["status"] == "online"
+    assert held["schedulable"] is False
+    assert "no new runs until" in (condition(held, "quarantine") or {})["message"]
+
+    outcomes = [finished(http, run_id) for run_id in runs]
     assert [run["status"] for run in outcomes] == ["succeeded"] * 4
     assert {run["node_id"] for run in outcomes} == {"b-healthy"}
     assert max(run["attempts"] for run in outcomes) == 2  # each at most once on the broken node
@@ -153,11 +162,9 @@ def test_a_node_that_cannot_start_containers_is_routed_around_and_quarantined(
     requeued = next(e for e in events if e["type"] == "requeued")
     assert requeued["data"]["node_id"] == "a-no-network"
     assert "agentnodes-test-missing-network" in requeued["data"]["reason"]
-
-    held = node_of(http, "a-no-network")
-    assert held["status"] == "online"
-    assert held["schedulable"] is False
-    quarantine = condition(held, "quarantine")
-    assert quarantine is not None
-    assert "no new runs until" in quarantine["message"]
     assert not docker_client.containers.list(all=True, filters={"label": "agentnodes.node_id=a-no-network"})
+
+    # QUARANTINE_BACKOFF=6: lifted by itself, with nothing done to the node
+    lifted = eventually(lambda: node_of(http, "a-no-network")["schedulable"] is True, timeout=20)
+    assert lifted
+    assert condition(node_of(http, "a-no-network"), "quarantine") is None
