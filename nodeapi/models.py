@@ -18,12 +18,17 @@ from msgspec import Meta
 
 from nodeapi.validation import (
     MAX_CAPACITY,
+    MAX_CPUS,
+    MAX_DEADLINE_SECONDS,
     MAX_ENV_VARS,
     MAX_EVENT_BATCH,
     MAX_EXIT_CODE,
     MAX_LABELS,
+    MAX_MEMORY_MB,
+    MAX_PIDS_LIMIT,
     MAX_SAFE_INT,
     MIN_EXIT_CODE,
+    MIN_PIDS_LIMIT,
     NODE_ID_MAX_LENGTH,
     NODE_ID_PATTERN,
     RUN_ID_MAX_LENGTH,
@@ -76,8 +81,45 @@ EnvVars = Annotated[dict[str, str], Meta(max_length=MAX_ENV_VARS)]
 # --------------------------------------------------------------------------- nodes
 
 
+Cpus = Annotated[float, Meta(gt=0, le=MAX_CPUS)]
+MemoryMb = Annotated[int, Meta(ge=1, le=MAX_MEMORY_MB)]
+DeadlineSeconds = Annotated[int, Meta(ge=1, le=MAX_DEADLINE_SECONDS)]
+PidsLimit = Annotated[int, Meta(ge=MIN_PIDS_LIMIT, le=MAX_PIDS_LIMIT)]
+# why a run ended: one value per terminal path, beside `exit_code` and the free-text `message`
+RunReason = Literal[
+    "succeeded",
+    "exit_nonzero",
+    "oom_killed",
+    "deadline_exceeded",
+    "cancelled",
+    "node_lost",
+    "start_failed",
+    "image_missing",
+]
+
+
 class Capacity(Struct):
     max_concurrent: MaxConcurrent = 1
+    # allocatable resources; None: not reported (then only max_concurrent bounds the node)
+    cpus: Cpus | None = None
+    memory_mb: MemoryMb | None = None
+
+
+class Resources(Struct):
+    """What a run asks for: placement counts it against the node's allocatable capacity, and the
+    node enforces it as a limit (Docker: NanoCpus, Memory with no swap beyond it)."""
+
+    cpus: Cpus | None = None
+    memory_mb: MemoryMb | None = None
+
+
+class Sandbox(Struct):
+    """How tightly a run is confined beyond the defaults every run gets (no-new-privileges, a
+    short capability list, a pids limit, never privileged, never the Docker socket)."""
+
+    read_only_rootfs: bool = False  # the workspace and /tmp stay writable
+    network: Literal["node", "none"] = "node"  # node: the node's DOCKER_NETWORK; none: no network
+    pids_limit: PidsLimit | None = None  # None: the server's RUN_DEFAULT_PIDS_LIMIT
 
 
 class NodeInfo(Struct):
@@ -175,6 +217,8 @@ class Node(Struct):
     schedulable: bool = False
     # what the node reports of its health, plus `quarantine` while the server holds it back
     conditions: list[NodeCondition] = msgspec.field(default_factory=list)
+    # the summed requests of its active runs (scheduled or running), against `capacity`
+    requested: Resources = msgspec.field(default_factory=Resources)
     updated_at: datetime | None = None
     info: NodeInfo = msgspec.field(default_factory=NodeInfo)
     # bumped on every admin change (labels, status, env config); send back as If-Match
@@ -188,6 +232,9 @@ class NodePatch(Struct):
     labels: Annotated[dict[str, str | None], Meta(max_length=MAX_LABELS)] | None = None
     status: Literal["online", "draining"] | None = None
     max_concurrent: MaxConcurrent | None = None
+    # admin overrides of the allocatable resources the node reports (kept across heartbeats)
+    cpus: Cpus | None = None
+    memory_mb: MemoryMb | None = None
     resource_version: Version | None = None
 
 
@@ -242,6 +289,10 @@ class RunCreate(Struct):
     node_selector: Labels = msgspec.field(default_factory=dict)
     # set-based expressions, Kubernetes style: "gpu in (a,b)", "zone notin (x)", "ssd", "!spot"
     selector_expressions: list[str] = msgspec.field(default_factory=list)
+    # seconds it may run once started; None: RUN_DEFAULT_DEADLINE (unset: none); ≤ RUN_MAX_DEADLINE
+    deadline_seconds: DeadlineSeconds | None = None
+    resources: Resources | None = None  # None or a field left out: the server's defaults
+    sandbox: Sandbox | None = None
 
 
 class Run(Struct):
@@ -266,6 +317,11 @@ class Run(Struct):
     message: str | None = None  # latest reason: unschedulable, failure, ...
     # highest node-side event sequence number the server has stored (nodemanager resumes after it)
     last_node_seq: Count = 0
+    # the limits in force, defaults applied
+    deadline_seconds: DeadlineSeconds | None = None
+    resources: Resources = msgspec.field(default_factory=Resources)
+    sandbox: Sandbox = msgspec.field(default_factory=Sandbox)
+    reason: RunReason | None = None  # set once the run is terminal
 
 
 class RunList(Struct):
@@ -296,8 +352,10 @@ class NodeEventIn(Struct):
 
     `node_seq` is per run and strictly increasing on the node; the server ignores
     any event whose node_seq it has already stored, so retries never duplicate.
-    Types: claimed, started {container_id}, log {stream, text}, exited {exit_code},
-    failed {reason}, cancelled {exit_code?}.
+    Types: claimed, started {container_id}, log {stream, text},
+    exited {exit_code, oom_killed?: bool, deadline_exceeded?: bool},
+    failed {reason: text, cause?: "image" | "run" | "node", after_start?: bool}, cancelled {exit_code?}.
+    The server derives the run's `reason` from them.
     """
 
     node_seq: Seq

@@ -27,6 +27,11 @@ MAX_EVENT_BATCH = 1000  # events in one report of a node
 # must not make the run drop every later real event as "already stored"
 MAX_NODE_SEQ_JUMP = 1_000_000
 MAX_LABELS = 64
+MAX_CPUS = 4096.0
+MAX_MEMORY_MB = 2**32  # 4 PiB
+MAX_DEADLINE_SECONDS = 366 * 86400
+MIN_PIDS_LIMIT = 16
+MAX_PIDS_LIMIT = 4_194_304  # the kernel's pid_max ceiling
 MAX_ENV_VARS = 256
 MAX_ENV_VALUE_LENGTH = 32 * 1024
 MAX_NO_PROXY_LENGTH = 4096
