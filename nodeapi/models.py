@@ -133,6 +133,9 @@ class NodeInfo(Struct):
     runtime_version: str | None = None
     cpus: Count | None = None
     memory_bytes: Count | None = None
+    # how the runtime holds a run to its memory_mb: docker (the engine's cgroup), cgroup (a cgroup
+    # v2 the nodemanager made), rlimit (RLIMIT_AS: address space, not resident memory), none
+    memory_enforcement: Annotated[str, Meta(max_length=32)] | None = None
 
 
 ConditionType = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
