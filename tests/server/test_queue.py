@@ -21,7 +21,7 @@ QueueFactory = Callable[[], Awaitable[RunQueue]]
 async def blocked(queue: RunQueue) -> bool:
     """Whether a consume of `queue` waits on an empty queue right now."""
     if isinstance(queue, MemoryQueue):
-        return bool(queue.stream.changed._waiters)  # type: ignore[attr-defined]  # asyncio.Condition's
+        return bool(queue.stream.changed._waiters)  # the tasks waiting on the asyncio.Condition
     assert isinstance(queue, RedisStreamsQueue)
     async with Redis.from_url(queue.url) as redis:
         return int((await redis.info("clients"))["blocked_clients"]) > 0
