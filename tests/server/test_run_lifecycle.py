@@ -128,7 +128,7 @@ def test_assignment_wakes_a_waiting_work_poll(apiserver: ApiServerFactory, queue
         node.heartbeat()
         assert node.poll().assignments == []
         poll = BackgroundPoll(server, f"/api/v1/nodes/node-w/work?wait={POLL_WAIT:g}").start()
-        poll.wait_sent()
+        poll.wait_received()
         submitted_at = time.monotonic()
         run = submit(api)
         response = poll.join(timeout=POLL_WAIT + 5)
@@ -167,7 +167,7 @@ def test_sigterm_answers_open_long_polls_and_stops_promptly(apiserver: ApiServer
 
         waiting = {name: BackgroundPoll(server, path).start() for name, path in polls.items()}
         for poll in waiting.values():
-            poll.wait_sent()
+            poll.wait_received()
         assert not [name for name, poll in waiting.items() if poll.response is not None]
         stopping = time.monotonic()
         server.stop(timeout=15)
