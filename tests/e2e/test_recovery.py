@@ -263,6 +263,35 @@ def test_a_frozen_node_that_thaws_is_told_to_stop_the_run_the_server_gave_up_on(
     assert api.node("node-a")["running"] == 0
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("workloads", ["process"], indirect=True)
+def test_a_run_requeued_while_its_node_was_frozen_runs_there_when_placed_there_again(
+    api: Api, start_node: NodeFactory, workloads: Workloads
+) -> None:
+    node = start_node("node-a", MAX_CONCURRENT="1")
+    running = api.submit(workloads.image, SLEEPER)
+    api.wait_log(running, "up")
+    assert workloads.running("node-a", running)
+    patched = api.http.patch("/api/v1/nodes/node-a", json={"max_concurrent": 2})
+    assert patched.status_code == 200, patched.text
+    waiting = api.submit(workloads.image, ["sh", "-c", "echo ran"])
+    assert api.wait_status(waiting, {"scheduled"})["node_id"] == "node-a"
+    node.wait_for_log(f"run {waiting}: all slots busy; queued locally")
+
+    node.pause()  # silent past the limit: the running run is lost, the waiting one requeued
+    assert api.wait_status(running, TERMINAL, LOST_WITHIN)["status"] == "lost"
+    api.wait_status(waiting, {"queued"})
+    assert "requeued" in api.event_types(waiting)
+    node.resume()  # it lets both go (stop_runs); the waiting run is placed on it again, the only node
+
+    done = api.wait_status(waiting, TERMINAL)
+    assert (done["status"], done["node_id"], done["attempts"]) == ("succeeded", "node-a", 2)
+    assert api.log_texts(waiting) == ["ran"]
+    assert api.event_types(waiting).count("started") == 1
+    wait_until(lambda: workloads.gone("node-a", running), "the lost run stopped and removed", timeout=30)
+    assert api.node("node-a")["running"] == 0
+
+
 def test_cancel_of_a_claimed_and_started_run_stops_it(
     api: Api, start_node: NodeFactory, workloads: Workloads
 ) -> None:
