@@ -5,7 +5,8 @@ deployed both ways (`backend`: SQLite with the in-process queue; PostgreSQL with
   run becomes `lost`; a run placed on it and never claimed goes back to the queue and runs on
   another node.
 - The node back after that: the run the server gave up on is stopped there and the node logs why,
-  by adoption when the daemon restarts, by the heartbeat's `stop_runs` when a frozen daemon thaws.
+  by adoption when the daemon restarts, by the heartbeat's `stop_runs` when a frozen daemon thaws;
+  a run that waited there for a slot and was requeued meanwhile runs there when placed there again.
 - A cancel of a run its node claimed and started: `cancelled`, its process or container stopped.
 
 Runs execute as local processes (RUNTIME=process) and, where the path is about what runs on the
