@@ -180,8 +180,11 @@ class Agent:
         # known as finished before the first await: no work answer or adoption may start a second
         # supervisor for it while this one is being stopped
         self._abandoning.add(run_id)
+        # the placement let go, so a later one of the same run is taken as new work (_placed_again);
+        # a run still waiting for a slot has its placement in its assignment
         holding = self.supervisors.get(run_id)
-        self._remember_finished(run_id, holding.attempt if holding is not None else None)
+        waiting = next((a.run.attempts for a in self._backlog if a.run.id == run_id), None)
+        self._remember_finished(run_id, holding.attempt if holding is not None else waiting)
         self._backlog = deque(a for a in self._backlog if a.run.id != run_id)
         supervisor = self.supervisors.pop(run_id, None)
         task = self._tasks.pop(run_id, None)

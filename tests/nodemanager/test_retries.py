@@ -268,14 +268,17 @@ async def test_a_too_large_batch_is_split_and_a_too_large_event_cut_never_droppe
 
 
 async def test_closing_a_reporter_cancels_a_send_in_flight() -> None:
+    in_flight = asyncio.Event()
+
     class HangingServer:
         async def send(self, call: Call[Any]) -> m.NodeEventAck:
-            await asyncio.sleep(3600)
+            in_flight.set()
+            await asyncio.sleep(3600)  # a server that never answers
             raise AssertionError("never answered")
 
     reporter = RunReporter(HangingServer(), "n1", "r1", last_node_seq=0)  # type: ignore[arg-type]
     reporter.emit("exited", {"exit_code": 0})
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(in_flight.wait(), STEP)
 
     await asyncio.wait_for(reporter.close(), STEP)
     assert reporter.pending == 1

@@ -94,7 +94,7 @@ async def test_loop_places_runs_least_loaded_and_acks(
     # a duplicate delivery of runs already scheduled changes nothing
     await queue.publish(["r0", "r2"])
     await eventually_async(acked)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # elapsed time is the point: nothing more happens after the ack
     assert await queue.pending_count() == 0
     assert len(await events_of(engine)) == 3
     assert (await nodes_by_id(engine))["a"].running == 3
@@ -124,7 +124,7 @@ async def test_two_schedulers_never_overfill_nor_double_assign(
         return (await statuses(engine))["scheduled"] == 15 and await queues[0].pending_count() == 0
 
     await eventually_async(settled)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # elapsed time is the point: no late placement overfills a node
     runs = await runs_by_id(engine)
     per_node = Counter(run.node_id for run in runs.values() if run.status == "scheduled")
     nodes = await nodes_by_id(engine)
@@ -172,7 +172,7 @@ async def test_unschedulable_reason_once_then_placed_on_wake(
 
     # re-examined again and again, but the same reason is recorded once
     scheduler.wake()
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # elapsed time is the point: three re-examinations (every 0.2 s) meanwhile
     assert len(await events_of(engine, "train")) == 1
 
     # capacity frees up
@@ -213,7 +213,10 @@ async def test_restart_places_queued_runs_from_the_database(
 
 @pytest.mark.redis
 async def test_outbox_publishes_runs_committed_while_redis_was_down(
-    engine: AsyncEngine, schedulers: list[Scheduler], redis_server: RedisServer
+    engine: AsyncEngine,
+    schedulers: list[Scheduler],
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await insert_rows(engine, NODES, [node_row("n", max_concurrent=5)])
     queue = RedisStreamsQueue(redis_server.url, "sched:outbox")
@@ -221,11 +224,24 @@ async def test_outbox_publishes_runs_committed_while_redis_was_down(
     # the parked/rescan path would place runs straight from the database: keep it out of the way
     scheduler = quick(engine, queue, rescan_interval=3600.0)
     scheduler.parked.clear()
+    rescans = 0
+    rescan_once = scheduler._rescan_once
+
+    async def counted_rescan() -> None:
+        nonlocal rescans
+        await rescan_once()
+        rescans += 1
+
+    monkeypatch.setattr(scheduler, "_rescan_once", counted_rescan)
     schedulers.append(scheduler)
     redis_server.stop()
     try:
         await scheduler.start()
-        await asyncio.sleep(0.5)  # first rescan done: nothing queued yet
+
+        async def rescanned() -> bool:
+            return rescans > 0
+
+        await eventually_async(rescanned, what="the first rescan, with nothing queued yet")
         await insert_rows(
             engine, RUNS, [run_row("late-1", enqueued=False), run_row("late-2", enqueued=False)]
         )
