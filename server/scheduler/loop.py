@@ -281,24 +281,41 @@ class Scheduler:
         pending: list[PendingRun] = []
         invalid: list[Unschedulable] = []
         avoid_since = avoid_time(self.clock.now() - self.start_failure_cooldown)
-        for run_id, selector, expressions, avoid_nodes in await repo.pending_runs(session, run_ids):
+        for run_id, selector, expressions, avoid_nodes, cpu_millis, memory_mb in await repo.pending_runs(
+            session, run_ids
+        ):
             avoid = frozenset(node for node, at in (avoid_nodes or {}).items() if at > avoid_since)
             try:
-                pending.append(PendingRun(run_id, compile_selector(selector or {}, expressions or ()), avoid))
+                compiled = compile_selector(selector or {}, expressions or ())
             except ValueError as exc:
                 invalid.append(Unschedulable(run_id, f"invalid node selector: {exc}"))
+                continue
+            pending.append(PendingRun(run_id, compiled, avoid, cpu_millis or 0, memory_mb or 0))
         return pending, invalid
 
     async def _snapshot(self, session: AsyncSession, now: datetime) -> list[NodeSnapshot]:
         decoded: dict[str | None, dict[str, str]] = {}
         nodes = []
-        for node_id, text, running, max_concurrent, status in await repo.node_snapshot(
+        for node_id, text, running, max_concurrent, status, *resources in await repo.node_snapshot(
             session, self.status_rule, now
         ):
             labels = decoded.get(text)
             if labels is None:
                 labels = decoded[text] = (msgspec.json.decode(text) if text else None) or {}
-            nodes.append(NodeSnapshot(node_id, labels, running, max_concurrent, cast(NodeState, status)))
+            cpu_millis, memory_mb, requested_cpu_millis, requested_memory_mb = resources
+            nodes.append(
+                NodeSnapshot(
+                    node_id,
+                    labels,
+                    running,
+                    max_concurrent,
+                    cast(NodeState, status),
+                    cpu_millis,
+                    memory_mb,
+                    requested_cpu_millis or 0,
+                    requested_memory_mb or 0,
+                )
+            )
         return nodes
 
     async def _fingerprint(self) -> int:
@@ -306,6 +323,17 @@ class Scheduler:
             nodes = await self._snapshot(session, self.clock.now())
         return hash(
             tuple(
-                (n.id, tuple(sorted(n.labels.items())), n.running, n.max_concurrent, n.state) for n in nodes
+                (
+                    n.id,
+                    tuple(sorted(n.labels.items())),
+                    n.running,
+                    n.max_concurrent,
+                    n.state,
+                    n.cpu_millis,
+                    n.memory_mb,
+                    n.requested_cpu_millis,
+                    n.requested_memory_mb,
+                )
+                for n in nodes
             )
         )

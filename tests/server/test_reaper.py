@@ -83,6 +83,7 @@ async def reaping(engine: AsyncEngine, database_url: str) -> AsyncIterator[Reapi
         queue=queue,
         secrets=SecretBox(()),
         wake_scheduler=lambda: woken.append(clock.now()),
+        nodes_changed=lambda: woken.append(clock.now()),
         clock=clock,
     )
     reaper = LostRunReaper(ctx)
