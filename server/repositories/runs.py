@@ -143,7 +143,6 @@ async def repair_running(session: AsyncSession) -> list[tuple[str, int]]:
     return [(str(node_id), int(running)) for node_id, running in wrong]
 
 
-
 async def pending_assignments(session: AsyncSession, node_id: str) -> list[RunRow]:
     """Runs placed on the node that it has not started yet, claimed or not: handed out until
     the node reports them started, so a node that crashed after claiming one gets it again."""
