@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -189,6 +189,49 @@ async def test_unschedulable_reason_once_then_placed_on_wake(
     assert (runs["train"].status, runs["train"].message) == ("scheduled", None)
     assert [e.type for e in await events_of(engine, "train")] == ["unschedulable", "scheduled"]
     assert "train" not in scheduler.parked
+
+
+async def test_runs_of_a_failed_pass_are_placed_without_waiting_for_their_reclaim(
+    engine: AsyncEngine, schedulers: list[Scheduler]
+) -> None:
+    """Regression: a pass that failed (the database went away mid-pass) left its batch pending
+    until reclaimed (reclaim_min_idle, 30 s by default) or rescanned; its runs now join the
+    parked ones and are placed by the next pass that works."""
+    await insert_rows(engine, NODES, [node_row("a", max_concurrent=4)])
+    await insert_rows(engine, RUNS, [run_row("seed")])  # placed by the rescan at start
+    queue = MemoryQueue()
+    failures: list[Exception] = []
+
+    class Flaky(Scheduler):
+        async def schedule(self, run_ids: Sequence[str]) -> None:
+            if failures:
+                raise failures.pop()
+            await super().schedule(run_ids)
+
+    scheduler = Flaky(
+        engine,  # type: ignore[arg-type]
+        queue,
+        offline_after=30.0,
+        block=0.2,
+        recheck_interval=0.3,
+        rescan_interval=600.0,
+        reclaim_interval=600.0,
+        reclaim_min_idle=600.0,
+    )
+    schedulers.append(scheduler)
+    await scheduler.start()
+
+    async def scheduled(count: int) -> bool:
+        return (await statuses(engine))["scheduled"] == count
+
+    await eventually_async(lambda: scheduled(1))  # the start-up rescan is done: only the queue is left
+    await insert_rows(engine, RUNS, [run_row(f"r{i}") for i in range(3)])
+    failures.append(RuntimeError("database unavailable"))
+    await queue.publish(["r0", "r1", "r2"])
+
+    await eventually_async(lambda: scheduled(4), within=10)
+    assert not failures
+    assert await queue.pending_count() == 3  # still pending: reclaimed (and found placed) later
 
 
 async def test_restart_places_queued_runs_from_the_database(
