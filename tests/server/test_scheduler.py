@@ -311,3 +311,46 @@ async def test_append_run_events_assigns_gap_free_seqs(engine: AsyncEngine) -> N
     events = await events_of(engine, "r")
     assert [(e.seq, e.type) for e in events] == [(1, "created"), (2, "log"), (3, "exited")]
     assert (await runs_by_id(engine))["r"].last_event_seq == 3
+
+
+async def test_two_runs_of_one_node_ending_at_once_leave_its_count_right(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """Regression (PostgreSQL, READ COMMITTED): two transactions each ended a run of the same node
+    and recounted it; the second one's count subquery, blocked on the node's row lock, still
+    counted from its snapshot taken before the first committed, so the node kept `running=1` with
+    no active run. The recount now locks the node first and counts after the lock."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from server.repositories.runs import recount_running
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writing transaction at a time: the race needs two")
+
+    await insert_rows(engine, NODES, [node_row("b", running=2)])
+    await insert_rows(engine, RUNS, [run_row("y", running_on="b"), run_row("z", running_on="b")])
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def end(session: AsyncSession, run_id: str) -> None:
+        await session.execute(update(RUNS).where(RUNS.c.id == run_id).values(status="succeeded"))
+
+    async with sessions() as first, sessions() as second:
+        await end(first, "y")
+        await end(second, "z")
+        await recount_running(first, "b")  # holds b's row lock until it commits
+        blocked = asyncio.create_task(recount_running(second, "b"))
+
+        async def waiting_for_the_lock() -> bool:
+            async with engine.connect() as probe:
+                waits = await probe.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+                return bool(waits.scalar())
+
+        await eventually_async(waiting_for_the_lock)
+        await first.commit()
+        await blocked
+        await second.commit()
+
+    assert (await nodes_by_id(engine))["b"].running == 0
