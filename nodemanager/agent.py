@@ -77,7 +77,10 @@ class Agent:
         )
         stopped = asyncio.Event()  # set once the daemon stops heartbeating (after any STOP_WAIT)
         heartbeat = asyncio.create_task(
-            service_loop("heartbeat", self._heartbeat, stop=stopped), name="heartbeat"
+            service_loop(
+                "heartbeat", self._heartbeat, backoff_ceiling=self._heartbeat_retry_ceiling, stop=stopped
+            ),
+            name="heartbeat",
         )
         loops = [
             asyncio.create_task(
@@ -137,6 +140,13 @@ class Agent:
         log.info("stopped; %d runs keep running and will be adopted on restart", len(self.supervisors))
 
     # heartbeat -------------------------------------------------------------------
+    def _heartbeat_retry_ceiling(self) -> float:
+        """A failed heartbeat is tried again at least as often as heartbeats are sent: the server
+        gives a node that went silent while it was down (or unreachable) `offline_after` plus
+        RUN_LOST_GRACE to be heard again once it is back, and with short intervals a backoff that
+        grew to 30 s outlasts that, so a healthy node's runs would be declared lost."""
+        return min(DEFAULT_CEILING, self._heartbeat_interval)
+
     async def _heartbeat(self) -> float:
         request = m.HeartbeatRequest(
             node_id=self.config.node_id,

@@ -123,9 +123,16 @@ def node_load(node: Any) -> dict[str, Any]:
 
 async def recount_running(session: AsyncSession, node_id: str | None) -> None:
     """Set the node's load from its run rows, in the transaction that moved a run: it is derived,
-    never kept by increments that could drift."""
+    never kept by increments that could drift.
+
+    The node's row is locked first, in a statement of its own: on PostgreSQL (READ COMMITTED) an
+    UPDATE whose count subquery waited for that lock would still count from its snapshot taken
+    before the wait, so two transactions ending two runs of one node at once each counted the
+    other's run as active and the node kept a run it no longer had. Counted after the lock, the
+    count sees every transaction that set the node's count before. (SQLite writes one at a time.)"""
     if node_id is None:
         return
+    await session.execute(select(col(NodeRow.id)).where(col(NodeRow.id) == node_id).with_for_update())
     await session.execute(
         update(NodeRow)
         .where(col(NodeRow.id) == node_id)
@@ -145,9 +152,12 @@ async def repair_running(session: AsyncSession) -> list[tuple[str, int]]:
         )
     ).all()
     if wrong:
+        node_ids = sorted(str(node_id) for node_id, _ in wrong)
+        # locked first, then counted (see recount_running)
+        await session.execute(select(col(NodeRow.id)).where(col(NodeRow.id).in_(node_ids)).with_for_update())
         await session.execute(
             update(NodeRow)
-            .where(col(NodeRow.id).in_([node_id for node_id, _ in wrong]))
+            .where(col(NodeRow.id).in_(node_ids))
             .values(**node_load(col(NodeRow.id)))
             .execution_options(synchronize_session=False)
         )

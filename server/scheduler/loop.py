@@ -3,6 +3,7 @@
 Tasks (all supervised: errors are logged and retried with backoff and jitter):
 - consume: up to `batch_size` messages (blocking ~1 s), placed and applied in one transaction,
   acked only after the commit; the next batch is read while this one is placed and committed;
+  a batch whose pass fails stays pending and its runs join the parked ones;
 - parked: runs that fit nowhere wait in memory and are placed again on `wake()` or every
   `recheck_interval` (skipped while the node snapshot is unchanged); every `rescan_interval`
   (and at start) all queued runs are loaded from the database, so runs parked by a replica
@@ -180,7 +181,17 @@ class Scheduler:
             await self._settle_messages(messages)
 
     async def _settle_messages(self, messages: Sequence[Message]) -> None:
-        await self.schedule(list(dict.fromkeys(m.run_id for m in messages)))
+        run_ids = list(dict.fromkeys(m.run_id for m in messages))
+        try:
+            await self.schedule(run_ids)
+        except Exception:
+            # the pass failed (database unavailable): the messages stay pending in case this
+            # replica dies, and the runs are tried again with the parked ones, on the next pass
+            # that works, instead of waiting for the messages to be reclaimed (reclaim_min_idle)
+            for run_id in run_ids:
+                self.parked.setdefault(run_id, None)
+            self.wake()
+            raise
         await self.queue.ack([m.id for m in messages])
 
     async def _parked_once(self) -> None:

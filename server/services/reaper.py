@@ -10,7 +10,9 @@ Each change is a conditional UPDATE on the run's status and node, in its own tra
 together with the node's slot release, so two apiserver replicas never handle a run twice.
 
 Silence is counted from this process's start at the earliest: heartbeats missing because the
-server itself was down (or restarting) must not declare a healthy node's runs lost.
+server itself was down (or restarting) must not declare a healthy node's runs lost. Likewise
+from the end of a database outage: while the database was unreachable no heartbeat could be
+stored, so the first pass that reads it again starts the count anew.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class LostRunReaper:
         self._task: asyncio.Task[None] | None = None
         self._started = ctx.clock.now()
         self._repaired_at: datetime | None = None
+        self._database_failed = False  # a pass could not read the database: heartbeats were not stored
 
     async def start(self) -> None:
         self._started = self._ctx.clock.now()
@@ -118,12 +121,25 @@ class LostRunReaper:
         settings = self._ctx.settings
         silence = settings.offline_after + settings.run_lost_grace
         now = self._ctx.clock.now()
+        try:  # read on every pass, so that no database outage goes unnoticed
+            async with self._ctx.sessionmaker() as session:
+                rows = await run_repo.active_runs_on_silent_nodes(
+                    session, now - timedelta(seconds=silence), REAP_BATCH
+                )
+        except Exception:
+            self._database_failed = True
+            raise
+        if self._database_failed:
+            # back from a database outage: the nodes' heartbeats of that time were refused, not missed
+            self._database_failed = False
+            self._started = now
+            log.info(
+                "the database answers again: nodes get %gs from now to be heard before their runs are lost",
+                silence,
+            )
+            return 0
         if (now - self._started).total_seconds() < silence:
             return 0  # nodes have not had a full grace to reach this server yet
-        async with self._ctx.sessionmaker() as session:
-            rows = await run_repo.active_runs_on_silent_nodes(
-                session, now - timedelta(seconds=silence), REAP_BATCH
-            )
         requeued: list[str] = []
         changed = 0
         for row in rows:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -17,7 +18,9 @@ from server.services.work import WORK_RECHECK_SINGLE
 from tests.conftest import ApiServerFactory
 from tests.support.fake_node import FakeNode, event_types, wait_run_status
 from tests.support.longpoll import BackgroundPoll
+from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
+from tests.support.server import ServerProcess
 from tests.support.wait import eventually
 
 POLL_WAIT = 15.0
@@ -95,6 +98,38 @@ def test_server_restart_gives_nodes_a_full_grace_before_reaping(apiserver: ApiSe
         assert node.heartbeat([run.id]).stop_runs == []
         assert api.send(Calls.get_run(run.id)).status == "running"
         assert "lost" not in event_types(api, run.id)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_database_outage_gives_nodes_a_full_grace_before_reaping(tmp_path: Path) -> None:
+    """Regression: heartbeats refused while the database was down (503) left the nodes' last
+    heartbeat stale, and the reaper's first pass after the outage declared a healthy node's runs
+    lost before the node's next heartbeat could arrive."""
+    liveness = {"NODE_HEARTBEAT_INTERVAL": "1", "NODE_OFFLINE_AFTER": "3", "RUN_LOST_GRACE": "1"}
+    with PostgresServer() as postgres:
+        env = {**liveness, "DATABASE_URL": postgres.create_database()}
+        with ServerProcess(env=env, data_dir=tmp_path) as server, Client(server.base_url) as api:
+            node = FakeNode(api, "node-a")
+            node.heartbeat()
+            run = submit(api)
+            wait_run_status(api, run.id, "scheduled")
+            node.start(run.id)
+
+            postgres.shutdown()
+            time.sleep(5.0)  # down longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE: the heartbeat is stale
+            postgres.restart()
+            eventually(lambda: api.send(Calls.get_run(run.id)), timeout=15)  # the database answers
+
+            # the node's heartbeats were refused, not missed: it gets a full grace from now (4 s)
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                assert api.send(Calls.get_run(run.id)).status == "running"
+                time.sleep(0.2)
+            assert node.heartbeat([run.id]).stop_runs == []
+            assert api.send(Calls.get_run(run.id)).status == "running"
+            assert "lost" not in event_types(api, run.id)
+            assert "the database answers again" in server.log()
 
 
 @pytest.mark.redis

@@ -85,6 +85,16 @@ class NodeManagerProcess:
         self._process.send_signal(signal.SIGCONT)
         self._paused = False
 
+    def signal(self, signum: int) -> None:
+        """Send `signum` (e.g. SIGSTOP, SIGCONT) to the daemon alone, not to its runs."""
+        assert self._process is not None
+        assert self._process.poll() is None
+        self._process.send_signal(signum)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def stop(self) -> None:
         if self.running and self._paused:
             self.resume()  # a frozen daemon would not act on SIGTERM
