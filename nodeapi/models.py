@@ -364,7 +364,7 @@ class NodeEventIn(Struct):
     any event whose node_seq it has already stored, so retries never duplicate.
     Types: claimed, started {container_id}, log {stream, text},
     exited {exit_code, oom_killed?: bool, deadline_exceeded?: bool},
-    failed {reason: text, cause?: "image" | "run" | "node", after_start?: bool}, cancelled {exit_code?}.
+    failed {reason: text, cause?: "image" | "run" | "node"}, cancelled {exit_code?}.
     The server derives the run's `reason` from them.
     """
 

@@ -1,4 +1,8 @@
-"""One chromium for every console test; each test opens its own context (tests.console.browser)."""
+"""One chromium per console test module; each test opens its own context (tests.console.browser).
+
+Module scope, not session: playwright's sync API keeps an event loop running in this thread
+while it is open, and pytest-asyncio cannot run the async tests collected after these until it
+is closed."""
 
 from __future__ import annotations
 
@@ -11,14 +15,14 @@ from tests.console.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.ports import require_binary
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     require_binary(CHROMIUM, "chromium (apt-get install chromium)")
     with sync_playwright() as instance:
         yield instance
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield instance

@@ -189,7 +189,7 @@ def test_nodes_edit_changes_labels_status_and_capacity(
     node = _node(env, node_id)
     assert node["labels"] == {"os": "linux", "gpu": "true"}
     assert node["status"] == "draining"
-    assert node["capacity"] == {"max_concurrent": 5}
+    assert node["capacity"] == {"max_concurrent": 5, "cpus": None, "memory_mb": None}
 
 
 def test_nodes_edit_refuses_a_stale_edit(

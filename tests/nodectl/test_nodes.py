@@ -110,9 +110,9 @@ def test_list_wide_shows_labels_untruncated(server: ServerProcess, env: dict[str
     result = invoke(env, "nodes", "list", "-o", "wide", "-l", f"t={tag}", "--no-headers")
     assert result.exit_code == 0, result.stderr
     (row,) = tsv(result.stdout)
-    assert len(row) == 11
+    assert len(row) == 13
     assert row[5] == f"long={long_value},t={tag}"
-    assert row[10] == "-"  # a node that reports no health checks
+    assert row[10:] == ["-", "-", "-"]  # no health checks, CPUs or memory reported
 
 
 def test_list_json_yaml_and_ids(server: ServerProcess, env: dict[str, str], tag: str) -> None:
@@ -122,7 +122,7 @@ def test_list_json_yaml_and_ids(server: ServerProcess, env: dict[str, str], tag:
     assert sorted(n["id"] for n in as_json["items"]) == ids
     node = as_json["items"][0]
     assert node["status"] == "online"
-    assert node["capacity"] == {"max_concurrent": 2}
+    assert node["capacity"] == {"max_concurrent": 2, "cpus": None, "memory_mb": None}
     assert node["running"] == 0
     assert node["labels"]["t"] == tag
     assert node["last_heartbeat_at"]

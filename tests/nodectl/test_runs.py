@@ -274,3 +274,38 @@ def test_proxy_test_report_and_exit_codes(env: dict[str, str], node: FakeNode) -
 def test_proxy_test_on_unknown_node_and_bad_proxy(env: dict[str, str]) -> None:
     assert invoke(env, "env", "test-proxy", "no-such-node").exit_code == 5
     assert invoke(env, "env", "test-proxy", "no-such-node", "--proxy", "gopher://x").exit_code == 2
+
+
+def test_submit_with_limits_in_human_units(env: dict[str, str], node: FakeNode, client: Client) -> None:
+    run_id = _submit(
+        env,
+        node,
+        *("--deadline", "1h30m", "--cpus", "0.5", "--memory", "1.5G"),
+        *("--read-only-rootfs", "--no-network", "--pids-limit", "64"),
+    )
+    run = client.send(Calls.get_run(run_id))
+    assert run.deadline_seconds == 5400
+    assert run.resources == m.Resources(cpus=0.5, memory_mb=1536)
+    assert run.sandbox == m.Sandbox(read_only_rootfs=True, network="none", pids_limit=64)
+    shown = invoke(env, "runs", "get", run_id)
+    assert "1h30m" in shown.stdout
+    assert "cpus=0.5, memory=1.5Gi" in shown.stdout
+    assert "network=none, read-only rootfs, pids<=64" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--deadline", "soon"), "--deadline: 'soon' is not a duration"),
+        (("--memory", "lots"), "--memory: 'lots' is not a memory size"),
+        (("--cpus", "0"), "--cpus: must be above 0"),
+    ],
+)
+def test_submit_refuses_bad_limits_before_sending(
+    env: dict[str, str], client: Client, flags: tuple[str, str], message: str
+) -> None:
+    before = client.send(Calls.list_runs()).total
+    result = invoke(env, "runs", "submit", "busybox", *flags, "--", "true")
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert client.send(Calls.list_runs()).total == before

@@ -47,7 +47,7 @@ def test_heartbeat_registers_node(apiserver: ApiServerFactory) -> None:
         node = client.get("/api/v1/nodes/node-a").json()
         assert node["status"] == "online"
         assert node["labels"] == {"os": "linux", "arch": "amd64"}
-        assert node["capacity"] == {"max_concurrent": 3}
+        assert node["capacity"] == {"max_concurrent": 3, "cpus": None, "memory_mb": None}
         assert node["running"] == 0
         assert node["created_at"].endswith("Z")
         assert node["last_heartbeat_at"].endswith("Z")
@@ -55,7 +55,7 @@ def test_heartbeat_registers_node(apiserver: ApiServerFactory) -> None:
         beat(client, "node-a", {"os": "linux"}, cap=5)
         node = client.get("/api/v1/nodes/node-a").json()
         assert node["labels"] == {"os": "linux"}
-        assert node["capacity"] == {"max_concurrent": 5}
+        assert node["capacity"] == {"max_concurrent": 5, "cpus": None, "memory_mb": None}
         assert node["created_at"] == first_seen
         assert node["last_heartbeat_at"] > first_seen
         assert client.get("/api/v1/nodes").json()["total"] == 1
@@ -138,7 +138,11 @@ def test_patch_labels_merge_and_stick_across_heartbeats(apiserver: ApiServerFact
         ok = client.patch("/api/v1/nodes/n1", json={"max_concurrent": 7}, headers={"If-Match": str(current)})
         assert ok.status_code == 200, ok.text
         beat(client, "n1", {"os": "linux"}, cap=2)
-        assert client.get("/api/v1/nodes/n1").json()["capacity"] == {"max_concurrent": 7}
+        assert client.get("/api/v1/nodes/n1").json()["capacity"] == {
+            "max_concurrent": 7,
+            "cpus": None,
+            "memory_mb": None,
+        }
         bad = client.patch("/api/v1/nodes/n1", json={"labels": {"-bad": "x"}})
         assert bad.status_code == 400
         assert "-bad" in bad.json()["detail"]
@@ -346,7 +350,7 @@ def test_listing_ten_thousand_nodes(apiserver: ApiServerFactory, database_url: s
         assert {node["status"] for node in body["items"]} == {"online"}
         labels = [node["labels"] for node in body["items"]]
         assert labels == [{"os": "linux", "rack": f"r{i % 10}"} for i in range(10_000)]
-        assert body["items"][1234]["capacity"] == {"max_concurrent": 4}
+        assert body["items"][1234]["capacity"] == {"max_concurrent": 4, "cpus": None, "memory_mb": None}
         assert body["items"][1234]["info"]["hostname"] == "host-1234"
         filtered = client.get("/api/v1/nodes", params={"selector": "rack=r3", "status": "online"}).json()
         assert filtered["total"] == 1000

@@ -32,6 +32,24 @@ def avoiding(run_id: str, *nodes: str) -> PendingRun:
     return PendingRun(run_id, compile_selector(None, ()), frozenset(nodes))
 
 
+def sized(
+    run_id: str, cpu_millis: int = 0, memory_mb: int = 0, selector: dict[str, str] | None = None
+) -> PendingRun:
+    return PendingRun(run_id, compile_selector(selector, ()), frozenset(), cpu_millis, memory_mb)
+
+
+def sized_node(
+    node_id: str,
+    cpu_millis: int | None,
+    memory_mb: int | None,
+    used: tuple[int, int] = (0, 0),
+    running: int = 0,
+    max_concurrent: int = 8,
+    **labels: str,
+) -> NodeSnapshot:
+    return NodeSnapshot(node_id, labels, running, max_concurrent, "online", cpu_millis, memory_mb, *used)
+
+
 @dataclass
 class Case:
     name: str
@@ -192,6 +210,74 @@ CASES = [
         [
             Unschedulable(
                 "r1", "0/2 nodes available: 1 at capacity (4/4), 1 failed to start this run recently"
+            )
+        ],
+    ),
+    Case(
+        "runs go only where their memory fits beside the node's active runs",
+        [
+            sized_node("small", 4000, 4096, used=(0, 3072), running=1),
+            sized_node("big", 4000, 16384, running=3),
+        ],
+        [sized("r1", memory_mb=2048)],
+        [Assign("r1", "big", 0, 2048)],
+    ),
+    Case(
+        "the scarcest resource decides who is least loaded",
+        [
+            sized_node("cpu-busy", 4000, 16384, used=(3000, 0), running=1),  # 75% of its CPUs
+            sized_node("slots-busy", 4000, 16384, running=4),  # 50% of its slots
+        ],
+        [sized("r1", cpu_millis=500)],
+        [Assign("r1", "slots-busy", 500, 0)],
+    ),
+    Case(
+        "a batch fills nodes by resources, not only by run count",
+        [sized_node("a", 2000, 8192), sized_node("b", 2000, 8192)],
+        [sized(f"r{i}", cpu_millis=1000) for i in range(5)],
+        [
+            Assign("r0", "a", 1000, 0),
+            Assign("r1", "b", 1000, 0),
+            Assign("r2", "a", 1000, 0),
+            Assign("r3", "b", 1000, 0),
+            Unschedulable("r4", "0/2 nodes available: 2 insufficient cpu"),
+        ],
+    ),
+    Case(
+        "a request too large for every node does not block smaller ones after it",
+        [sized_node("a", 2000, 8192)],
+        [sized("big", cpu_millis=3000), sized("small", cpu_millis=1000), sized("big2", cpu_millis=4000)],
+        [
+            Unschedulable("big", "0/1 nodes available: 1 insufficient cpu"),
+            Assign("small", "a", 1000, 0),
+            Unschedulable("big2", "0/1 nodes available: 1 insufficient cpu"),
+        ],
+    ),
+    Case(
+        "a node that reports no resources is limited by its run slots alone",
+        [sized_node("legacy", None, None, running=1, max_concurrent=2)],
+        [sized("r1", cpu_millis=64000, memory_mb=1 << 20), sized("r2", cpu_millis=1)],
+        [
+            Assign("r1", "legacy", 64000, 1 << 20),
+            Unschedulable("r2", "0/1 nodes available: 1 at capacity (2/2)"),
+        ],
+    ),
+    Case(
+        "reasons count nodes by cause",
+        [
+            sized_node("c1", 4000, 4096, cpu="x"),
+            sized_node("c2", 4000, 4096, cpu="x"),
+            sized_node("g1", 4000, 4096, running=8, gpu="true"),
+            sized_node("g2", 4000, 1024, gpu="true"),
+            sized_node("g3", 4000, 1024, gpu="true"),
+            sized_node("g4", 500, 8192, gpu="true"),
+        ],
+        [sized("r1", cpu_millis=1000, memory_mb=2048, selector={"gpu": "true"})],
+        [
+            Unschedulable(
+                "r1",
+                "0/6 nodes available: 2 do not match gpu=true, 1 at capacity (8/8), "
+                "2 insufficient memory, 1 insufficient cpu",
             )
         ],
     ),

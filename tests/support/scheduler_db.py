@@ -32,9 +32,13 @@ def node_row(
     draining: bool = False,
     seen_ago: float = 1.0,
     labels: Mapping[str, str] | None = None,
+    cpu_millis: int | None = None,
+    memory_mb: int | None = None,
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
+        "cpu_millis": cpu_millis,
+        "memory_mb": memory_mb,
         "id": node_id,
         "reported_labels": dict(labels or {}),
         "label_overrides": {},
@@ -57,10 +61,14 @@ def run_row(
     enqueued: bool = True,
     age: float = 5.0,
     running_on: str | None = None,
+    cpu_millis: int | None = None,
+    memory_mb: int | None = None,
 ) -> dict[str, Any]:
     """A queued run, or with `running_on` one running on that node (load the node counts)."""
     created = datetime.now(UTC) - timedelta(seconds=age)
     return {
+        "cpu_millis": cpu_millis,
+        "memory_mb": memory_mb,
         "id": run_id,
         "status": "running" if running_on else "queued",
         "node_id": running_on,
