@@ -40,6 +40,8 @@ bench: bootstrap
 	$(PYTHON) bench/placement.py
 	$(PYTHON) bench/cli_startup.py
 	$(PYTHON) bench/heartbeat.py
+	$(PYTHON) bench/node_listing.py
+	$(PYTHON) bench/node_channel.py
 	$(PYTHON) -m bench.run_latency
 
 clean:

@@ -113,6 +113,13 @@ class Resources(Struct):
     memory_mb: MemoryMb | None = None
 
 
+class ResourceUsage(Struct):
+    """The summed requests of a node's active runs."""
+
+    cpus: Annotated[float, Meta(ge=0)] = 0.0
+    memory_mb: Count = 0
+
+
 class Sandbox(Struct):
     """How tightly a run is confined beyond the defaults every run gets (no-new-privileges, a
     short capability list, a pids limit, never privileged, never the Docker socket)."""
@@ -221,7 +228,7 @@ class Node(Struct):
     # what the node reports of its health, plus `quarantine` while the server holds it back
     conditions: list[NodeCondition] = msgspec.field(default_factory=list)
     # the summed requests of its active runs (scheduled or running), against `capacity`
-    requested: Resources = msgspec.field(default_factory=Resources)
+    requested: ResourceUsage = msgspec.field(default_factory=ResourceUsage)
     updated_at: datetime | None = None
     info: NodeInfo = msgspec.field(default_factory=NodeInfo)
     # bumped on every admin change (labels, status, env config); send back as If-Match

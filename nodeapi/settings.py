@@ -69,6 +69,21 @@ def per_second(maximum: float) -> BeforeValidator:
     return BeforeValidator(check)
 
 
+def positive(maximum: float) -> BeforeValidator:
+    """A number above 0 and at most `maximum` (a count of CPUs, for instance)."""
+
+    def check(raw: Any) -> float:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError):
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not 0 < value <= maximum:  # also refuses nan
+            raise ValueError(f"must be above 0 and at most {maximum:g}, got {raw!r}")
+        return value
+
+    return BeforeValidator(check)
+
+
 def choice(*choices: str, upper: bool = False) -> BeforeValidator:
     def check(raw: Any) -> str:
         value = str(raw).strip()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -50,6 +50,32 @@ def submit(
             "--secret-env", help="NAME=value reaching only the container (shown as ***); repeatable."
         ),
     ] = None,
+    deadline: Annotated[
+        str | None,
+        typer.Option(
+            "--deadline",
+            help="Longest the run may run once started: 90s, 30m, 1h30m (default: the server's).",
+        ),
+    ] = None,
+    cpus: Annotated[
+        float | None, typer.Option("--cpus", help="CPUs it requests and is limited to, e.g. 0.5.")
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", help="Memory it requests and is limited to: 512M, 2G (binary units)."),
+    ] = None,
+    read_only_rootfs: Annotated[
+        bool,
+        typer.Option(
+            "--read-only-rootfs", help="Root file system read-only (workspace and /tmp stay writable)."
+        ),
+    ] = False,
+    no_network: Annotated[
+        bool, typer.Option("--no-network", help="No network at all, not even the node's.")
+    ] = False,
+    pids_limit: Annotated[
+        int | None, typer.Option("--pids-limit", help="Most processes the run may have at once.")
+    ] = None,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the run to finish; exit 0 only if it succeeded.")
     ] = False,
@@ -84,6 +110,7 @@ def submit(
         secret_env=run_secret_env,
         node_selector=parse_selector_pairs(selector or []),
         selector_expressions=[e.strip() for e in expr or [] if e.strip()],
+        **_limits(deadline, cpus, memory, (read_only_rootfs, no_network, pids_limit)),
     )
     sess = session(ctx)
     run = _create(sess, request)
@@ -101,6 +128,44 @@ def submit(
 
     status = follow(sess, run.id, on_event, timeout)
     _exit_for(sess.send(Calls.get_run(run.id)) if status != "succeeded" else None, run.id, status)
+
+
+def _limits(
+    deadline: str | None,
+    cpus: float | None,
+    memory: str | None,
+    sandbox: tuple[bool, bool, int | None],
+) -> dict[str, Any]:
+    """The create body's limit fields from the flags; those not given are left to the server."""
+    from nodeapi import models as m
+    from nodeapi.units import parse_duration, parse_memory_mb
+
+    fields: dict[str, Any] = {}
+    memory_mb = None
+    for flag, text, parse in (
+        ("--deadline", deadline, parse_duration),
+        ("--memory", memory, parse_memory_mb),
+    ):
+        if text is None:
+            continue
+        try:
+            value = parse(text)
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from exc
+        if flag == "--deadline":
+            fields["deadline_seconds"] = value
+        else:
+            memory_mb = value
+    if cpus is not None and not cpus > 0:
+        raise UsageError(f"--cpus: must be above 0, got {cpus:g}")
+    if cpus is not None or memory_mb is not None:
+        fields["resources"] = m.Resources(cpus=cpus, memory_mb=memory_mb)
+    read_only_rootfs, no_network, pids_limit = sandbox
+    if read_only_rootfs or no_network or pids_limit is not None:
+        fields["sandbox"] = m.Sandbox(
+            read_only_rootfs=read_only_rootfs, network="none" if no_network else "node", pids_limit=pids_limit
+        )
+    return fields
 
 
 SUBMIT_ATTEMPTS = 5

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from nodeapi.units import format_cpus, format_duration, format_memory_mb
 from nodectl.output import Cell, ago, iso, labels_text, status_cell
 
 if TYPE_CHECKING:
@@ -12,9 +13,12 @@ if TYPE_CHECKING:
 
 NODE_HEADERS = ["ID", "STATUS", "LOAD", "HEARTBEAT", "AGE"]
 # new columns go last: scripts read the earlier ones by position
-NODE_WIDE_HEADERS = [*NODE_HEADERS, "LABELS", "HOSTNAME", "OS/ARCH", "RUNTIME", "VERSION", "CONDITIONS"]
+NODE_WIDE_HEADERS = [
+    *NODE_HEADERS,
+    *("LABELS", "HOSTNAME", "OS/ARCH", "RUNTIME", "VERSION", "CONDITIONS", "CPU", "MEMORY"),
+]
 RUN_HEADERS = ["ID", "STATUS", "IMAGE", "NODE", "EXIT", "AGE"]
-RUN_WIDE_HEADERS = [*RUN_HEADERS, "COMMAND", "SELECTOR", "MESSAGE"]
+RUN_WIDE_HEADERS = [*RUN_HEADERS, "COMMAND", "SELECTOR", "MESSAGE", "REASON"]
 EVENT_HEADERS = ["SEQ", "TYPE", "AT", "DATA"]
 AUDIT_HEADERS = ["ID", "AT", "ACTOR", "ACTION", "TARGET", "DETAILS"]
 
@@ -37,6 +41,21 @@ def failing_conditions(node: m.Node) -> str:
     return ",".join(c.type for c in node.conditions if not c.ok) or ("ok" if node.conditions else "-")
 
 
+def cpu_usage(node: m.Node) -> str:
+    """Requested of allocatable, e.g. `1.5/4`; `-` of a node that reports no CPUs."""
+    if node.capacity.cpus is None:
+        return f"{format_cpus(node.requested.cpus)}/-" if node.requested.cpus else "-"
+    return f"{format_cpus(node.requested.cpus)}/{format_cpus(node.capacity.cpus)}"
+
+
+def memory_usage(node: m.Node) -> str:
+    """Requested of allocatable, e.g. `2Gi/16Gi`."""
+    requested = format_memory_mb(node.requested.memory_mb) if node.requested.memory_mb else "0"
+    if node.capacity.memory_mb is None:
+        return f"{requested}/-" if node.requested.memory_mb else "-"
+    return f"{requested}/{format_memory_mb(node.capacity.memory_mb)}"
+
+
 def node_row(node: m.Node, wide: bool = False, now: datetime | None = None) -> list[Cell]:
     now = now or datetime.now(UTC)
     row: list[Cell] = [
@@ -57,6 +76,8 @@ def node_row(node: m.Node, wide: bool = False, now: datetime | None = None) -> l
             runtime,
             info.agent_version or "-",
             failing_conditions(node),
+            cpu_usage(node),
+            memory_usage(node),
         ]
     return row
 
@@ -76,6 +97,9 @@ def node_fields(node: m.Node) -> list[tuple[str, Cell]]:
         ("OS/Arch", "/".join(p for p in (info.os, info.arch) if p) or "-"),
         ("Runtime", " ".join(p for p in (info.runtime, info.runtime_version) if p) or "-"),
         ("Agent", info.agent_version or "-"),
+        ("CPUs (requested/allocatable)", cpu_usage(node)),
+        ("Memory (requested/allocatable)", memory_usage(node)),
+        ("Memory enforced by", info.memory_enforcement or "-"),
         ("Resource version", str(node.resource_version)),
     ]
     for condition in node.conditions:
@@ -106,6 +130,7 @@ def run_row(run: m.Run, wide: bool = False, now: datetime | None = None) -> list
             " ".join(run.command) or "-",
             ",".join(selector + run.selector_expressions) or "-",
             run.message or "-",
+            run.reason or "-",
         ]
     return row
 
@@ -126,8 +151,30 @@ def run_fields(run: m.Run) -> list[tuple[str, Cell]]:
         ("Created", iso(run.created_at)),
         ("Started", iso(run.started_at)),
         ("Finished", iso(run.finished_at)),
+        ("Reason", run.reason or "-"),
         ("Message", run.message or "-"),
+        ("Deadline", format_duration(run.deadline_seconds) if run.deadline_seconds else "none"),
+        ("Resources", resources_text(run.resources)),
+        ("Sandbox", sandbox_text(run.sandbox)),
     ]
+
+
+def resources_text(resources: m.Resources) -> str:
+    parts = []
+    if resources.cpus is not None:
+        parts.append(f"cpus={format_cpus(resources.cpus)}")
+    if resources.memory_mb is not None:
+        parts.append(f"memory={format_memory_mb(resources.memory_mb)}")
+    return ", ".join(parts) or "none requested"
+
+
+def sandbox_text(sandbox: m.Sandbox) -> str:
+    parts = [f"network={sandbox.network}"]
+    if sandbox.read_only_rootfs:
+        parts.append("read-only rootfs")
+    if sandbox.pids_limit is not None:
+        parts.append(f"pids<={sandbox.pids_limit}")
+    return ", ".join(parts)
 
 
 def event_summary(event: m.RunEvent) -> str:

@@ -83,7 +83,10 @@ class Agent:
         )
         stopped = asyncio.Event()  # set once the daemon stops heartbeating (after any STOP_WAIT)
         heartbeat = asyncio.create_task(
-            service_loop("heartbeat", self._heartbeat, stop=stopped), name="heartbeat"
+            service_loop(
+                "heartbeat", self._heartbeat, backoff_ceiling=self._heartbeat_retry_ceiling, stop=stopped
+            ),
+            name="heartbeat",
         )
         loops = [
             asyncio.create_task(
@@ -155,6 +158,13 @@ class Agent:
         log.info("stopped; %d runs keep running and will be adopted on restart", len(self.supervisors))
 
     # heartbeat -------------------------------------------------------------------
+    def _heartbeat_retry_ceiling(self) -> float:
+        """A failed heartbeat is tried again at least as often as heartbeats are sent: the server
+        gives a node that went silent while it was down (or unreachable) `offline_after` plus
+        RUN_LOST_GRACE to be heard again once it is back, and with short intervals a backoff that
+        grew to 30 s outlasts that, so a healthy node's runs would be declared lost."""
+        return min(DEFAULT_CEILING, self._heartbeat_interval)
+
     async def _heartbeat(self) -> float:
         request = m.HeartbeatRequest(
             node_id=self.config.node_id,
@@ -198,8 +208,11 @@ class Agent:
         # known as finished before the first await: no work answer or adoption may start a second
         # supervisor for it while this one is being stopped
         self._abandoning.add(run_id)
+        # the placement let go, so a later one of the same run is taken as new work (_placed_again);
+        # a run still waiting for a slot has its placement in its assignment
         holding = self.supervisors.get(run_id)
-        self._remember_finished(run_id, holding.attempt if holding is not None else None)
+        waiting = next((a.run.attempts for a in self._backlog if a.run.id == run_id), None)
+        self._remember_finished(run_id, holding.attempt if holding is not None else waiting)
         self._backlog = deque(a for a in self._backlog if a.run.id != run_id)
         supervisor = self.supervisors.pop(run_id, None)
         task = self._tasks.pop(run_id, None)

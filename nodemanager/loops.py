@@ -109,21 +109,29 @@ async def service_loop(
     name: str,
     body: Callable[[], Awaitable[float]],
     *,
-    backoff_ceiling: float = DEFAULT_CEILING,
+    backoff_ceiling: float | Callable[[], float] = DEFAULT_CEILING,
     backoff_initial: float = RETRY_INITIAL,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Run `body` until cancelled or `stop` is set; `body` returns the seconds until its next round."""
+    """Run `body` until cancelled or `stop` is set; `body` returns the seconds until its next round.
+
+    `backoff_ceiling` may be a function: it is read again before each round (the heartbeat's
+    follows the interval the server asks for)."""
     stop = stop if stop is not None else asyncio.Event()
     await until_stopped(stop, _rounds(name, body, backoff_initial, backoff_ceiling, stop))
 
 
 async def _rounds(
-    name: str, body: Callable[[], Awaitable[float]], initial: float, ceiling: float, stop: asyncio.Event
+    name: str,
+    body: Callable[[], Awaitable[float]],
+    initial: float,
+    ceiling: float | Callable[[], float],
+    stop: asyncio.Event,
 ) -> None:
     streak = _FailureStreak(name)
-    round_ = retried(body, retry_hook(streak.retryable, ceiling), ceiling=ceiling, initial=initial)
     while not stop.is_set():
+        limit = ceiling() if callable(ceiling) else ceiling
+        round_ = retried(body, retry_hook(streak.retryable, limit), ceiling=limit, initial=initial)
         interval = await round_()
         streak.end()
         await asyncio.sleep(jittered(interval))

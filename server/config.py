@@ -16,7 +16,17 @@ from pydantic import Field, model_validator
 from pydantic_settings import NoDecode
 
 from nodeapi.settings import ConfigError as ConfigError
-from nodeapi.settings import EnvSettings, checked, choice, integer, per_second, readable_file, seconds
+from nodeapi.settings import (
+    EnvSettings,
+    checked,
+    choice,
+    integer,
+    per_second,
+    positive,
+    readable_file,
+    seconds,
+)
+from nodeapi.validation import MAX_CPUS, MAX_DEADLINE_SECONDS, MAX_MEMORY_MB, MAX_PIDS_LIMIT, MIN_PIDS_LIMIT
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -106,6 +116,27 @@ class Settings(EnvSettings):
         60.0, validation_alias="QUARANTINE_BACKOFF"
     )
     quarantine_max: Annotated[float, seconds(30 * 86400.0)] = Field(3600.0, validation_alias="QUARANTINE_MAX")
+    # run limits: defaults for a create body that names none, and ceilings it may not pass
+    run_default_deadline: Annotated[int | None, integer(1, MAX_DEADLINE_SECONDS)] = Field(
+        None, validation_alias="RUN_DEFAULT_DEADLINE"
+    )
+    run_max_deadline: Annotated[int, integer(1, MAX_DEADLINE_SECONDS)] = Field(
+        7 * 86400, validation_alias="RUN_MAX_DEADLINE"
+    )
+    # past a run's deadline by this long with its node silent, the server ends it itself
+    run_deadline_grace: Annotated[float, seconds()] = Field(60.0, validation_alias="RUN_DEADLINE_GRACE")
+    run_default_cpus: Annotated[float | None, positive(MAX_CPUS)] = Field(
+        None, validation_alias="RUN_DEFAULT_CPUS"
+    )
+    run_default_memory_mb: Annotated[int | None, integer(1, MAX_MEMORY_MB)] = Field(
+        None, validation_alias="RUN_DEFAULT_MEMORY_MB"
+    )
+    run_default_pids_limit: Annotated[int, integer(MIN_PIDS_LIMIT, MAX_PIDS_LIMIT)] = Field(
+        1024, validation_alias="RUN_DEFAULT_PIDS_LIMIT"
+    )
+    run_max_pids_limit: Annotated[int, integer(MIN_PIDS_LIMIT, MAX_PIDS_LIMIT)] = Field(
+        32768, validation_alias="RUN_MAX_PIDS_LIMIT"
+    )
     max_body_size: Annotated[int, integer(1024, 1024**3)] = Field(
         1024 * 1024, validation_alias="MAX_BODY_SIZE"
     )
@@ -145,6 +176,20 @@ class Settings(EnvSettings):
             raise ValueError(
                 f"NODE_OFFLINE_AFTER ({self.offline_after:g}s) must be greater than "
                 f"NODE_HEARTBEAT_INTERVAL ({self.heartbeat_interval:g}s), or every node flaps offline"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _run_limits(self) -> Settings:
+        if self.run_default_deadline is not None and self.run_default_deadline > self.run_max_deadline:
+            raise ValueError(
+                f"RUN_DEFAULT_DEADLINE ({self.run_default_deadline}s) must not exceed "
+                f"RUN_MAX_DEADLINE ({self.run_max_deadline}s)"
+            )
+        if self.run_default_pids_limit > self.run_max_pids_limit:
+            raise ValueError(
+                f"RUN_DEFAULT_PIDS_LIMIT ({self.run_default_pids_limit}) must not exceed "
+                f"RUN_MAX_PIDS_LIMIT ({self.run_max_pids_limit})"
             )
         return self
 

@@ -242,6 +242,9 @@ class ProcessRuntime(Runtime):
                 if line is not None and (since_ns is None or parse_ns(line.ts or "") > since_ns):
                     yield line
             if finished and not chunk:
+                failure = _output_failure(run_dir)
+                if failure is not None and (since_ns is None or parse_ns(failure.ts or "") > since_ns):
+                    yield failure  # why the output ends early: the run's last line
                 return
             if not chunk:
                 await asyncio.sleep(self.poll_interval)
@@ -295,9 +298,18 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _read_exit_code(run_dir: Path) -> int | None:
     try:
-        return int((run_dir / "exit_code").read_text().strip())
+        return int((run_dir / "exit_code").read_text().split("\n", 1)[0].strip())
     except (OSError, ValueError):
         return None
+
+
+def _output_failure(run_dir: Path) -> LogLine | None:
+    """The record procwrap kept when it could not write the output any more (a full disk)."""
+    try:
+        _, _, note = (run_dir / "exit_code").read_bytes().partition(b"\n")
+    except OSError:
+        return None
+    return _parse_record(note.rstrip(b"\n")) if note else None
 
 
 def _read_from(path: Path, offset: int) -> bytes:

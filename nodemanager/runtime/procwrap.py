@@ -7,13 +7,20 @@ the wrapper still records the output and the exit code:
 
 - `started.json`  {"pid", "start_ticks", "wrapper_pid", "wrapper_start_ticks", "started_at"} or {"error"}
 - `output.log`    one record a line: `<RFC 3339 ns timestamp> <o|e> <raw bytes of the line>`
-- `exit_code`     the exit status (128 + N when killed by signal N, as Docker reports it)
+- `exit_code`     the exit status (128 + N when killed by signal N, as Docker reports it); a
+                  second line, when output was lost, is one more `output.log` record saying why
 
 SIGTERM / SIGINT / SIGHUP sent to the wrapper are forwarded to the command's group.
 
 OPTIONS confine COMMAND (not the wrapper, which must outlive it to record its end):
 `--cgroup DIR` moves it into that cgroup v2 before it executes; `--address-space BYTES` sets its
 RLIMIT_AS, where no cgroup can hold it to its memory.
+
+A full disk must not turn a run that completed into one that vanished: the exit code's file is
+reserved (written, so its space is allocated) before the command starts and overwritten in place
+at the end, and output that cannot be written any more is drained and dropped, so the command
+neither blocks on a full pipe nor dies of SIGPIPE. The first write error is kept and reported as
+the record on the exit code's second line, which the runtime shows as the run's last output line.
 """
 
 from __future__ import annotations
@@ -50,17 +57,39 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def write_exit_code(state_dir: Path, code: int) -> None:
+EXIT_CODE_RESERVE = 4096  # bytes: the code and one record saying why output was lost
+
+
+def reserve_exit_code(state_dir: Path) -> None:
+    """Allocate the exit code's file now, while there is room (best effort)."""
+    with contextlib.suppress(OSError):
+        (state_dir / "exit_code.tmp").write_bytes(b" " * EXIT_CODE_RESERVE)
+
+
+def write_exit_code(state_dir: Path, code: int, note: bytes = b"") -> None:
+    """`code`, and `note` (an output record) on a second line, into the reserved file: overwriting
+    space already allocated needs none (a new file is created when nothing was reserved)."""
     temporary = state_dir / "exit_code.tmp"
-    temporary.write_text(str(code))
+    content = (str(code).encode() + (b"\n" + note if note else b""))[:EXIT_CODE_RESERVE]
+    try:
+        with temporary.open("r+b") as file:
+            file.write(content)
+            file.truncate()
+    except FileNotFoundError:
+        temporary.write_bytes(content)
     os.replace(temporary, state_dir / "exit_code")
 
 
 class OutputRecorder:
     def __init__(self, path: Path) -> None:
-        self._file = path.open("ab", buffering=0)
         self._last_ns = 0
         self._pending: dict[bytes, bytes] = {b"o": b"", b"e": b""}
+        self.failure: bytes = b""  # the record telling why output stopped being recorded
+        self._file: Any = None
+        try:
+            self._file = path.open("ab", buffering=0)
+        except OSError as exc:
+            self._failed(exc)
 
     def _now(self) -> bytes:
         # strictly increasing, so `since` never confuses two lines
@@ -85,12 +114,23 @@ class OutputRecorder:
                 self._pending[stream] = b""
 
     def _write(self, stream: bytes, line: bytes) -> None:
+        if self.failure:
+            return  # output is drained and dropped from the first write that failed
         # stamped when complete, so the stamps rise in file order and `since` never skips a line
-        self._file.write(self._now() + b" " + stream + b" " + line + b"\n")
+        try:
+            self._file.write(self._now() + b" " + stream + b" " + line + b"\n")
+        except OSError as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: OSError) -> None:
+        text = f"procwrap: output dropped from here on, it cannot be recorded: {exc}"
+        self.failure = self._now() + b" e " + text.encode(errors="replace")
 
     def close(self) -> None:
         self.flush()
-        self._file.close()
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
 
 
 def pump(child: subprocess.Popen[bytes], recorder: OutputRecorder) -> None:
@@ -126,6 +166,7 @@ def confine(cgroup: str | None, address_space: int | None) -> None:
 def supervise(
     state_dir: Path, command: list[str], cgroup: str | None = None, address_space: int | None = None
 ) -> int:
+    reserve_exit_code(state_dir)
     try:
         child = subprocess.Popen(
             command,
@@ -169,7 +210,7 @@ def supervise(
         recorder.close()
     status = child.wait()
     code = status if status >= 0 else 128 - status
-    write_exit_code(state_dir, code)
+    write_exit_code(state_dir, code, recorder.failure)
     return code
 
 

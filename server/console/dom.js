@@ -39,6 +39,27 @@ export function statusBadge(status) {
   return h("span", { class: `badge status-${status}`, "data-status": status }, t(`status.${status}`));
 }
 
+// "CPU 1.5/4 · Memory 2Gi/16Gi": requested of allocatable, for the resources the node reports
+export function resourceSummary(node) {
+  const parts = [];
+  if (node.capacity.cpus != null) {
+    parts.push(t("nodes.cpu", { requested: formatCpus(node.requested?.cpus || 0), total: formatCpus(node.capacity.cpus) }));
+  }
+  if (node.capacity.memory_mb != null) {
+    parts.push(t("nodes.memory", { requested: formatMemory(node.requested?.memory_mb || 0), total: formatMemory(node.capacity.memory_mb) }));
+  }
+  return parts.length ? parts.join(" · ") : null;
+}
+
+function formatCpus(cpus) {
+  return String(Math.round(cpus * 1000) / 1000);
+}
+
+export function formatMemory(mebibytes) {
+  if (mebibytes >= 1024) return `${Math.round((mebibytes / 1024) * 10) / 10}Gi`;
+  return `${mebibytes}Mi`;
+}
+
 // An online node held back (a condition fails, or it is quarantined): a badge beside its status
 // whose title says why; null for any other node.
 export function heldBackBadge(node) {

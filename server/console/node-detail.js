@@ -9,6 +9,7 @@ import {
   labelChips,
   message,
   replaceChildren,
+  resourceSummary,
   runStatusBadge,
   statusBadge,
 } from "./dom.js";
@@ -110,6 +111,7 @@ export function nodeDetailView(nodeId) {
         [t("node.created"), timeWithRelative(node.created_at)],
         [t("node.heartbeat"), timeWithRelative(node.last_heartbeat_at)],
         [t("node.capacity"), t("node.capacityValue", { running: node.running, max: node.capacity.max_concurrent })],
+        [t("nodes.resources"), resourceSummary(node)],
       ]),
     );
     fillSection(sections.conditions, conditionList(node.conditions));

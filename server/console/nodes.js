@@ -1,7 +1,7 @@
 // "Nodes" page: filters and a grid of node cards.
 
 import { api, canChange } from "./api.js";
-import { button, h, heldBackBadge, labelChips, message, replaceChildren, statusBadge } from "./dom.js";
+import { button, h, heldBackBadge, labelChips, message, replaceChildren, resourceSummary, statusBadge } from "./dom.js";
 import { relativeTime, t } from "./i18n.js";
 import { openEditDialog } from "./node-actions.js";
 
@@ -27,6 +27,7 @@ function capacityMeter(node) {
 }
 
 function nodeCard(node) {
+  const resources = resourceSummary(node);
   const href = `#/nodes/${encodeURIComponent(node.id)}`;
   const card = h(
     "article",
@@ -49,6 +50,14 @@ function nodeCard(node) {
       h("span", { class: "card-label" }, t("nodes.capacity")),
       capacityMeter(node),
     ),
+    resources
+      ? h(
+          "div",
+          { class: "card-row" },
+          h("span", { class: "card-label" }, t("nodes.resources")),
+          h("span", { class: "resources mono" }, resources),
+        )
+      : null,
     h(
       "footer",
       { class: "card-footer" },

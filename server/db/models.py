@@ -46,6 +46,17 @@ class NodeRow(SQLModel, table=True):
     max_concurrent_override: int | None = Field(default=None)
     # counter of runs scheduled or running here; changed only by conditional UPDATEs
     running: int = Field(default=0)
+    # allocatable resources (None: not reported, not a limit): an admin override wins over the
+    # node's report, as for max_concurrent; CPUs in thousandths, so sums compare exactly in SQL
+    cpu_millis: int | None = Field(default=None)
+    cpu_millis_override: int | None = Field(default=None)
+    memory_mb: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    memory_mb_override: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # the summed requests of its active runs, set with `running` from the run rows
+    requested_cpu_millis: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    requested_memory_mb: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, default=0, server_default=text("0"))
+    )
     draining: bool = Field(default=False, index=True)
     info: dict[str, Any] = _json()
     last_heartbeat_at: datetime | None = _ts(index=True)
@@ -108,6 +119,15 @@ class RunRow(SQLModel, table=True):
     # first heartbeat of its node that did not list the run (two-way reconciliation); None: listed
     unreported_since: datetime | None = _ts()
     attempts: int = Field(default=0)
+    # limits, defaults applied at creation: CPUs in thousandths, memory in MiB (None: no request)
+    cpu_millis: int | None = Field(default=None)
+    memory_mb: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    deadline_seconds: int | None = Field(default=None)
+    # started_at + deadline_seconds, set when it starts; the reaper ends it if its node does not
+    deadline_at: datetime | None = _ts()
+    sandbox: dict[str, Any] = _json_added_later()
+    # why it ended (nodeapi.models.RunReason); None while active
+    reason: str | None = Field(default=None, max_length=32)
     cancel_requested: bool = Field(default=False)
     container_id: str | None = Field(default=None, max_length=128)
     message: str | None = Field(default=None, max_length=2000)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,6 +34,10 @@ NODE_FIELDS = (
     "healthy",
     "quarantined_at",
     "quarantined_until",
+    "cpu_millis",
+    "memory_mb",
+    "requested_cpu_millis",
+    "requested_memory_mb",
 )
 # fetched as plain Core rows (no ORM identity-map cost)
 NODE_COLUMNS: tuple[Any, ...] = tuple(col[name] for name in NODE_FIELDS)
@@ -88,9 +93,22 @@ async def still_silent(session: AsyncSession, node_id: str | None, cutoff: datet
     return bool(heartbeat < cutoff)
 
 
+@dataclass(frozen=True)
+class ReportedState:
+    """What a heartbeat says of the node."""
+
+    labels: dict[str, str]
+    max_concurrent: int
+    cpu_millis: int | None
+    memory_mb: int | None
+    info: dict[str, Any]
+    conditions: list[dict[str, Any]]
+
+
 _UPSERT_COLUMNS = (
     "id", "reported_labels", "label_overrides", "labels", "max_concurrent", "running", "draining",
     "info", "last_heartbeat_at", "created_at", "updated_at", "resource_version", "conditions", "healthy",
+    "cpu_millis", "memory_mb",
 )  # fmt: skip
 
 
@@ -119,6 +137,8 @@ def _upsert_statement(dialect: str) -> Any:
             "reported_labels": stmt.excluded.reported_labels,
             "labels": merged,
             "max_concurrent": func.coalesce(col.max_concurrent_override, stmt.excluded.max_concurrent),
+            "cpu_millis": func.coalesce(col.cpu_millis_override, stmt.excluded.cpu_millis),
+            "memory_mb": func.coalesce(col.memory_mb_override, stmt.excluded.memory_mb),
             "info": stmt.excluded.info,
             "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
             "conditions": stmt.excluded.conditions,
@@ -128,13 +148,7 @@ def _upsert_statement(dialect: str) -> Any:
 
 
 async def upsert_heartbeat(
-    session: AsyncSession,
-    node_id: str,
-    reported_labels: dict[str, str],
-    max_concurrent: int,
-    info: dict[str, Any],
-    conditions: list[dict[str, Any]],
-    now: datetime,
+    session: AsyncSession, node_id: str, reported: ReportedState, now: datetime
 ) -> Row[Any]:
     """Insert on first sight, else replace the reported part; draining and overrides are kept.
 
@@ -144,19 +158,21 @@ async def upsert_heartbeat(
     """
     params = {
         "id": node_id,
-        "reported_labels": reported_labels,
+        "reported_labels": reported.labels,
         "label_overrides": {},
-        "labels": reported_labels,
-        "max_concurrent": max_concurrent,
+        "labels": reported.labels,
+        "max_concurrent": reported.max_concurrent,
+        "cpu_millis": reported.cpu_millis,
+        "memory_mb": reported.memory_mb,
         "running": 0,
         "draining": False,
-        "info": info,
+        "info": reported.info,
         "last_heartbeat_at": now,
         "created_at": now,
         "updated_at": now,
         "resource_version": 1,
-        "conditions": conditions,
-        "healthy": all(condition.get("ok") for condition in conditions),
+        "conditions": reported.conditions,
+        "healthy": all(condition.get("ok") for condition in reported.conditions),
     }
     stmt = _upsert_statement(session.get_bind().dialect.name)
     return (await session.execute(stmt, params)).one()

@@ -102,42 +102,63 @@ async def mark_enqueued(session: AsyncSession, run_ids: Sequence[str]) -> None:
         )
 
 
-def active_runs_of(node: Any) -> Any:
-    """How many runs are scheduled or running on `node` (a nodes column), as a scalar subquery."""
+def _of_active_runs(node: Any, aggregate: Any) -> Any:
     return (
-        select(func.count())
+        select(aggregate)
         .select_from(RunRow)
         .where(col(RunRow.node_id) == node, col(RunRow.status).in_(ACTIVE))
         .scalar_subquery()
     )
 
 
+def node_load(node: Any) -> dict[str, Any]:
+    """A node's load columns as derived from its scheduled or running runs (scalar subqueries
+    on `node`, a nodes id column): how many, and the sum of their resource requests."""
+    return {
+        "running": _of_active_runs(node, func.count()),
+        "requested_cpu_millis": _of_active_runs(node, func.coalesce(func.sum(col(RunRow.cpu_millis)), 0)),
+        "requested_memory_mb": _of_active_runs(node, func.coalesce(func.sum(col(RunRow.memory_mb)), 0)),
+    }
+
+
 async def recount_running(session: AsyncSession, node_id: str | None) -> None:
-    """Set the node's `running` from its run rows, in the transaction that moved a run: the count
-    is derived, never kept by increments that could drift."""
+    """Set the node's load from its run rows, in the transaction that moved a run: it is derived,
+    never kept by increments that could drift.
+
+    The node's row is locked first, in a statement of its own: on PostgreSQL (READ COMMITTED) an
+    UPDATE whose count subquery waited for that lock would still count from its snapshot taken
+    before the wait, so two transactions ending two runs of one node at once each counted the
+    other's run as active and the node kept a run it no longer had. Counted after the lock, the
+    count sees every transaction that set the node's count before. (SQLite writes one at a time.)"""
     if node_id is None:
         return
+    await session.execute(select(col(NodeRow.id)).where(col(NodeRow.id) == node_id).with_for_update())
     await session.execute(
         update(NodeRow)
         .where(col(NodeRow.id) == node_id)
-        .values(running=active_runs_of(col(NodeRow.id)))
+        .values(**node_load(col(NodeRow.id)))
         .execution_options(synchronize_session=False)
     )
 
 
 async def repair_running(session: AsyncSession) -> list[tuple[str, int]]:
-    """Every node whose `running` differs from its run rows, set right: (node id, wrong count)."""
-    counts = active_runs_of(col(NodeRow.id))
+    """Every node whose load differs from its run rows, set right: (node id, wrong count)."""
+    load = node_load(col(NodeRow.id))
     wrong = (
         await session.execute(
-            select(col(NodeRow.id), col(NodeRow.running)).where(col(NodeRow.running) != counts)
+            select(col(NodeRow.id), col(NodeRow.running)).where(
+                or_(*(getattr(NodeRow, name) != derived for name, derived in load.items()))
+            )
         )
     ).all()
     if wrong:
+        node_ids = sorted(str(node_id) for node_id, _ in wrong)
+        # locked first, then counted (see recount_running)
+        await session.execute(select(col(NodeRow.id)).where(col(NodeRow.id).in_(node_ids)).with_for_update())
         await session.execute(
             update(NodeRow)
-            .where(col(NodeRow.id).in_([node_id for node_id, _ in wrong]))
-            .values(running=active_runs_of(col(NodeRow.id)))
+            .where(col(NodeRow.id).in_(node_ids))
+            .values(**node_load(col(NodeRow.id)))
             .execution_options(synchronize_session=False)
         )
     return [(str(node_id), int(running)) for node_id, running in wrong]
@@ -197,6 +218,17 @@ async def active_runs_on_silent_nodes(
             ),
         )
         .order_by(col(RunRow.scheduled_at), col(RunRow.id))
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def overdue_runs(session: AsyncSession, due_before: datetime, limit: int) -> list[RunRow]:
+    """Running runs whose deadline passed before `due_before`."""
+    stmt = (
+        select(RunRow)
+        .where(col(RunRow.status) == "running", col(RunRow.deadline_at) < due_before)
+        .order_by(col(RunRow.deadline_at), col(RunRow.id))
         .limit(limit)
     )
     return list((await session.execute(stmt)).scalars())

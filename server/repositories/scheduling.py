@@ -6,9 +6,10 @@ may have filled the node, a run may have been cancelled or assigned already. So 
 write re-checks its precondition in SQL and the batch is settled from what the
 statements report back:
 
-- nodes: `running = running + k WHERE running + k <= max_concurrent AND online` (k = runs
-  given to that node in this batch) reserves the slots, one statement per distinct k (nearly
-  always one or two); a node that no longer fits sends its runs back for the next pass;
+- nodes: `running = running + k WHERE running + k <= max_concurrent AND schedulable`, and the
+  same for the summed CPU and memory requests against the allocatable ones (k = runs given to
+  that node in this batch) reserves the slots, one statement per distinct (k, cpus, memory)
+  (nearly always a few); a node that no longer fits sends its runs back for the next pass;
 - runs: `status = 'scheduled' ... WHERE status = 'queued'`, one statement, then each moved
   run's `node_id` in one executemany; then the granted nodes' `running` is set from their run
   rows (a run that moved meanwhile gives its reserved slot back that way);
@@ -22,19 +23,19 @@ is cached, and building a CASE of a few hundred branches cost more than running 
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, bindparam, cast, select, update
+from sqlalchemy import String, bindparam, cast, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db.models import NODES, RUNS
 from server.node_status import StatusRule
 from server.repositories.events import event_row, insert_event_rows
-from server.repositories.runs import active_runs_of
+from server.repositories.runs import node_load
 from server.scheduler.placement import Assign, Decision, Unschedulable
 
 MESSAGE_MAX = 2000
@@ -74,16 +75,27 @@ async def _apply_assignments(
     session: AsyncSession, assigns: list[Assign], now: datetime, rule: StatusRule, result: ApplyResult
 ) -> None:
     granted: set[str] = set()
-    for count, node_ids in _grouped(Counter(a.node_id for a in assigns).items()).items():
+    load: dict[str, tuple[int, int, int]] = {}
+    for a in assigns:
+        count, cpu, memory = load.get(a.node_id, (0, 0, 0))
+        load[a.node_id] = (count + 1, cpu + a.cpu_millis, memory + a.memory_mb)
+    nodes = NODES.c
+    for (count, cpu, memory), node_ids in _grouped(load.items()).items():
         taken = await session.execute(
             update(NODES)
             .where(
-                NODES.c.id.in_(node_ids),
-                NODES.c.running + count <= NODES.c.max_concurrent,
-                rule.sql_schedulable(NODES.c, now),
+                nodes.id.in_(node_ids),
+                nodes.running + count <= nodes.max_concurrent,
+                or_(nodes.cpu_millis.is_(None), nodes.requested_cpu_millis + cpu <= nodes.cpu_millis),
+                or_(nodes.memory_mb.is_(None), nodes.requested_memory_mb + memory <= nodes.memory_mb),
+                rule.sql_schedulable(nodes, now),
             )
-            .values(running=NODES.c.running + count)
-            .returning(NODES.c.id)
+            .values(
+                running=nodes.running + count,
+                requested_cpu_millis=nodes.requested_cpu_millis + cpu,
+                requested_memory_mb=nodes.requested_memory_mb + memory,
+            )
+            .returning(nodes.id)
         )
         granted.update(taken.scalars())
     result.retry.extend(a.run_id for a in assigns if a.node_id not in granted)
@@ -123,9 +135,7 @@ async def _apply_assignments(
             result.gone.append(assign.run_id)
     # the guard above reserved the slots; now that the runs moved, each node's count is set from
     # its run rows, which also gives back the slots of runs that moved meanwhile
-    await session.execute(
-        update(NODES).where(NODES.c.id.in_(list(granted))).values(running=active_runs_of(NODES.c.id))
-    )
+    await session.execute(update(NODES).where(NODES.c.id.in_(list(granted))).values(**node_load(NODES.c.id)))
 
 
 async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedulable], now: datetime) -> None:
@@ -148,20 +158,27 @@ async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedul
 # ---------------------------------------------------------------------------- reads
 
 
-async def pending_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[tuple[str, Any, Any, Any]]:
-    """(id, node_selector, selector_expressions, avoid_nodes) of those runs still queued, oldest first."""
+async def pending_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[Any]:
+    """Of those runs still queued, oldest first: id, node_selector, selector_expressions,
+    avoid_nodes, cpu_millis, memory_mb."""
     rows = await session.execute(
-        select(RUNS.c.id, RUNS.c.node_selector, RUNS.c.selector_expressions, RUNS.c.avoid_nodes)
+        select(
+            RUNS.c.id,
+            RUNS.c.node_selector,
+            RUNS.c.selector_expressions,
+            RUNS.c.avoid_nodes,
+            RUNS.c.cpu_millis,
+            RUNS.c.memory_mb,
+        )
         .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == "queued")
         .order_by(RUNS.c.created_at, RUNS.c.id)
     )
-    return [(run_id, selector, expressions, avoid) for run_id, selector, expressions, avoid in rows.all()]
+    return list(rows.all())
 
 
-async def node_snapshot(
-    session: AsyncSession, rule: StatusRule, now: datetime
-) -> list[tuple[str, str | None, int, int, str]]:
-    """(id, labels as JSON text, running, max_concurrent, status) of every node.
+async def node_snapshot(session: AsyncSession, rule: StatusRule, now: datetime) -> list[Any]:
+    """(id, labels as JSON text, running, max_concurrent, status, cpu_millis, memory_mb,
+    requested_cpu_millis, requested_memory_mb) of every node.
 
     Labels come as JSON text, so the caller decodes each distinct label set once (most nodes
     share theirs with others); the status is computed in SQL, so no timestamp is parsed per node.
@@ -173,9 +190,13 @@ async def node_snapshot(
             NODES.c.running,
             NODES.c.max_concurrent,
             rule.sql_state(NODES.c, now),
+            NODES.c.cpu_millis,
+            NODES.c.memory_mb,
+            NODES.c.requested_cpu_millis,
+            NODES.c.requested_memory_mb,
         )
     )
-    return [(node_id, text, running, limit, status) for node_id, text, running, limit, status in rows.all()]
+    return list(rows.all())
 
 
 async def queued_run_ids(session: AsyncSession, limit: int) -> list[str]:

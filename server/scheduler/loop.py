@@ -3,6 +3,7 @@
 Tasks (all supervised: errors are logged and retried with backoff and jitter):
 - consume: up to `batch_size` messages (blocking ~1 s), placed and applied in one transaction,
   acked only after the commit; the next batch is read while this one is placed and committed;
+  a batch whose pass fails stays pending and its runs join the parked ones;
 - parked: runs that fit nowhere wait in memory and are placed again on `wake()` or every
   `recheck_interval` (skipped while the node snapshot is unchanged); every `rescan_interval`
   (and at start) all queued runs are loaded from the database, so runs parked by a replica
@@ -180,7 +181,17 @@ class Scheduler:
             await self._settle_messages(messages)
 
     async def _settle_messages(self, messages: Sequence[Message]) -> None:
-        await self.schedule(list(dict.fromkeys(m.run_id for m in messages)))
+        run_ids = list(dict.fromkeys(m.run_id for m in messages))
+        try:
+            await self.schedule(run_ids)
+        except Exception:
+            # the pass failed (database unavailable): the messages stay pending in case this
+            # replica dies, and the runs are tried again with the parked ones, on the next pass
+            # that works, instead of waiting for the messages to be reclaimed (reclaim_min_idle)
+            for run_id in run_ids:
+                self.parked.setdefault(run_id, None)
+            self.wake()
+            raise
         await self.queue.ack([m.id for m in messages])
 
     async def _parked_once(self) -> None:
@@ -281,24 +292,41 @@ class Scheduler:
         pending: list[PendingRun] = []
         invalid: list[Unschedulable] = []
         avoid_since = avoid_time(self.clock.now() - self.start_failure_cooldown)
-        for run_id, selector, expressions, avoid_nodes in await repo.pending_runs(session, run_ids):
+        for run_id, selector, expressions, avoid_nodes, cpu_millis, memory_mb in await repo.pending_runs(
+            session, run_ids
+        ):
             avoid = frozenset(node for node, at in (avoid_nodes or {}).items() if at > avoid_since)
             try:
-                pending.append(PendingRun(run_id, compile_selector(selector or {}, expressions or ()), avoid))
+                compiled = compile_selector(selector or {}, expressions or ())
             except ValueError as exc:
                 invalid.append(Unschedulable(run_id, f"invalid node selector: {exc}"))
+                continue
+            pending.append(PendingRun(run_id, compiled, avoid, cpu_millis or 0, memory_mb or 0))
         return pending, invalid
 
     async def _snapshot(self, session: AsyncSession, now: datetime) -> list[NodeSnapshot]:
         decoded: dict[str | None, dict[str, str]] = {}
         nodes = []
-        for node_id, text, running, max_concurrent, status in await repo.node_snapshot(
+        for node_id, text, running, max_concurrent, status, *resources in await repo.node_snapshot(
             session, self.status_rule, now
         ):
             labels = decoded.get(text)
             if labels is None:
                 labels = decoded[text] = (msgspec.json.decode(text) if text else None) or {}
-            nodes.append(NodeSnapshot(node_id, labels, running, max_concurrent, cast(NodeState, status)))
+            cpu_millis, memory_mb, requested_cpu_millis, requested_memory_mb = resources
+            nodes.append(
+                NodeSnapshot(
+                    node_id,
+                    labels,
+                    running,
+                    max_concurrent,
+                    cast(NodeState, status),
+                    cpu_millis,
+                    memory_mb,
+                    requested_cpu_millis or 0,
+                    requested_memory_mb or 0,
+                )
+            )
         return nodes
 
     async def _fingerprint(self) -> int:
@@ -306,6 +334,17 @@ class Scheduler:
             nodes = await self._snapshot(session, self.clock.now())
         return hash(
             tuple(
-                (n.id, tuple(sorted(n.labels.items())), n.running, n.max_concurrent, n.state) for n in nodes
+                (
+                    n.id,
+                    tuple(sorted(n.labels.items())),
+                    n.running,
+                    n.max_concurrent,
+                    n.state,
+                    n.cpu_millis,
+                    n.memory_mb,
+                    n.requested_cpu_millis,
+                    n.requested_memory_mb,
+                )
+                for n in nodes
             )
         )

@@ -1,14 +1,17 @@
 """Pure placement: which run goes to which node, or why it fits nowhere. No I/O.
 
-Rules: a run goes only to an `online` node whose labels satisfy its selector and whose
-`running` is below `max_concurrent`; among those the least loaded wins, by lowest
-running/max_concurrent, then lower running, then node id.
+Rules: a run goes only to an `online` node whose labels satisfy its selector, whose `running`
+is below `max_concurrent`, and where its resource requests fit beside those of the node's
+active runs (a node that reports no allocatable CPUs or memory is not limited by them). Among
+those the least loaded wins: the lowest share used of its scarcest resource (run slots, CPUs,
+memory), then lower running, then node id.
 
 Cost: nodes are grouped by identical label sets, a selector is matched once per group,
 and each distinct selector keeps a heap of its candidate nodes (stale entries are
-skipped lazily). Building that is O(nodes) per selector; each run then costs O(log nodes).
-`place()` builds it for one batch; a `Placer` keeps it for many batches placed on the same
-snapshot, so with a kept placer a batch costs O(runs·log nodes) whatever the node count.
+skipped lazily). Building that is O(nodes) per selector; each run then costs O(log nodes)
+while the least loaded node fits it. `place()` builds it for one batch; a `Placer` keeps it
+for many batches placed on the same snapshot, so with a kept placer a batch costs
+O(runs·log nodes) whatever the node count.
 """
 
 from __future__ import annotations
@@ -34,6 +37,11 @@ class NodeSnapshot:
     running: int
     max_concurrent: int
     state: NodeState = "online"
+    # allocatable resources (None: not reported, no limit) and the requests of its active runs
+    cpu_millis: int | None = None
+    memory_mb: int | None = None
+    requested_cpu_millis: int = 0
+    requested_memory_mb: int = 0
 
 
 def avoid_time(at: datetime) -> str:
@@ -46,12 +54,16 @@ class PendingRun:
     id: str
     selector: Selector
     avoid: frozenset[str] = frozenset()  # nodes it recently failed to start on through their fault
+    cpu_millis: int = 0  # its requests (0: none)
+    memory_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Assign:
     run_id: str
     node_id: str
+    cpu_millis: int = 0  # the run's requests, which the apply step reserves with the slot
+    memory_mb: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +93,11 @@ class Placer:
         decisions: list[Decision] = []
         for run in runs:
             pool = cluster.pool(run.selector)
-            index = pool.take(run.avoid)
+            index = pool.take(run)
             if index is None:
-                decisions.append(Unschedulable(run.id, pool.reason(run.avoid)))
+                decisions.append(Unschedulable(run.id, pool.reason(run)))
             else:
-                decisions.append(Assign(run.id, cluster.nodes[index].id))
+                decisions.append(Assign(run.id, cluster.nodes[index].id, run.cpu_millis, run.memory_mb))
         return decisions
 
 
@@ -93,6 +105,9 @@ class Placer:
 class _Group:
     labels: Mapping[str, str]
     members: list[int] = field(default_factory=list)
+
+
+_UNLIMITED = 1 << 62  # the allocatable amount of a resource a node does not report
 
 
 class _Cluster:
@@ -103,6 +118,10 @@ class _Cluster:
         self.running = [node.running for node in nodes]
         self.limit = [node.max_concurrent if node.state == "online" else _NO_ROOM for node in nodes]
         self.divisor = [max(node.max_concurrent, 1) for node in nodes]
+        self.cpu_used = [node.requested_cpu_millis for node in nodes]
+        self.memory_used = [node.requested_memory_mb for node in nodes]
+        self.cpu_total = [_UNLIMITED if node.cpu_millis is None else node.cpu_millis for node in nodes]
+        self.memory_total = [_UNLIMITED if node.memory_mb is None else node.memory_mb for node in nodes]
         groups: dict[frozenset[tuple[str, str]], _Group] = {}
         for index, node in enumerate(nodes):
             key = frozenset(node.labels.items())
@@ -121,11 +140,39 @@ class _Cluster:
         return pool
 
     def entry(self, index: int) -> tuple[float, int, str, int]:
+        """Heap key: the share used of the node's scarcest resource, then running, then id."""
         running = self.running[index]
-        return (running / self.divisor[index], running, self.ids[index], index)
+        share = running / self.divisor[index]
+        cpu_total, memory_total = self.cpu_total[index], self.memory_total[index]
+        if cpu_total != _UNLIMITED:
+            share = max(share, self.cpu_used[index] / cpu_total if cpu_total else 1.0)
+        if memory_total != _UNLIMITED:
+            share = max(share, self.memory_used[index] / memory_total if memory_total else 1.0)
+        return (share, running, self.ids[index], index)
 
     def has_room(self, index: int) -> bool:
         return self.running[index] < self.limit[index]
+
+    def fits(self, index: int, run: PendingRun) -> bool:
+        """The fit rule's resource half (the other half, a free run slot, is `has_room`)."""
+        return (
+            self.cpu_used[index] + run.cpu_millis <= self.cpu_total[index]
+            and self.memory_used[index] + run.memory_mb <= self.memory_total[index]
+        )
+
+    def shortfall(self, index: int, run: PendingRun) -> str | None:
+        """Which resource does not fit the run there: memory is named first, as it is the one a
+        node cannot lend out over time."""
+        if self.memory_used[index] + run.memory_mb > self.memory_total[index]:
+            return "memory"
+        if self.cpu_used[index] + run.cpu_millis > self.cpu_total[index]:
+            return "cpu"
+        return None
+
+    def take(self, index: int, run: PendingRun) -> None:
+        self.running[index] += 1
+        self.cpu_used[index] += run.cpu_millis
+        self.memory_used[index] += run.memory_mb
 
 
 _NO_ROOM = float("-inf")  # the limit of a node that is not online: never has room
@@ -138,18 +185,18 @@ class _Pool:
         self.cluster = cluster
         self.selector = selector
         self.matching = matching
-        running, limit, divisor, ids = cluster.running, cluster.limit, cluster.divisor, cluster.ids
-        self.heap = [
-            (running[i] / divisor[i], running[i], ids[i], i)
-            for group in matching
-            for i in group.members
-            if running[i] < limit[i]
-        ]
+        self.heap = [cluster.entry(i) for group in matching for i in group.members if cluster.has_room(i)]
         heapq.heapify(self.heap)
-        self._reason: str | None = None
+        # requests (cpu, memory) a full scan found no room for; loads only grow on this snapshot,
+        # so a request at least as large in both fails too, without a scan
+        self._failed: list[tuple[int, int]] = []
+        self._reasons: dict[tuple[int, int], str] = {}
 
-    def take(self, avoid: frozenset[str] = frozenset()) -> int | None:
+    def take(self, run: PendingRun) -> int | None:
         cluster, heap = self.cluster, self.heap
+        request = (run.cpu_millis, run.memory_mb)
+        if not run.avoid and any(request[0] >= cpu and request[1] >= mem for cpu, mem in self._failed):
+            return None
         skipped = []
         try:
             while heap:
@@ -160,55 +207,65 @@ class _Pool:
                     if cluster.has_room(index):
                         heapq.heappush(heap, cluster.entry(index))
                     continue
-                if node_id in avoid:  # usable by other runs of this pool: put back afterwards
-                    skipped.append(entry)
+                if node_id in run.avoid or not cluster.fits(index, run):
+                    skipped.append(entry)  # usable by other runs of this pool: put back afterwards
                     continue
-                cluster.running[index] += 1
+                cluster.take(index, run)
                 if cluster.has_room(index):
                     heapq.heappush(heap, cluster.entry(index))
                 return index
+            if not run.avoid:
+                self._failed.append(request)
             return None
         finally:
             for entry in skipped:
                 heapq.heappush(heap, entry)
 
-    def reason(self, avoid: frozenset[str] = frozenset()) -> str:
-        """Why nothing fits, counted by cause; stable once the pool ran dry (loads only grow in a
-        batch), so it is computed once unless the run avoids some nodes."""
-        if avoid:
-            return self._explain(avoid)
-        if self._reason is None:
-            self._reason = self._explain(avoid)
-        return self._reason
+    def reason(self, run: PendingRun) -> str:
+        """Why nothing fits, counted by cause; stable for a request size once the pool has no
+        room for it (loads only grow on a snapshot), so computed once per size unless the run
+        avoids some nodes."""
+        if run.avoid:
+            return self._explain(run)
+        key = (run.cpu_millis, run.memory_mb)
+        reason = self._reasons.get(key)
+        if reason is None:
+            reason = self._reasons[key] = self._explain(run)
+        return reason
 
-    def _explain(self, avoid: frozenset[str]) -> str:
+    def _explain(self, run: PendingRun) -> str:
         cluster = self.cluster
         total = len(cluster.nodes)
         matching_count = sum(len(group.members) for group in self.matching)
-        states: Counter[str] = Counter()
+        causes: Counter[str] = Counter()
         full: set[tuple[int, int]] = set()
         for group in self.matching:
             for index in group.members:
                 node = cluster.nodes[index]
-                if node.state == "online" and node.id in avoid and cluster.has_room(index):
-                    states["avoided"] += 1
-                    continue
-                states[node.state] += 1
-                if node.state == "online":
+                if node.state != "online":
+                    causes[node.state] += 1
+                elif not cluster.has_room(index):
+                    causes["full"] += 1
                     full.add((cluster.running[index], node.max_concurrent))
+                elif (short := cluster.shortfall(index, run)) is not None:
+                    causes[short] += 1
+                else:
+                    causes["avoided"] += 1
         parts = []
         if total - matching_count:
             parts.append(f"{total - matching_count} do not match {self.selector.describe()}")
-        if states["online"]:
+        if causes["full"]:
             figure = f" ({next(iter(full))[0]}/{next(iter(full))[1]})" if len(full) == 1 else ""
-            parts.append(f"{states['online']} at capacity{figure}")
-        for state, words in HELD_BACK:
-            if states[state]:
-                parts.append(f"{states[state]} {words}")
+            parts.append(f"{causes['full']} at capacity{figure}")
+        for cause, words in CAUSES:
+            if causes[cause]:
+                parts.append(f"{causes[cause]} {words}")
         return f"0/{total} nodes available: " + (", ".join(parts) if parts else "no nodes are registered")
 
 
-HELD_BACK = (
+CAUSES = (
+    ("memory", "insufficient memory"),
+    ("cpu", "insufficient cpu"),
     ("avoided", "failed to start this run recently"),
     ("unhealthy", "unhealthy (a condition fails)"),
     ("quarantined", "quarantined (starts kept failing)"),

@@ -14,6 +14,7 @@ import msgspec
 from nodeapi import models as m
 from nodeapi.masking import mask_values
 from server.node_status import StatusRule
+from server.services.run_limits import cpus_of, sandbox_of
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -48,6 +49,10 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
         healthy,
         quarantined_at,
         quarantined_until,
+        cpu_millis,
+        memory_mb,
+        requested_cpu_millis,
+        requested_memory_mb,
     ) = values
     if heartbeat is not None and heartbeat.tzinfo is None:
         heartbeat = heartbeat.replace(tzinfo=UTC)
@@ -61,7 +66,8 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
         status=status,
         draining=bool(draining),
         labels=labels or {},
-        capacity=m.Capacity(max_concurrent=max_concurrent),
+        capacity=m.Capacity(max_concurrent=max_concurrent, cpus=cpus_of(cpu_millis), memory_mb=memory_mb),
+        requested=m.ResourceUsage(cpus=requested_cpu_millis / 1000, memory_mb=requested_memory_mb),
         running=running,
         last_heartbeat_at=heartbeat,
         created_at=created,
@@ -158,4 +164,8 @@ def run_to_wire(row: Any) -> m.Run:
         container_id=row.container_id,
         message=row.message,
         last_node_seq=row.last_node_seq,
+        deadline_seconds=row.deadline_seconds,
+        resources=m.Resources(cpus=cpus_of(row.cpu_millis), memory_mb=row.memory_mb),
+        sandbox=sandbox_of(row.sandbox),
+        reason=row.reason,
     )

@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
 from nodeapi import validation
-from nodeapi.models import TERMINAL_RUN_STATUSES
+from nodeapi.models import TERMINAL_RUN_STATUSES, RunReason
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from server.repositories import nodes as node_repo
 from server.repositories import runs as repo
@@ -70,6 +70,7 @@ class _RunState:
     status: str
     claimed: bool
     may_retry: bool  # a start failure that was the node's fault queues it again
+    deadline_seconds: int | None = None
     values: dict[str, Any] = field(default_factory=dict)
     requeued: str | None = None  # why it was queued again
 
@@ -91,22 +92,39 @@ class _RunState:
             if self.status == "scheduled":
                 self.status = "running"
                 self.values.update(status="running", started_at=at)
+                if self.deadline_seconds is not None:
+                    self.values["deadline_at"] = at + timedelta(seconds=self.deadline_seconds)
         elif kind == "exited":
-            code = data.get("exit_code")
-            if isinstance(code, int) and not isinstance(code, bool):
-                message = None if code == 0 else f"exited with code {code}"
-                self._finish("succeeded" if code == 0 else "failed", at, code, message)
-            else:
-                self._finish("failed", at, None, "exited without an exit code")
+            self._exited(data, at)
         elif kind == "failed":
             reason = str(data.get("reason") or data.get("message") or "failed on the node")[:MAX_MESSAGE]
             if data.get("cause") == "node" and self.status == "scheduled" and self.may_retry:
                 self._requeue(reason)
+            elif self.status == "running":  # it had started: the node lost it
+                self._finish("failed", at, _exit_code(data), reason, "node_lost")
             else:
-                self._finish("failed", at, _exit_code(data), reason)
+                why: RunReason = "image_missing" if data.get("cause") == "image" else "start_failed"
+                self._finish("failed", at, _exit_code(data), reason, why)
         elif kind == "cancelled":
-            self._finish("cancelled", at, _exit_code(data), "cancelled")
+            self._finish("cancelled", at, _exit_code(data), "cancelled", "cancelled")
         return None
+
+    def _exited(self, data: dict[str, Any], at: datetime) -> None:
+        """The run's reason from what the node read of the exit: the engine's or the cgroup's
+        OOM record and the node's own deadline kill are flags, never guessed from the code."""
+        code = _exit_code(data)
+        if data.get("deadline_exceeded") is True:
+            message = f"stopped at its deadline of {self.deadline_seconds}s"
+            self._finish("failed", at, code, message, "deadline_exceeded")
+        elif data.get("oom_killed") is True:
+            message = f"killed for using more memory than its limit (exit code {code})"
+            self._finish("failed", at, code, message, "oom_killed")
+        elif code == 0:
+            self._finish("succeeded", at, code, None, "succeeded")
+        elif code is None:
+            self._finish("failed", at, None, "the node reported an exit without an exit code", "node_lost")
+        else:
+            self._finish("failed", at, code, f"exited with code {code}", "exit_nonzero")
 
     def _claim(self, at: datetime) -> None:
         if not self.claimed:
@@ -127,9 +145,11 @@ class _RunState:
             message=f"could not start on its node, queued again: {reason}"[:MAX_MESSAGE],
         )
 
-    def _finish(self, status: str, at: datetime, exit_code: int | None, message: str | None) -> None:
+    def _finish(
+        self, status: str, at: datetime, exit_code: int | None, message: str | None, reason: RunReason
+    ) -> None:
         self.status = status
-        self.values.update(status=status, finished_at=at, exit_code=exit_code)
+        self.values.update(status=status, finished_at=at, exit_code=exit_code, reason=reason)
         if message is not None:
             self.values["message"] = message
 
@@ -270,6 +290,7 @@ class NodeEventService:
                 status=row.status,
                 claimed=row.claimed_at is not None,
                 may_retry=row.attempts < settings.run_max_attempts and not row.cancel_requested,
+                deadline_seconds=row.deadline_seconds,
             )
             logs = _LogBudget(row.log_bytes, row.log_truncated, self._ctx.settings.run_max_log_bytes)
             stored: list[tuple[str, dict[str, Any], datetime]] = []

@@ -23,6 +23,7 @@ from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.mappers import condition_rows, node_from_columns, run_to_wire
 from server.services.ratelimit import TokenBuckets
+from server.services.run_limits import cpu_millis_of_capacity
 from server.services.run_reconcile import reconcile
 
 log = logging.getLogger("server.nodes")
@@ -51,6 +52,8 @@ class _SchedulerView:
             node.schedulable,
             tuple(sorted(node.labels.items())),
             node.capacity.max_concurrent,
+            node.capacity.cpus,
+            node.capacity.memory_mb,
         )
         previous = self._seen.get(node.id)
         self._seen[node.id] = shape
@@ -94,9 +97,15 @@ class NodeService:
                 node_token = await self._register(session, req.node_id, caller, now)
             previous = await repo.stored_conditions(session, req.node_id) if req.conditions else []
             conditions = condition_rows(list(req.conditions), previous, now)
-            row = await repo.upsert_heartbeat(
-                session, req.node_id, dict(req.labels), req.capacity.max_concurrent, info, conditions, now
+            reported = repo.ReportedState(
+                labels=dict(req.labels),
+                max_concurrent=req.capacity.max_concurrent,
+                cpu_millis=cpu_millis_of_capacity(req.capacity.cpus),
+                memory_mb=req.capacity.memory_mb,
+                info=info,
+                conditions=conditions,
             )
+            row = await repo.upsert_heartbeat(session, req.node_id, reported, now)
             if node_token is not None and not await repo.claim_credential(
                 session, req.node_id, token_hash(node_token), now
             ):
@@ -108,6 +117,7 @@ class NodeService:
                 dict(req.run_attempts),
                 now,
                 self._ctx.settings.reconcile_grace,
+                self._ctx.settings.run_max_attempts,
             )
         node = node_from_columns(row, self._ctx.status_rule, now)
         if reconciled.requeued:
@@ -255,6 +265,10 @@ def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[
     if patch.max_concurrent is not None:
         values["max_concurrent"] = patch.max_concurrent
         values["max_concurrent_override"] = patch.max_concurrent
+    if patch.cpus is not None:
+        values["cpu_millis"] = values["cpu_millis_override"] = cpu_millis_of_capacity(patch.cpus)
+    if patch.memory_mb is not None:
+        values["memory_mb"] = values["memory_mb_override"] = patch.memory_mb
     return values
 
 

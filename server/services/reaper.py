@@ -10,7 +10,9 @@ Each change is a conditional UPDATE on the run's status and node, in its own tra
 together with the node's slot release, so two apiserver replicas never handle a run twice.
 
 Silence is counted from this process's start at the earliest: heartbeats missing because the
-server itself was down (or restarting) must not declare a healthy node's runs lost.
+server itself was down (or restarting) must not declare a healthy node's runs lost. Likewise
+from the end of a database outage: while the database was unreachable no heartbeat could be
+stored, so the first pass that reads it again starts the count anew.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class LostRunReaper:
         self._task: asyncio.Task[None] | None = None
         self._started = ctx.clock.now()
         self._repaired_at: datetime | None = None
+        self._database_failed = False  # a pass could not read the database: heartbeats were not stored
 
     async def start(self) -> None:
         self._started = self._ctx.clock.now()
@@ -58,6 +61,7 @@ class LostRunReaper:
 
     async def _reap(self) -> None:
         await self.reap_once()
+        await self.end_overdue_runs()
         now = self._ctx.clock.now()
         if self._repaired_at is None or (now - self._repaired_at).total_seconds() >= REPAIR_INTERVAL:
             await self.repair_running()
@@ -76,17 +80,66 @@ class LostRunReaper:
             self._ctx.wake_scheduler()
         return repaired
 
+    async def end_overdue_runs(self) -> list[str]:
+        """Runs still `running` RUN_DEADLINE_GRACE after their deadline: their node should have
+        stopped them and did not say so (it is silent, or does not enforce deadlines). They end
+        `failed` with reason `deadline_exceeded`; a node that comes back is told to stop them."""
+        grace = self._ctx.settings.run_deadline_grace
+        now = self._ctx.clock.now()
+        async with self._ctx.sessionmaker() as session:
+            rows = await run_repo.overdue_runs(session, now - timedelta(seconds=grace), REAP_BATCH)
+        ended = []
+        for row in rows:
+            message = (
+                f"passed its deadline of {row.deadline_seconds}s by more than {grace:g}s "
+                f"(RUN_DEADLINE_GRACE) without its node {row.node_id} ending it"
+            )
+            values = {
+                "status": "failed",
+                "reason": "deadline_exceeded",
+                "message": message,
+                "finished_at": now,
+                "updated_at": now,
+            }
+            async with self._ctx.sessionmaker.begin() as session:
+                if not await run_repo.update_run(session, row.id, {"status": "running"}, values):
+                    continue
+                await run_repo.recount_running(session, row.node_id)
+                event = {"reason": message, "node_id": row.node_id, "by": "server"}
+                await record_events(session, row.id, [("deadline_exceeded", event)], now)
+            ended.append(row.id)
+            self._ctx.run_updates.notify(row.id)
+            if row.node_id is not None:
+                self._ctx.node_work.notify(row.node_id)
+        if ended:
+            log.warning("ended %d run(s) past their deadline that their nodes did not stop", len(ended))
+            self._ctx.wake_scheduler()
+        return ended
+
     async def reap_once(self) -> int:
         """Handle every run on a silent node once; the number of runs changed."""
         settings = self._ctx.settings
         silence = settings.offline_after + settings.run_lost_grace
         now = self._ctx.clock.now()
+        try:  # read on every pass, so that no database outage goes unnoticed
+            async with self._ctx.sessionmaker() as session:
+                rows = await run_repo.active_runs_on_silent_nodes(
+                    session, now - timedelta(seconds=silence), REAP_BATCH
+                )
+        except Exception:
+            self._database_failed = True
+            raise
+        if self._database_failed:
+            # back from a database outage: the nodes' heartbeats of that time were refused, not missed
+            self._database_failed = False
+            self._started = now
+            log.info(
+                "the database answers again: nodes get %gs from now to be heard before their runs are lost",
+                silence,
+            )
+            return 0
         if (now - self._started).total_seconds() < silence:
             return 0  # nodes have not had a full grace to reach this server yet
-        async with self._ctx.sessionmaker() as session:
-            rows = await run_repo.active_runs_on_silent_nodes(
-                session, now - timedelta(seconds=silence), REAP_BATCH
-            )
         requeued: list[str] = []
         changed = 0
         for row in rows:
@@ -123,7 +176,7 @@ class LostRunReaper:
                 "cancelled",
                 {"reason": f"{gone}; cancelled without its confirmation"},
             )
-            values.update(status=status, finished_at=now, message=data["reason"])
+            values.update(status=status, finished_at=now, message=data["reason"], reason="cancelled")
         elif maybe_started:
             reason = (
                 gone
@@ -131,11 +184,11 @@ class LostRunReaper:
                 else f"{gone} after it claimed the run; it may have started it"
             )
             status, kind, data = "lost", "lost", {"reason": reason, "node_id": node}
-            values.update(status=status, finished_at=now, message=reason)
+            values.update(status=status, finished_at=now, message=reason, reason="node_lost")
         elif row.attempts >= self._ctx.settings.run_max_attempts:
             reason = f"{gone} before starting it; giving up after {row.attempts} attempt(s)"
             status, kind, data = "lost", "lost", {"reason": reason, "node_id": node}
-            values.update(status=status, finished_at=now, message=reason)
+            values.update(status=status, finished_at=now, message=reason, reason="node_lost")
         else:
             reason = f"{gone} before starting it; queued again"
             status, kind, data = "queued", "requeued", {"reason": reason, "node_id": node}

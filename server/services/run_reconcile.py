@@ -47,6 +47,7 @@ async def reconcile(
     attempts: dict[str, int],
     now: datetime,
     grace: float,
+    max_attempts: int,
 ) -> Reconciliation:
     held = sorted(set(reported))[:MAX_REPORTED]
     outcome = Reconciliation()
@@ -63,19 +64,26 @@ async def reconcile(
         if since is None:
             await run_repo.update_run(session, row.id, {"status": row.status}, {"unreported_since": now})
         elif now - since > timedelta(seconds=grace):
-            await _settle(session, row, node_id, now, grace, outcome)
+            await _settle(session, row, node_id, now, (grace, max_attempts), outcome)
     if outcome.changed:
         await run_repo.recount_running(session, node_id)
     return outcome
 
 
 async def _settle(
-    session: AsyncSession, row: Any, node_id: str, now: datetime, grace: float, outcome: Reconciliation
+    session: AsyncSession,
+    row: Any,
+    node_id: str,
+    now: datetime,
+    limits: tuple[float, int],
+    outcome: Reconciliation,
 ) -> None:
     """A run its node has not listed for longer than the grace period."""
+    grace, max_attempts = limits
     why = f"node {node_id} has not listed the run in its heartbeats for more than {grace:g}s"
     values: dict[str, Any] = {"updated_at": now, "unreported_since": None}
-    if row.claimed_at is None and row.status == "scheduled" and not row.cancel_requested:
+    never_claimed = row.claimed_at is None and row.status == "scheduled" and not row.cancel_requested
+    if never_claimed and row.attempts < max_attempts:
         message = f"{why}; it never claimed it, so it is queued again"
         values.update(
             status="queued", node_id=None, scheduled_at=None, claimed_at=None, enqueued=False, message=message
@@ -83,10 +91,14 @@ async def _settle(
         kind, status = "requeued", "queued"
     else:
         status = "cancelled" if row.cancel_requested else "lost"
-        message = (
-            f"{why}; {'cancelled without its confirmation' if row.cancel_requested else 'it may have run'}"
-        )
-        values.update(status=status, finished_at=now, message=message)
+        if row.cancel_requested:
+            message = f"{why}; cancelled without its confirmation"
+        elif never_claimed:
+            message = f"{why}; it never claimed it, and the run was placed {row.attempts} time(s): giving up"
+        else:
+            message = f"{why}; it may have run"
+        reason = "cancelled" if row.cancel_requested else "node_lost"
+        values.update(status=status, finished_at=now, message=message, reason=reason)
         kind = status
     expect = {"status": row.status, "node_id": node_id, "unreported_since": row.unreported_since}
     if not await run_repo.update_run(session, row.id, expect, values):

@@ -23,6 +23,7 @@ from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.longpoll import long_poll
 from server.services.mappers import run_to_wire, utc
+from server.services.run_limits import limits_of
 from server.services.run_validation import validate_run_create
 
 DEFAULT_LIMIT = 1000
@@ -75,6 +76,7 @@ class RunService:
         """The new run, and whether it is new: with an Idempotency-Key already used for the same
         body the run that one made is answered (False); for another body, Conflict."""
         validate_run_create(req)
+        limits_of(req, self._ctx.settings)  # 400 before a key is looked at
         if idempotency_key is None:
             return await self._create(req, actor, None), True
         fingerprint = _fingerprint(req)
@@ -100,6 +102,7 @@ class RunService:
 
     async def _create(self, req: m.RunCreate, actor: str, key: tuple[str, str] | None) -> m.Run:
         now = self._ctx.clock.now()
+        limits = limits_of(req, self._ctx.settings)
         row = RunRow(
             id=new_run_id(),
             status="queued",
@@ -109,6 +112,10 @@ class RunService:
             secret_env=sealed_with_names(self._ctx.secrets, list(req.secret_env), dict(req.secret_env)),
             node_selector=dict(req.node_selector),
             selector_expressions=list(req.selector_expressions),
+            cpu_millis=limits.cpu_millis,
+            memory_mb=limits.memory_mb,
+            deadline_seconds=limits.deadline_seconds,
+            sandbox=limits.sandbox,
             created_at=now,
             updated_at=now,
             enqueued=False,
@@ -183,6 +190,7 @@ class RunService:
                     "finished_at": now,
                     "updated_at": now,
                     "message": "cancelled before it started",
+                    "reason": "cancelled",
                 }
                 if not await repo.update_run(session, run_id, expect, values):
                     return None

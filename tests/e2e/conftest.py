@@ -1,4 +1,5 @@
-"""Fixtures shared by the end-to-end tests of the proxy test (one node, and a fleet)."""
+"""Fixtures shared by the end-to-end tests: the apiserver's backends, and the proxy test's server
+(one node, and a fleet)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,29 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.postgres import PostgresServer
 from tests.support.proxies import TargetServer
+from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
 
 PROXY_TEST_OFFLINE_AFTER = 3.0  # seconds: a stopped node is offline quickly
+
+
+@pytest.fixture(
+    params=[
+        "sqlite-embedded",
+        pytest.param("postgres-redis", marks=[pytest.mark.postgres, pytest.mark.redis]),
+    ]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
+    """The apiserver's environment for each way it is deployed: a SQLite file with the in-process
+    run queue (one apiserver), or a fresh PostgreSQL database with Redis Streams (REDIS_URL, as
+    replicas run it). Add it to a ServerProcess's env."""
+    if request.param == "sqlite-embedded":
+        return {"DATABASE_URL": f"sqlite:///{tmp_path / 'apiserver.db'}"}
+    postgres: PostgresServer = request.getfixturevalue("postgres_server")
+    redis: RedisServer = request.getfixturevalue("redis_server")
+    return {"DATABASE_URL": postgres.create_database(), "REDIS_URL": redis.url}
 
 
 @pytest.fixture(scope="module")

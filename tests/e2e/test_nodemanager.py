@@ -13,17 +13,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
+from tests.support.api import RUN_TIMEOUT, TERMINAL, Api
 from tests.support.images import TEST_LABELS
 from tests.support.nodemanager import REPO_ROOT, NodeManagerProcess
 from tests.support.proxies import SelfSignedCert, TargetServer
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
 
-TERMINAL = {"succeeded", "failed", "cancelled", "lost"}
-RUN_TIMEOUT = 40.0
 # containers of the nodemanagers under test carry this session's label, so the per-test
 # cleanup of another pytest process on the same engine leaves them alone
 SESSION_NODE_ENV = {"CONTAINER_LABELS": ",".join(f"{key}={value}" for key, value in TEST_LABELS.items())}
@@ -32,62 +30,6 @@ OTHER_SESSION_CLEANUP = (
     "import docker; from tests.support.docker import remove_test_containers; "
     "remove_test_containers(docker.from_env())"
 )
-
-
-class Api:
-    def __init__(self, server: ServerProcess) -> None:
-        self.http: httpx.Client = server.client()
-
-    def submit(self, image: str, command: list[str], env: dict[str, str] | None = None) -> str:
-        response = self.http.post("/api/v1/runs", json={"image": image, "command": command, "env": env or {}})
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
-
-    def run(self, run_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/api/v1/runs/{run_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    def wait_status(self, run_id: str, statuses: set[str], timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        run = self.run(run_id)
-        while run["status"] not in statuses and time.monotonic() < deadline:
-            time.sleep(0.1)
-            run = self.run(run_id)
-        assert run["status"] in statuses, f"run {run_id} is {run['status']}, expected {statuses}: {run}"
-        return run
-
-    def events(self, run_id: str) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        for _ in range(100):  # pages
-            after = events[-1]["seq"] if events else 0
-            response = self.http.get(f"/api/v1/runs/{run_id}/events", params={"after": after})
-            assert response.status_code == 200, response.text
-            page = response.json()["items"]
-            if not page:
-                break
-            events.extend(page)
-        return events
-
-    def log_texts(self, run_id: str) -> list[str]:
-        return [e["data"]["text"] for e in self.events(run_id) if e["type"] == "log"]
-
-    def wait_log(self, run_id: str, text: str, timeout: float = RUN_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log_texts(run_id):
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"{text!r} never logged by {run_id}: {self.log_texts(run_id)}")
-
-    def wait_node(self, node_id: str, timeout: float = 20.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            response = self.http.get(f"/api/v1/nodes/{node_id}")
-            if response.status_code == 200 and response.json()["status"] == "online":
-                return dict(response.json())
-            time.sleep(0.1)
-        raise AssertionError(f"node {node_id} never came online")
 
 
 NodeFactory = Callable[..., NodeManagerProcess]
@@ -145,6 +87,14 @@ def process_node(
 def _containers(docker_client: Any, node_id: str, **filters: str) -> list[Any]:
     labels = ["agentnodes.test=1", f"agentnodes.node_id={node_id}"]
     return list(docker_client.containers.list(all=True, filters={"label": labels, **filters}))
+
+
+def _printed(docker_client: Any, node_id: str, text: str) -> bool:
+    """Whether the node's container has printed the line `text` (its own log, not the server's)."""
+    return any(
+        text in container.logs().decode(errors="replace").splitlines()
+        for container in _containers(docker_client, node_id)
+    )
 
 
 # ------------------------------------------------------------------ docker
@@ -241,7 +191,8 @@ def test_killed_nodemanager_readopts_its_running_container(
 
     node.kill()
     assert [c.status for c in _containers(docker_client, "node-a")] == ["running"]
-    time.sleep(1.0)  # the container keeps printing while nobody listens
+    # the container keeps printing while nobody listens
+    wait_until(lambda: _printed(docker_client, "node-a", "line 8"), "output while the daemon is down")
     docker_node()
     run = api.wait_status(run_id, TERMINAL)
 
@@ -313,7 +264,7 @@ def test_draining_node_finishes_its_runs_and_takes_no_new_ones(
 
     second = api.submit(test_image, ["true"])
     assert api.wait_status(first, TERMINAL)["status"] == "succeeded"
-    time.sleep(1.5)
+    time.sleep(1.5)  # elapsed time is the point: nothing is placed on the draining node meanwhile
     assert api.run(second)["status"] == "queued"
 
     response = api.http.patch("/api/v1/nodes/node-a", json={"status": "online"})
@@ -330,7 +281,7 @@ def test_sigterm_leaves_the_container_running(
     api.wait_log(run_id, "up")
 
     assert node.terminate() == 0
-    time.sleep(0.5)
+    time.sleep(0.5)  # elapsed time is the point: the container is not stopped after the daemon exits
     assert [c.status for c in _containers(docker_client, "node-a")] == ["running"]
     assert api.run(run_id)["status"] == "running"
 
@@ -350,7 +301,7 @@ def test_apiserver_outage_loses_and_duplicates_no_output(
     api.wait_log(run_id, "line 3")
 
     server.stop(timeout=0.5)  # killed mid-run; the node keeps the container and its events
-    time.sleep(2.0)
+    time.sleep(2.0)  # elapsed time is the point: an outage of a few lines' worth of output
     server.start()
     run = api.wait_status(run_id, TERMINAL)
 
@@ -511,7 +462,8 @@ def test_killed_nodemanager_resumes_output_without_gaps_or_repeats_with_tokens(
         run_id = token_api.submit(test_image, ["sh", "-c", script])
         token_api.wait_log(run_id, "line 3")
         node.kill()
-        time.sleep(1.0)  # the container keeps printing while nobody listens
+        # the container keeps printing while nobody listens
+        wait_until(lambda: _printed(docker_client, "node-a", "line 8"), "output while the daemon is down")
         node.start()
         run = token_api.wait_status(run_id, TERMINAL)
     finally:

@@ -116,6 +116,41 @@ async def test_service_loop_honours_retry_after_up_to_its_ceiling(
     assert [details.wait_for for details in retries] == [pytest.approx(0.02), pytest.approx(0.05)]
 
 
+async def test_a_service_loop_reads_a_ceiling_function_before_each_round(
+    retries: list[stamina.instrumentation.RetryDetails],
+) -> None:
+    """The heartbeat's ceiling follows the interval the server asks for (regression: a backoff
+    grown to 30 s outlasted a short offline window after an apiserver outage, and a healthy
+    node's runs were declared lost)."""
+    stop = asyncio.Event()
+    ceiling = [0.04]
+    script: list[BaseException | None] = [
+        *[TransportError("http://x", "connection refused")] * 4,
+        None,  # a good round: the server now asks for a shorter interval
+        *[TransportError("http://x", "connection refused")] * 4,
+        None,
+    ]
+
+    async def heartbeat() -> float:
+        outcome = script.pop(0)
+        if outcome is not None:
+            raise outcome
+        ceiling[0] = 0.02
+        if not script:
+            stop.set()
+        return 0.0
+
+    await asyncio.wait_for(
+        service_loop("test", heartbeat, backoff_initial=0.01, backoff_ceiling=lambda: ceiling[0], stop=stop),
+        STEP,
+    )
+
+    waits = [details.wait_for for details in retries]
+    assert len(waits) == 8
+    assert max(waits[:4]) == pytest.approx(0.04)
+    assert max(waits[4:]) == pytest.approx(0.02)
+
+
 async def test_stop_ends_a_service_loop_in_its_backoff_and_in_its_interval() -> None:
     stop = asyncio.Event()
     calls = 0
@@ -268,14 +303,17 @@ async def test_a_too_large_batch_is_split_and_a_too_large_event_cut_never_droppe
 
 
 async def test_closing_a_reporter_cancels_a_send_in_flight() -> None:
+    in_flight = asyncio.Event()
+
     class HangingServer:
         async def send(self, call: Call[Any]) -> m.NodeEventAck:
-            await asyncio.sleep(3600)
+            in_flight.set()
+            await asyncio.sleep(3600)  # a server that never answers
             raise AssertionError("never answered")
 
     reporter = RunReporter(HangingServer(), "n1", "r1", last_node_seq=0)  # type: ignore[arg-type]
     reporter.emit("exited", {"exit_code": 0})
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(in_flight.wait(), STEP)
 
     await asyncio.wait_for(reporter.close(), STEP)
     assert reporter.pending == 1

@@ -315,3 +315,38 @@ async def test_make_runtime_auto_prefers_a_live_docker_engine(docker_client: Any
     assert runtime.pull_policy == "never"
     assert (await runtime.version()).startswith("docker ")
     await runtime.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+async def test_a_process_run_whose_output_cannot_be_written_still_reports_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    """Regression: on a full disk procwrap died on its first failed output write, so a run whose
+    command completed was reported failed ("the runtime lost track of the run's container")
+    after half a minute of retries. Output that cannot be written is now dropped, the exit code
+    is still recorded (in a file reserved at start), and the reason is the run's last line."""
+    import json
+    import subprocess
+    import sys
+
+    from nodemanager.runtime import procwrap
+
+    runtime = ProcessRuntime("test-node", tmp_path)
+    run_dir = tmp_path / "full-disk-run"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text(json.dumps({"run_id": run_dir.name, "node_id": "test-node"}))
+    (run_dir / "output.log").symlink_to("/dev/full")  # every write fails: ENOSPC
+    command = ["sh", "-c", "seq 1 100000; echo done >&2; exit 3"]  # far more than a pipe buffer
+    launch = [sys.executable, "-I", procwrap.__file__, str(run_dir), "--", *command]
+    await asyncio.to_thread(subprocess.run, launch, check=True)
+
+    assert await asyncio.wait_for(runtime.wait(run_dir.name), STEP) == 3
+    (run_dir / "output.log").unlink()  # what a full disk leaves: the lines written before it filled
+    (run_dir / "output.log").touch()  # (none here; reading /dev/full would give zeros forever)
+    lines = await collect(runtime.logs(run_dir.name))
+    assert len(lines) == 1
+    assert lines[0].stream == "stderr"
+    assert "output dropped" in lines[0].text
+    assert "No space left on device" in lines[0].text
+    assert lines[0].ts
+    assert await collect(runtime.logs(run_dir.name, since=lines[0].ts)) == []  # not repeated on resume

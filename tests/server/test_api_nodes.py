@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ from tests.conftest import ApiServerFactory
 from tests.support import db
 from tests.support.postgres import PostgresServer
 from tests.support.server import ServerProcess
+from tests.support.wait import wait_until
 
 ADMIN = "admin-secret"
 JOIN = "join-secret"
@@ -24,13 +24,12 @@ def beat(client: httpx.Client, node_id: str, labels: dict[str, str] | None = Non
     return response.json()
 
 
-def wait_status(client: httpx.Client, node_id: str, status: str, timeout: float) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if client.get(f"/api/v1/nodes/{node_id}").json()["status"] == status:
-            return time.monotonic() - started
-        time.sleep(0.1)
-    raise AssertionError(f"{node_id} not {status} after {timeout}s")
+def wait_status(client: httpx.Client, node_id: str, status: str, timeout: float) -> None:
+    wait_until(
+        lambda: client.get(f"/api/v1/nodes/{node_id}").json()["status"] == status,
+        f"{node_id} {status}",
+        timeout,
+    )
 
 
 def test_heartbeat_registers_node(apiserver: ApiServerFactory) -> None:
@@ -162,8 +161,9 @@ def test_draining_offline_online_transitions(apiserver: ApiServerFactory) -> Non
         )
         assert beat(client, "drained")["status"] == "draining"
         beat(client, "steady")
-        elapsed = wait_status(client, "steady", "offline", timeout=6)
-        assert elapsed <= 3.0 + 0.5
+        assert client.get("/api/v1/nodes/steady").json()["status"] == "online"
+        # how soon after NODE_OFFLINE_AFTER it shows offline is measured by bench/node_channel.py
+        wait_status(client, "steady", "offline", timeout=15)
         assert client.get("/api/v1/nodes/drained").json()["status"] == "offline"
         offline = client.get("/api/v1/nodes", params={"status": "offline"}).json()
         assert {n["id"] for n in offline["items"]} == {"steady", "drained"}
@@ -333,27 +333,24 @@ def test_migrations_and_openapi(apiserver: ApiServerFactory) -> None:
 
 
 @pytest.mark.slow
-def test_listing_ten_thousand_nodes_is_fast(apiserver: ApiServerFactory, database_url: str) -> None:
+def test_listing_ten_thousand_nodes(apiserver: ApiServerFactory, database_url: str) -> None:
+    """The whole fleet in one page, and a filtered part of it; how fast is bench/node_listing.py's."""
     server = apiserver()
     db.insert_nodes(database_url, 10_000)
     with server.client(timeout=30.0) as client:
-        client.get("/api/v1/nodes", params={"limit": 10}).raise_for_status()  # warm the connection pool
-        timings = []
-        for _ in range(3):
-            started = time.perf_counter()
-            response = client.get("/api/v1/nodes", params={"limit": 10_000})
-            timings.append(time.perf_counter() - started)
-            assert response.status_code == 200
+        response = client.get("/api/v1/nodes", params={"limit": 10_000})
+        assert response.status_code == 200
         body = response.json()
-        assert body["total"] == 10_000
-        assert len(body["items"]) == 10_000
-        assert body["items"][0]["id"] == "node-00000"
-        assert body["items"][0]["status"] == "online"
-        assert min(timings) < 1.0, timings
-        started = time.perf_counter()
+        assert (body["total"], body["limit"], body["offset"]) == (10_000, 10_000, 0)
+        assert [node["id"] for node in body["items"]] == [f"node-{i:05d}" for i in range(10_000)]
+        assert {node["status"] for node in body["items"]} == {"online"}
+        labels = [node["labels"] for node in body["items"]]
+        assert labels == [{"os": "linux", "rack": f"r{i % 10}"} for i in range(10_000)]
+        assert body["items"][1234]["capacity"] == {"max_concurrent": 4}
+        assert body["items"][1234]["info"]["hostname"] == "host-1234"
         filtered = client.get("/api/v1/nodes", params={"selector": "rack=r3", "status": "online"}).json()
         assert filtered["total"] == 1000
-        assert time.perf_counter() - started < 1.0
+        assert [node["id"] for node in filtered["items"]] == [f"node-{i:05d}" for i in range(3, 10_000, 10)]
 
 
 @pytest.mark.postgres

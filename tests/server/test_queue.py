@@ -8,12 +8,23 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from redis.asyncio import Redis
 
 from server.queue import MemoryQueue, QueueUnavailable, RunQueue, make_queue
 from server.queue.redis import RedisStreamsQueue
 from tests.support.redis import RedisServer
+from tests.support.wait import eventually_async
 
 QueueFactory = Callable[[], Awaitable[RunQueue]]
+
+
+async def blocked(queue: RunQueue) -> bool:
+    """Whether a consume of `queue` waits on an empty queue right now."""
+    if isinstance(queue, MemoryQueue):
+        return bool(queue.stream.changed._waiters)  # the tasks waiting on the asyncio.Condition
+    assert isinstance(queue, RedisStreamsQueue)
+    async with Redis.from_url(queue.url) as redis:
+        return int((await redis.info("clients"))["blocked_clients"]) > 0
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
@@ -74,7 +85,7 @@ async def test_blocked_consume_wakes_on_publish(new_consumer: QueueFactory) -> N
     writer = await new_consumer()
     started = time.monotonic()
     waiting = asyncio.create_task(reader.consume(count=10, block=8.0))
-    await asyncio.sleep(0.1)
+    await eventually_async(lambda: blocked(reader), within=5, what="the reader blocked on the empty queue")
     await writer.publish(["late"])
     messages = await asyncio.wait_for(waiting, timeout=10)
     assert [m.run_id for m in messages] == ["late"]
@@ -90,7 +101,7 @@ async def test_messages_of_a_dead_consumer_are_reclaimed(new_consumer: QueueFact
 
     # not idle long enough yet: stays with its consumer
     assert await survivor.reclaim(min_idle=5.0, count=10) == []
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # elapsed time is the point: the message is idle for longer than min_idle
     reclaimed = await survivor.reclaim(min_idle=0.2, count=10)
     assert [(m.id, m.run_id) for m in reclaimed] == [(taken[0].id, "orphan")]
     # a reclaimed message is never handed out as new
@@ -98,7 +109,7 @@ async def test_messages_of_a_dead_consumer_are_reclaimed(new_consumer: QueueFact
 
     await survivor.ack([reclaimed[0].id])
     assert await survivor.pending_count() == 0
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # elapsed time is the point: an acked message never turns idle
     assert await survivor.reclaim(min_idle=0.2, count=10) == []
 
 
@@ -205,7 +216,7 @@ async def test_redis_restart_with_persistence_keeps_pending(
     unread = await survivor.consume(count=10, block=1.0)
     assert [m.run_id for m in unread] == ["unread"]
     await survivor.ack([m.id for m in unread])
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # elapsed time is the point: "kept" is idle for longer than min_idle
     reclaimed = await survivor.reclaim(min_idle=0.1, count=10)
     assert [m.run_id for m in reclaimed] == ["kept"]
     await dead.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import msgspec
@@ -59,17 +58,14 @@ def quick_reconcile(apiserver: ApiServerFactory) -> Iterator[tuple[Client, str]]
 
 
 def _beat_until(node: FakeNode, api: Client, run_id: str, status: str, timeout: float = 15.0) -> m.Run:
-    """Heartbeats once a second (the node stays alive) until the run reaches `status`."""
+    """Heartbeats every half second (the node stays alive) until the run reaches `status`."""
 
     def check() -> m.Run | None:
         node.heartbeat()
         run = api.send(Calls.get_run(run_id))
-        if run.status == status:
-            return run
-        time.sleep(0.3)
-        return None
+        return run if run.status == status else None
 
-    return eventually(check, timeout=timeout, interval=0.2)
+    return eventually(check, timeout=timeout, interval=0.5)
 
 
 def test_a_live_node_that_never_takes_a_run_gives_it_back(quick_reconcile: tuple[Client, str]) -> None:
@@ -83,10 +79,9 @@ def test_a_live_node_that_never_takes_a_run_gives_it_back(quick_reconcile: tuple
 
     def requeued() -> bool:
         node.heartbeat()
-        time.sleep(0.3)
         return "requeued" in event_types(api, run.id)
 
-    eventually(requeued, timeout=15)
+    eventually(requeued, timeout=15, interval=0.5)  # a heartbeat every half second
     events = api.send(Calls.run_events(run.id)).items
     (event,) = [e for e in events if e.type == "requeued"]
     assert "it never claimed it" in event.data["reason"]

@@ -1,11 +1,12 @@
 """Run lifecycle through a real apiserver: lost nodes and re-queueing, a Redis outage,
-work long-poll latency (in-process queue and Redis) and the proxy-test command round trip."""
+the work long-poll's wake-up (in-process queue and Redis) and the proxy-test command round trip."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -13,11 +14,16 @@ import pytest
 from nodeapi import errors
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
+from server.services.work import WORK_RECHECK_SINGLE
 from tests.conftest import ApiServerFactory
 from tests.support.fake_node import FakeNode, event_types, wait_run_status
+from tests.support.longpoll import BackgroundPoll
+from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
+from tests.support.server import ServerProcess
 from tests.support.wait import eventually
 
+POLL_WAIT = 15.0
 FAST_LIVENESS = {"NODE_HEARTBEAT_INTERVAL": "0.3", "NODE_OFFLINE_AFTER": "1", "RUN_LOST_GRACE": "0.5"}
 
 
@@ -83,13 +89,47 @@ def test_server_restart_gives_nodes_a_full_grace_before_reaping(apiserver: ApiSe
         node.start(run.id)
 
         server.stop()
-        time.sleep(4.5)  # down longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE: the heartbeat is stale
+        # elapsed time is the point: down longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE, so the
+        # node's last heartbeat is stale when the server comes back
+        time.sleep(4.5)
         server.start()
 
         # heartbeats were missing only because the server was down: the node gets its full grace
         assert node.heartbeat([run.id]).stop_runs == []
         assert api.send(Calls.get_run(run.id)).status == "running"
         assert "lost" not in event_types(api, run.id)
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_a_database_outage_gives_nodes_a_full_grace_before_reaping(tmp_path: Path) -> None:
+    """Regression: heartbeats refused while the database was down (503) left the nodes' last
+    heartbeat stale, and the reaper's first pass after the outage declared a healthy node's runs
+    lost before the node's next heartbeat could arrive."""
+    liveness = {"NODE_HEARTBEAT_INTERVAL": "1", "NODE_OFFLINE_AFTER": "3", "RUN_LOST_GRACE": "1"}
+    with PostgresServer() as postgres:
+        env = {**liveness, "DATABASE_URL": postgres.create_database()}
+        with ServerProcess(env=env, data_dir=tmp_path) as server, Client(server.base_url) as api:
+            node = FakeNode(api, "node-a")
+            node.heartbeat()
+            run = submit(api)
+            wait_run_status(api, run.id, "scheduled")
+            node.start(run.id)
+
+            postgres.shutdown()
+            time.sleep(5.0)  # down longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE: the heartbeat is stale
+            postgres.restart()
+            eventually(lambda: api.send(Calls.get_run(run.id)), timeout=15)  # the database answers
+
+            # the node's heartbeats were refused, not missed: it gets a full grace from now (4 s)
+            deadline = time.monotonic() + 3.0
+            while time.monotonic() < deadline:
+                assert api.send(Calls.get_run(run.id)).status == "running"
+                time.sleep(0.2)
+            assert node.heartbeat([run.id]).stop_runs == []
+            assert api.send(Calls.get_run(run.id)).status == "running"
+            assert "lost" not in event_types(api, run.id)
+            assert "the database answers again" in server.log()
 
 
 @pytest.mark.redis
@@ -116,25 +156,26 @@ def test_runs_created_while_redis_is_down_are_all_scheduled(
         assert api.send(Calls.get_node("node-r")).running == 6
 
 
-def test_assignment_reaches_a_waiting_work_poll_quickly(
-    apiserver: ApiServerFactory, queue_env: dict[str, str]
-) -> None:
+def test_assignment_wakes_a_waiting_work_poll(apiserver: ApiServerFactory, queue_env: dict[str, str]) -> None:
     server = apiserver({**queue_env, "NODE_HEARTBEAT_INTERVAL": "5", "NODE_OFFLINE_AFTER": "60"})
     with Client(server.base_url) as api, Client(server.base_url) as node_api:
         node = FakeNode(node_api, "node-w")
         node.heartbeat()
         assert node.poll().assignments == []
-        answers: list[tuple[float, m.WorkResponse]] = []
-        poller = threading.Thread(target=lambda: answers.append((time.monotonic(), node.poll(wait=15))))
-        poller.start()
-        time.sleep(0.5)  # the poll is waiting now
+        poll = BackgroundPoll(server, f"/api/v1/nodes/node-w/work?wait={POLL_WAIT:g}").start()
+        poll.wait_received()
         submitted_at = time.monotonic()
         run = submit(api)
-        poller.join(timeout=20)
-        assert answers, "the work poll never answered"
-        answered_at, work = answers[0]
+        response = poll.join(timeout=POLL_WAIT + 5)
+        assert response.status_code == 200, response.text
+        work = msgspec.json.decode(response.content, type=m.WorkResponse)
         assert [a.run.id for a in work.assignments] == [run.id]
-        assert answered_at - submitted_at < 1.0
+        # woken by the assignment: without the wake-up it would answer at its next re-read of the
+        # database (every WORK_RECHECK_SINGLE s on the in-process queue; with Redis, every
+        # WORK_RECHECK_REPLICATED s, as a replica's assignment arrives) or at the end of its wait.
+        # How fast it wakes is measured by bench/node_channel.py.
+        assert poll.answered_at is not None
+        assert poll.answered_at - submitted_at < (POLL_WAIT if queue_env else WORK_RECHECK_SINGLE)
         env_config = work.assignments[0].env_config
         assert (env_config.proxy, env_config.env) == (m.ProxyConfig(), {})  # none saved
 
@@ -149,7 +190,6 @@ def test_assignment_reaches_a_waiting_work_poll_quickly(
 
 def test_sigterm_answers_open_long_polls_and_stops_promptly(apiserver: ApiServerFactory) -> None:
     server = apiserver()
-    answers: dict[str, int] = {}
     with Client(server.base_url) as api:
         FakeNode(api, "node-a").heartbeat()
         run = submit(api, node_selector={"pool": "nowhere"})
@@ -160,20 +200,14 @@ def test_sigterm_answers_open_long_polls_and_stops_promptly(apiserver: ApiServer
             "events": f"/api/v1/runs/{run.id}/events?after={last}&wait=30",
         }
 
-        def long_poll(name: str, path: str) -> None:
-            with server.client(timeout=40) as http:
-                answers[name] = http.get(path).status_code
-
-        threads = [threading.Thread(target=long_poll, args=item) for item in polls.items()]
-        for thread in threads:
-            thread.start()
-        time.sleep(1.0)  # both requests are waiting now
-        assert not answers
+        waiting = {name: BackgroundPoll(server, path).start() for name, path in polls.items()}
+        for poll in waiting.values():
+            poll.wait_received()
+        assert not [name for name, poll in waiting.items() if poll.response is not None]
         stopping = time.monotonic()
         server.stop(timeout=15)
         stopped_after = time.monotonic() - stopping
-        for thread in threads:
-            thread.join(timeout=20)
+        answers = {name: poll.join(timeout=20).status_code for name, poll in waiting.items()}
 
     assert stopped_after < 3.0
     assert answers == {"work": 200, "events": 200}  # answered, not cut off

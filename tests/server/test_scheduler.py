@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -94,7 +94,7 @@ async def test_loop_places_runs_least_loaded_and_acks(
     # a duplicate delivery of runs already scheduled changes nothing
     await queue.publish(["r0", "r2"])
     await eventually_async(acked)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # elapsed time is the point: nothing more happens after the ack
     assert await queue.pending_count() == 0
     assert len(await events_of(engine)) == 3
     assert (await nodes_by_id(engine))["a"].running == 3
@@ -124,7 +124,7 @@ async def test_two_schedulers_never_overfill_nor_double_assign(
         return (await statuses(engine))["scheduled"] == 15 and await queues[0].pending_count() == 0
 
     await eventually_async(settled)
-    await asyncio.sleep(0.5)
+    await asyncio.sleep(0.5)  # elapsed time is the point: no late placement overfills a node
     runs = await runs_by_id(engine)
     per_node = Counter(run.node_id for run in runs.values() if run.status == "scheduled")
     nodes = await nodes_by_id(engine)
@@ -172,7 +172,7 @@ async def test_unschedulable_reason_once_then_placed_on_wake(
 
     # re-examined again and again, but the same reason is recorded once
     scheduler.wake()
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(0.6)  # elapsed time is the point: three re-examinations (every 0.2 s) meanwhile
     assert len(await events_of(engine, "train")) == 1
 
     # capacity frees up
@@ -189,6 +189,49 @@ async def test_unschedulable_reason_once_then_placed_on_wake(
     assert (runs["train"].status, runs["train"].message) == ("scheduled", None)
     assert [e.type for e in await events_of(engine, "train")] == ["unschedulable", "scheduled"]
     assert "train" not in scheduler.parked
+
+
+async def test_runs_of_a_failed_pass_are_placed_without_waiting_for_their_reclaim(
+    engine: AsyncEngine, schedulers: list[Scheduler]
+) -> None:
+    """Regression: a pass that failed (the database went away mid-pass) left its batch pending
+    until reclaimed (reclaim_min_idle, 30 s by default) or rescanned; its runs now join the
+    parked ones and are placed by the next pass that works."""
+    await insert_rows(engine, NODES, [node_row("a", max_concurrent=4)])
+    await insert_rows(engine, RUNS, [run_row("seed")])  # placed by the rescan at start
+    queue = MemoryQueue()
+    failures: list[Exception] = []
+
+    class Flaky(Scheduler):
+        async def schedule(self, run_ids: Sequence[str]) -> None:
+            if failures:
+                raise failures.pop()
+            await super().schedule(run_ids)
+
+    scheduler = Flaky(
+        engine,  # type: ignore[arg-type]
+        queue,
+        offline_after=30.0,
+        block=0.2,
+        recheck_interval=0.3,
+        rescan_interval=600.0,
+        reclaim_interval=600.0,
+        reclaim_min_idle=600.0,
+    )
+    schedulers.append(scheduler)
+    await scheduler.start()
+
+    async def scheduled(count: int) -> bool:
+        return (await statuses(engine))["scheduled"] == count
+
+    await eventually_async(lambda: scheduled(1))  # the start-up rescan is done: only the queue is left
+    await insert_rows(engine, RUNS, [run_row(f"r{i}") for i in range(3)])
+    failures.append(RuntimeError("database unavailable"))
+    await queue.publish(["r0", "r1", "r2"])
+
+    await eventually_async(lambda: scheduled(4), within=10)
+    assert not failures
+    assert await queue.pending_count() == 3  # still pending: reclaimed (and found placed) later
 
 
 async def test_restart_places_queued_runs_from_the_database(
@@ -213,7 +256,10 @@ async def test_restart_places_queued_runs_from_the_database(
 
 @pytest.mark.redis
 async def test_outbox_publishes_runs_committed_while_redis_was_down(
-    engine: AsyncEngine, schedulers: list[Scheduler], redis_server: RedisServer
+    engine: AsyncEngine,
+    schedulers: list[Scheduler],
+    redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await insert_rows(engine, NODES, [node_row("n", max_concurrent=5)])
     queue = RedisStreamsQueue(redis_server.url, "sched:outbox")
@@ -221,11 +267,24 @@ async def test_outbox_publishes_runs_committed_while_redis_was_down(
     # the parked/rescan path would place runs straight from the database: keep it out of the way
     scheduler = quick(engine, queue, rescan_interval=3600.0)
     scheduler.parked.clear()
+    rescans = 0
+    rescan_once = scheduler._rescan_once
+
+    async def counted_rescan() -> None:
+        nonlocal rescans
+        await rescan_once()
+        rescans += 1
+
+    monkeypatch.setattr(scheduler, "_rescan_once", counted_rescan)
     schedulers.append(scheduler)
     redis_server.stop()
     try:
         await scheduler.start()
-        await asyncio.sleep(0.5)  # first rescan done: nothing queued yet
+
+        async def rescanned() -> bool:
+            return rescans > 0
+
+        await eventually_async(rescanned, what="the first rescan, with nothing queued yet")
         await insert_rows(
             engine, RUNS, [run_row("late-1", enqueued=False), run_row("late-2", enqueued=False)]
         )
@@ -268,3 +327,46 @@ async def test_append_run_events_assigns_gap_free_seqs(engine: AsyncEngine) -> N
     events = await events_of(engine, "r")
     assert [(e.seq, e.type) for e in events] == [(1, "created"), (2, "log"), (3, "exited")]
     assert (await runs_by_id(engine))["r"].last_event_seq == 3
+
+
+async def test_two_runs_of_one_node_ending_at_once_leave_its_count_right(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """Regression (PostgreSQL, READ COMMITTED): two transactions each ended a run of the same node
+    and recounted it; the second one's count subquery, blocked on the node's row lock, still
+    counted from its snapshot taken before the first committed, so the node kept `running=1` with
+    no active run. The recount now locks the node first and counts after the lock."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from server.repositories.runs import recount_running
+
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite runs one writing transaction at a time: the race needs two")
+
+    await insert_rows(engine, NODES, [node_row("b", running=2)])
+    await insert_rows(engine, RUNS, [run_row("y", running_on="b"), run_row("z", running_on="b")])
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def end(session: AsyncSession, run_id: str) -> None:
+        await session.execute(update(RUNS).where(RUNS.c.id == run_id).values(status="succeeded"))
+
+    async with sessions() as first, sessions() as second:
+        await end(first, "y")
+        await end(second, "z")
+        await recount_running(first, "b")  # holds b's row lock until it commits
+        blocked = asyncio.create_task(recount_running(second, "b"))
+
+        async def waiting_for_the_lock() -> bool:
+            async with engine.connect() as probe:
+                waits = await probe.execute(
+                    text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                )
+                return bool(waits.scalar())
+
+        await eventually_async(waiting_for_the_lock)
+        await first.commit()
+        await blocked
+        await second.commit()
+
+    assert (await nodes_by_id(engine))["b"].running == 0

@@ -14,7 +14,8 @@ TEST_CONTAINER_LABELS = "agentnodes.test=1"
 
 
 class NodeManagerProcess:
-    """`start()` it, then `terminate()` (SIGTERM), `kill()` (SIGKILL) or `stop()` at teardown.
+    """`start()` it, then `terminate()` (SIGTERM), `kill()` (SIGKILL) or `stop()` at teardown;
+    `pause()` / `resume()` freeze and thaw it (SIGSTOP / SIGCONT).
 
     Every container it starts carries `agentnodes.test=1`, so tests remove them by label.
     Its output goes to `log_path`; restarting appends to the same file.
@@ -43,6 +44,7 @@ class NodeManagerProcess:
         )
         self.env.update(env or {})
         self._process: subprocess.Popen[bytes] | None = None
+        self._paused = False
 
     def start(self) -> NodeManagerProcess:
         with self.log_path.open("ab") as log:
@@ -71,7 +73,31 @@ class NodeManagerProcess:
         self._process.kill()
         self._process.wait(10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the daemon freezes (no heartbeats, no events) while its runs go on."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """SIGCONT: the daemon carries on where it froze."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+        self._paused = False
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` (e.g. SIGSTOP, SIGCONT) to the daemon alone, not to its runs."""
+        assert self._process is not None
+        assert self._process.poll() is None
+        self._process.send_signal(signum)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
     def stop(self) -> None:
+        if self.running and self._paused:
+            self.resume()  # a frozen daemon would not act on SIGTERM
         if self.running:
             try:
                 self.terminate()

@@ -2,6 +2,8 @@
 
 Runs as the `postgres` system user when the tests run as root (PostgreSQL refuses root).
 `create_database()` gives each test its own empty database and a `postgresql://` URL.
+`restart()` stops the postmaster and starts it again on the same data directory and port
+(the fault tests); `stop()` removes the cluster.
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class PostgresServer:
             capture_output=True,
             timeout=120,
         )
+        self._launch()
+        return self
+
+    def _launch(self) -> None:
         with self.log_path.open("ab") as log:
             if self._as_user:
                 shutil.chown(self.log_path, "postgres")
@@ -100,7 +106,29 @@ class PostgresServer:
         except Exception:
             self.stop()
             raise
-        return self
+
+    def shutdown(self, mode: str = "fast") -> None:
+        """Stop the postmaster, keeping the cluster: `fast` (SIGINT: sessions are ended, a clean
+        shutdown) or `immediate` (SIGQUIT: no checkpoint, crash recovery at the next start)."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        signum = {"fast": "-INT", "immediate": "-QUIT"}[mode]
+        subprocess.run([*self._as_user, "kill", signum, str(_postmaster_pid(process))], check=False)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+    def restart(self, mode: str = "fast") -> None:
+        """`shutdown(mode)`, then the same cluster again on the same port."""
+        self.shutdown(mode)
+        self._launch()
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def _wait_accepting(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -155,16 +183,7 @@ class PostgresServer:
             return ""
 
     def stop(self) -> None:
-        process = self._process
-        if process is not None and process.poll() is None:
-            # pg_ctl-style fast shutdown: SIGINT to the postmaster
-            subprocess.run([*self._as_user, "kill", "-INT", str(_postmaster_pid(process))], check=False)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-        self._process = None
+        self.shutdown("fast")  # pg_ctl-style fast shutdown: SIGINT to the postmaster
         shutil.rmtree(self._root, ignore_errors=True)
 
     def __enter__(self) -> PostgresServer:

@@ -46,8 +46,22 @@ class RedisServer:
             process.kill()
             process.wait(timeout=10)
 
-    def restart(self) -> None:
-        self.stop()
+    def kill(self) -> None:
+        """SIGKILL: what the append-only file holds survives, nothing else does."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.kill()
+            process.wait(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def restart(self, kill: bool = False) -> None:
+        if kill:
+            self.kill()
+        else:
+            self.stop()
         self.start()
 
     def __enter__(self) -> RedisServer:

@@ -22,6 +22,7 @@ START_TIMEOUT = 30.0
 
 class ServerProcess:
     """Start with `start()` (or as a context manager); `base_url` once ready; `stop()` always.
+    `kill()` is a crash; `start()` again restarts it on the same port, appending to the same log.
 
     `env` is added to a clean copy of the environment; DATABASE_URL defaults to a SQLite
     file under `data_dir`. The server's output goes to `log_path`; `log()` returns it.
@@ -131,6 +132,22 @@ class ServerProcess:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(5)
         return process.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL (no shutdown at all, as a crash); returns the exit code."""
+        process = self._process
+        if process is None:
+            return None
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+        return process.returncode
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` (e.g. SIGSTOP, SIGCONT) to the server's process group."""
+        assert self._process is not None
+        assert self._process.poll() is None
+        os.killpg(self._process.pid, signum)
 
     def close(self) -> None:
         self.stop()
