@@ -58,6 +58,9 @@ class Agent:
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._info: m.NodeInfo | None = None
         self._capacity = m.Capacity(max_concurrent=config.max_concurrent)
+        # runs in the runtime at start-up, listed in heartbeats until adopted: the server counts
+        # the time a run goes unlisted, and the node was only down, not rid of them
+        self._found: dict[str, int | None] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._abandoning: set[str] = set()
         self._commands: OrderedDict[str, None] = OrderedDict()  # ids of commands taken on
@@ -68,8 +71,10 @@ class Agent:
         """Adopt, then serve until `stop` is set; containers are left running on the way out."""
         self._info = await node_info(self.runtime)
         self._capacity = await self._detect_capacity()
+        await self._until_done(self._note_found_runs, stop)
         await self._until_done(self._heartbeat, stop)  # registers the node
         await self._until_done(self._adopt_existing, stop)
+        self._found.clear()
         if stop.is_set():
             return
         log.info(
@@ -108,6 +113,9 @@ class Agent:
                 task.cancel()
             await asyncio.gather(heartbeat, *loops, return_exceptions=True)
             await self._shutdown()
+
+    async def _note_found_runs(self) -> None:
+        self._found = {handle.run_id: handle.attempt for handle in await self.runtime.list() if handle.run_id}
 
     async def _detect_capacity(self) -> m.Capacity:
         """MAX_CONCURRENT, and the CPUs and memory runs can have: NODE_CPUS and NODE_MEMORY_MB, else
@@ -171,14 +179,17 @@ class Agent:
             labels={**node_labels(), **self.config.node_labels},
             capacity=self._capacity,
             info=self._info or m.NodeInfo(),
-            active_runs=sorted({*self.supervisors, *(a.run.id for a in self._backlog)}),
+            active_runs=sorted({*self.supervisors, *(a.run.id for a in self._backlog), *self._found}),
             conditions=await check_conditions(
                 self.runtime, self.config.workspace_dir, self.config.min_free_disk_mb
             ),
             run_attempts={
-                run_id: supervisor.attempt
-                for run_id, supervisor in self.supervisors.items()
-                if supervisor.attempt is not None
+                run_id: attempt
+                for run_id, attempt in (
+                    *self._found.items(),
+                    *((run_id, supervisor.attempt) for run_id, supervisor in self.supervisors.items()),
+                )
+                if attempt is not None
             },
         )
         try:
