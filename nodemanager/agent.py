@@ -12,7 +12,6 @@ import asyncio
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Coroutine
-from datetime import datetime
 from typing import Any
 
 from nodeapi import models as m
@@ -450,16 +449,9 @@ class Agent:
             status=state.status,
             container_ref=handle.ref,
             resume_logs_after=since,
-            started_at=state.started_at or await self._runtime_start(handle.run_id),
+            started_at=state.started_at,
         )
         self._spawn(handle.run_id, supervisor.adopt(adoption))
-
-    async def _runtime_start(self, run_id: str) -> datetime | None:
-        try:
-            return (await self.runtime.state(run_id)).started_at
-        except RuntimeError_ as exc:
-            log.warning("run %s: cannot read when it started: %s", run_id, exc)
-            return None
 
     async def _probe(self, run_id: str, attempt: int | None = None) -> m.NodeEventAck | None:
         """The run's status and last_node_seq as the server has them; None if it is not ours.

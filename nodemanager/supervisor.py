@@ -89,7 +89,7 @@ class Adoption:
     status: str  # the run's status on the server
     container_ref: str
     resume_logs_after: str | None  # ts of the last stored log line
-    # when it started: the server's record if it gave one, else the runtime's; the deadline counts from it
+    # when it started as the server recorded it; None: the runtime's record. The deadline counts from it
     started_at: datetime | None = None
 
 
@@ -178,6 +178,8 @@ class RunSupervisor:
         except (ImageNotFound, StartFailed, RuntimeUnavailable) as exc:
             if isinstance(exc, StartFailed) and await self._exists():
                 log.warning("run %s: already in the runtime, following it instead: %s", self.run_id, exc)
+                self._started = True
+                self._arm_deadline(await self._started_in_runtime())
                 await self._follow(None)
                 return
             log.warning("run %s: cannot start: %s", self.run_id, exc)
@@ -195,7 +197,7 @@ class RunSupervisor:
     async def adopt(self, adoption: Adoption) -> None:
         """A run found in the runtime at start-up: report what the server missed, then follow it."""
         self._started = True
-        self._arm_deadline(adoption.started_at or datetime.now(UTC))
+        self._arm_deadline(adoption.started_at or await self._started_in_runtime())
         if adoption.status == "scheduled":
             self.reporter.emit("started", {"container_id": adoption.container_ref})
         await self._follow(adoption.resume_logs_after)
@@ -238,6 +240,15 @@ class RunSupervisor:
             await self._finish("exited", {"exit_code": exit_code, "oom_killed": True})
         else:
             await self._finish("exited", {"exit_code": exit_code})
+
+    async def _started_in_runtime(self) -> datetime:
+        """When the runtime started the run; now if it cannot say (the run then gets its full time)."""
+        try:
+            started_at = (await self._runtime.state(self.run_id)).started_at
+        except RuntimeError_ as exc:
+            log.warning("run %s: cannot read when it started: %s", self.run_id, exc)
+            started_at = None
+        return started_at or datetime.now(UTC)
 
     def _disarm_deadline(self) -> None:
         if self._deadline_timer is not None:
