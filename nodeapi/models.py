@@ -390,6 +390,10 @@ class NodeEventAck(Struct):
     cancel_requested: bool = False
     # answers an empty batch only: the `ts` of the run's last stored log line
     last_log_ts: str | None = None
+    # answer an empty batch only (a restarted node's probe): when the run started (server's clock)
+    # and its deadline, from which the node computes the time it has left
+    started_at: datetime | None = None
+    deadline_seconds: DeadlineSeconds | None = None
 
 
 class Assignment(Struct):

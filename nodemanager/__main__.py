@@ -15,6 +15,7 @@ from nodemanager.config import VARIABLES, ConfigError, NodeConfig
 from nodemanager.credentials import Credentials
 from nodemanager.runtime import make_runtime
 from nodemanager.runtime.base import RuntimeError_
+from nodemanager.runtime.sandbox import host_network_warning
 
 log = logging.getLogger("nodemanager")
 
@@ -73,6 +74,7 @@ async def serve(config: NodeConfig) -> int:
             config.workspace_dir,
             config.image_pull_policy,
             network_mode=config.docker_network,
+            extra_capabilities=config.allow_capabilities,
         )
     except (RuntimeError_, ValueError) as exc:
         log.error("cannot start the %s runtime: %s", config.runtime, exc)
@@ -87,6 +89,8 @@ async def serve(config: NodeConfig) -> int:
         runtime.name,
         config.max_concurrent,
     )
+    if runtime.name == "docker" and (warning := host_network_warning(config.docker_network)):
+        log.warning("%s", warning)
     if config.api_server_ca is not None and not config.api_server_url.startswith("https://"):
         log.warning("API_SERVER_CA is set but API_SERVER_URL is not https://: the CA file is not used")
     credentials = Credentials(config.credential_path, config.node_join_token)

@@ -26,7 +26,7 @@ from nodemanager.loops import DEFAULT_CEILING, retried, retry_hook, retrying, se
 from nodemanager.nodeinfo import node_info, node_labels
 from nodemanager.reporter import RunReporter
 from nodemanager.runtime.base import Handle, RunSpec, Runtime, RuntimeError_
-from nodemanager.supervisor import Adoption, RunSupervisor, container_env
+from nodemanager.supervisor import Adoption, RunSupervisor, container_env, run_limits
 from nodemanager.workspace import Workspaces
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ class Agent:
         self._finished: OrderedDict[str, int | None] = OrderedDict()  # run id -> its ended attempt
         self._heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
         self._info: m.NodeInfo | None = None
+        self._capacity = m.Capacity(max_concurrent=config.max_concurrent)
+        # runs in the runtime at start-up, listed in heartbeats until adopted: the server counts
+        # the time a run goes unlisted, and the node was only down, not rid of them
+        self._found: dict[str, int | None] = {}
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._abandoning: set[str] = set()
         self._commands: OrderedDict[str, None] = OrderedDict()  # ids of commands taken on
@@ -65,15 +69,21 @@ class Agent:
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt, then serve until `stop` is set; containers are left running on the way out."""
         self._info = await node_info(self.runtime)
+        self._capacity = await self._detect_capacity()
+        await self._until_done(self._note_found_runs, stop)
         await self._until_done(self._heartbeat, stop)  # registers the node
         await self._until_done(self._adopt_existing, stop)
+        self._found.clear()
         if stop.is_set():
             return
         log.info(
-            "node %s ready: %d runs adopted, capacity %d",
+            "node %s ready: %d runs adopted, capacity %d runs, %s CPUs, %s MiB (memory held by %s)",
             self.config.node_id,
             len(self.supervisors),
-            self.config.max_concurrent,
+            self._capacity.max_concurrent,
+            self._capacity.cpus,
+            self._capacity.memory_mb,
+            self.runtime.memory_enforcement,
         )
         stopped = asyncio.Event()  # set once the daemon stops heartbeating (after any STOP_WAIT)
         heartbeat = asyncio.create_task(
@@ -102,6 +112,21 @@ class Agent:
                 task.cancel()
             await asyncio.gather(heartbeat, *loops, return_exceptions=True)
             await self._shutdown()
+
+    async def _note_found_runs(self) -> None:
+        self._found = {handle.run_id: handle.attempt for handle in await self.runtime.list() if handle.run_id}
+
+    async def _detect_capacity(self) -> m.Capacity:
+        """MAX_CONCURRENT, and the CPUs and memory runs can have: NODE_CPUS and NODE_MEMORY_MB, else
+        what the runtime detects."""
+        detected = await self.runtime.allocatable()
+        return m.Capacity(
+            max_concurrent=self.config.max_concurrent,
+            cpus=self.config.node_cpus if self.config.node_cpus is not None else detected.cpus,
+            memory_mb=self.config.node_memory_mb
+            if self.config.node_memory_mb is not None
+            else detected.memory_mb,
+        )
 
     async def _wait_for_runs(self, seconds: float) -> None:
         """STOP_WAIT: let the running runs finish (heartbeats go on meanwhile); runs still waiting
@@ -151,16 +176,19 @@ class Agent:
         request = m.HeartbeatRequest(
             node_id=self.config.node_id,
             labels={**node_labels(), **self.config.node_labels},
-            capacity=m.Capacity(max_concurrent=self.config.max_concurrent),
+            capacity=self._capacity,
             info=self._info or m.NodeInfo(),
-            active_runs=sorted({*self.supervisors, *(a.run.id for a in self._backlog)}),
+            active_runs=sorted({*self.supervisors, *(a.run.id for a in self._backlog), *self._found}),
             conditions=await check_conditions(
                 self.runtime, self.config.workspace_dir, self.config.min_free_disk_mb
             ),
             run_attempts={
-                run_id: supervisor.attempt
-                for run_id, supervisor in self.supervisors.items()
-                if supervisor.attempt is not None
+                run_id: attempt
+                for run_id, attempt in (
+                    *self._found.items(),
+                    *((run_id, supervisor.attempt) for run_id, supervisor in self.supervisors.items()),
+                )
+                if attempt is not None
             },
         )
         try:
@@ -260,7 +288,7 @@ class Agent:
 
     def _launch(self, assignment: m.Assignment) -> None:
         run = assignment.run
-        supervisor = self._supervisor(run.id, run.last_node_seq, run.attempts)
+        supervisor = self._supervisor(run.id, run.last_node_seq, run.attempts, run.deadline_seconds)
         if run.cancel_requested:
             supervisor.request_cancel()
         spec = RunSpec(
@@ -271,6 +299,8 @@ class Agent:
             workspace=self.workspaces.path(run.id),
             labels=dict(self.config.container_labels),
             attempt=run.attempts,
+            limits=run_limits(run),
+            deadline_seconds=run.deadline_seconds,
         )
         self._spawn(run.id, self._execute(supervisor, spec))
 
@@ -281,10 +311,18 @@ class Agent:
             log.exception("run %s: supervisor crashed", spec.run_id)
             await supervisor.fail_after_crash(exc)
 
-    def _supervisor(self, run_id: str, last_node_seq: int, attempt: int | None = None) -> RunSupervisor:
+    def _supervisor(
+        self, run_id: str, last_node_seq: int, attempt: int | None = None, deadline_seconds: int | None = None
+    ) -> RunSupervisor:
         reporter = RunReporter(self.client, self.config.node_id, run_id, last_node_seq, attempt)
         supervisor = RunSupervisor(
-            run_id, self.runtime, reporter, self.workspaces, self.config.stop_grace, attempt=attempt
+            run_id,
+            self.runtime,
+            reporter,
+            self.workspaces,
+            self.config.stop_grace,
+            attempt=attempt,
+            deadline_seconds=deadline_seconds,
         )
         self.supervisors[run_id] = supervisor
         return supervisor
@@ -403,10 +441,16 @@ class Agent:
             handle.ref,
             since,
         )
-        supervisor = self._supervisor(handle.run_id, state.last_node_seq, handle.attempt)
+        deadline = state.deadline_seconds if state.deadline_seconds is not None else handle.deadline_seconds
+        supervisor = self._supervisor(handle.run_id, state.last_node_seq, handle.attempt, deadline)
         if state.cancel_requested:
             supervisor.request_cancel()
-        adoption = Adoption(status=state.status, container_ref=handle.ref, resume_logs_after=since)
+        adoption = Adoption(
+            status=state.status,
+            container_ref=handle.ref,
+            resume_logs_after=since,
+            started_at=state.started_at,
+        )
         self._spawn(handle.run_id, supervisor.adopt(adoption))
 
     async def _probe(self, run_id: str, attempt: int | None = None) -> m.NodeEventAck | None:

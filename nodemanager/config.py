@@ -15,7 +15,8 @@ from pydantic_settings import NoDecode
 
 from nodeapi.settings import ConfigError as ConfigError
 from nodeapi.settings import EnvSettings, ca_file, checked, choice, integer, readable_file, seconds
-from nodeapi.validation import parse_selector, validate_labels, validate_node_id
+from nodeapi.validation import MAX_CPUS, MAX_MEMORY_MB, parse_selector, validate_labels, validate_node_id
+from nodemanager.runtime.sandbox import parse_capabilities
 
 RuntimeKind = Literal["auto", "docker", "process"]
 PullPolicy = Literal["if-not-present", "always", "never"]
@@ -33,6 +34,8 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("WORKSPACE_DIR", "/tmp/agents-workspaces", "per-run workspace directories live here"),
     ("NODE_LABELS", "(auto: os, arch)", "extra labels, k=v,k2=v2"),
     ("MAX_CONCURRENT", "number of CPUs (min 1)", "runs executed at once; reported as capacity"),
+    ("NODE_CPUS", "(detected)", "CPUs runs may be given in all; capacity.cpus"),
+    ("NODE_MEMORY_MB", "(detected)", "MiB of memory runs may be given in all; capacity.memory_mb"),
     ("NODE_JOIN_TOKEN", "(unset)", "token that registers the node; it then uses its own credential"),
     ("STATE_DIR", "$WORKSPACE_DIR/.nodemanager", "where the node keeps its credential (mode 0600)"),
     ("RUNTIME", "auto", "auto | docker | process (auto: docker when an engine answers)"),
@@ -42,6 +45,7 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("WORKSPACE_RETENTION", "86400", "seconds a finished run's workspace is kept"),
     ("MIN_FREE_DISK_MB", "512", "below this much free space under WORKSPACE_DIR the node takes no new runs"),
     ("DOCKER_NETWORK", "host", "network of agent containers (host | none | a network name)"),
+    ("ALLOW_CAPABILITIES", "(none)", "capabilities containers get beyond the default set, e.g. NET_RAW"),
     ("PROXY_PROBE_IMAGE", "busybox:latest", "image used for in-container proxy tests"),
     ("PROXY_TEST_CA_FILE", "(unset)", "extra CA certificates (PEM) trusted for proxy-test HTTPS targets"),
     ("CONTAINER_LABELS", "(none)", "extra labels put on every container, k=v,k2=v2"),
@@ -71,6 +75,16 @@ def _labels(raw: str) -> dict[str, str]:
     return labels
 
 
+def _cpus(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"must be a number of CPUs, got {raw!r}") from None
+    if not 0 < value <= MAX_CPUS:  # also refuses nan
+        raise ValueError(f"must be above 0 and at most {MAX_CPUS:g}, got {raw!r}")
+    return value
+
+
 def default_max_concurrent() -> int:
     """One run per CPU: agents are mostly I/O bound, but a node should not promise more than it has."""
     return max(1, os.cpu_count() or 1)
@@ -88,6 +102,11 @@ class NodeConfig(EnvSettings):
     )
     max_concurrent: Annotated[int, integer(1, 10_000)] = Field(
         default_factory=default_max_concurrent, validation_alias="MAX_CONCURRENT"
+    )
+    # allocatable resources; None: what the runtime detects (runtime.allocatable())
+    node_cpus: Annotated[float | None, checked(_cpus)] = Field(None, validation_alias="NODE_CPUS")
+    node_memory_mb: Annotated[int | None, integer(1, MAX_MEMORY_MB)] = Field(
+        None, validation_alias="NODE_MEMORY_MB"
     )
     node_join_token: str | None = Field(None, validation_alias="NODE_JOIN_TOKEN", repr=False)
     # where the node keeps its credential; default: WORKSPACE_DIR/.nodemanager
@@ -108,6 +127,9 @@ class NodeConfig(EnvSettings):
     )
     min_free_disk_mb: Annotated[int, integer(0, 10**9)] = Field(512, validation_alias="MIN_FREE_DISK_MB")
     docker_network: str = Field("host", validation_alias="DOCKER_NETWORK")
+    allow_capabilities: Annotated[tuple[str, ...], NoDecode, checked(parse_capabilities)] = Field(
+        (), validation_alias="ALLOW_CAPABILITIES"
+    )
     proxy_probe_image: str = Field("busybox:latest", validation_alias="PROXY_PROBE_IMAGE")
     proxy_test_ca_file: Annotated[Path | None, readable_file()] = Field(
         None, validation_alias="PROXY_TEST_CA_FILE"

@@ -74,4 +74,5 @@ async def node_info(runtime: Runtime) -> m.NodeInfo:
         runtime_version=runtime_version,
         cpus=os.cpu_count(),
         memory_bytes=memory_bytes(),
+        memory_enforcement=runtime.memory_enforcement,
     )

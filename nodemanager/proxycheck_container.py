@@ -32,8 +32,9 @@ from nodemanager.proxycheck import (
     classify_response,
     new_result,
 )
-from nodemanager.runtime.base import ImageNotFound, RuntimeError_
+from nodemanager.runtime.base import DEFAULT_PIDS_LIMIT, ImageNotFound, RuntimeError_
 from nodemanager.runtime.docker import LABEL_NODE_ID, DockerRuntime
+from nodemanager.runtime.sandbox import hardening
 
 PROBE_LABEL = "agentnodes.proxycheck"
 CONTAINER_GRACE_SECONDS = 15.0  # container start and teardown, on top of the step timeout
@@ -170,6 +171,7 @@ def _run_probe(
             labels=all_labels,
             network_mode=network_mode,
             detach=True,
+            **hardening(DEFAULT_PIDS_LIMIT, runtime.extra_capabilities, runtime.engine),
         )
     except docker.errors.ImageNotFound as exc:
         raise ImageNotFound(f"image {image} not present on node") from exc

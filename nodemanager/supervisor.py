@@ -4,6 +4,10 @@ The supervisor only finishes once the server has acknowledged the run's final ev
 container is removed and the workspace marked finished (kept for the retention period).
 Cancelling the supervisor's task (daemon shutdown) leaves the container running on purpose:
 the next daemon adopts it.
+
+A run's deadline counts from its start; when it passes, the run is stopped like a cancelled one
+(SIGTERM, SIGKILL after STOP_GRACE) and ends `exited` with `deadline_exceeded`. Whichever of a
+cancel and the deadline comes first decides how the run is reported.
 """
 
 from __future__ import annotations
@@ -11,13 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
 
 from nodeapi import models as m
 from nodemanager.loops import retrying
 from nodemanager.reporter import EventsRejected, RunReporter
 from nodemanager.runtime.base import (
     ImageNotFound,
+    Limits,
     RunSpec,
     Runtime,
     RuntimeError_,
@@ -60,6 +68,20 @@ def container_env(env_config: m.EnvConfig, run: m.Run) -> dict[str, str]:
     return env
 
 
+def run_limits(run: m.Run) -> Limits:
+    """What the runtime holds the run to; the server has applied its defaults, a missing pids
+    limit falls back to the runtime's."""
+    sandbox = run.sandbox
+    pids = {} if sandbox.pids_limit is None else {"pids_limit": sandbox.pids_limit}
+    return Limits(
+        cpus=run.resources.cpus,
+        memory_mb=run.resources.memory_mb,
+        read_only_rootfs=sandbox.read_only_rootfs,
+        no_network=sandbox.network == "none",
+        **pids,
+    )
+
+
 @dataclass(frozen=True)
 class Adoption:
     """What the daemon learnt about a run that was already in the runtime when it started."""
@@ -67,6 +89,11 @@ class Adoption:
     status: str  # the run's status on the server
     container_ref: str
     resume_logs_after: str | None  # ts of the last stored log line
+    # when it started as the server recorded it; None: the runtime's record. The deadline counts from it
+    started_at: datetime | None = None
+
+
+StopReason = Literal["cancel", "deadline"]
 
 
 class RunSupervisor:
@@ -79,27 +106,49 @@ class RunSupervisor:
         stop_grace: float,
         *,
         attempt: int | None = None,
+        deadline_seconds: int | None = None,
     ) -> None:
         self.run_id = run_id
         self.attempt = attempt  # the placement this node executes (fencing); None if unknown
         self.reporter = reporter
+        self.deadline_seconds = deadline_seconds
         self._runtime = runtime
         self._workspaces = workspaces
         self._stop_grace = stop_grace
-        self._cancel_requested = False
+        self._stop_reason: StopReason | None = None
         self._started = False
         self._stop_task: asyncio.Task[None] | None = None
+        self._deadline_timer: asyncio.TimerHandle | None = None
         self._last_log_ts: str | None = None
 
     # control ---------------------------------------------------------------------
     def request_cancel(self) -> None:
         """Stop the run (SIGTERM, SIGKILL after the grace period); it ends as `cancelled`."""
-        if self._cancel_requested:
+        if self._stop_reason is not None:
             return
-        self._cancel_requested = True
         log.info("run %s: cancel requested", self.run_id)
-        if self._started:
+        self._request_stop("cancel")
+
+    def _request_stop(self, reason: StopReason) -> None:
+        self._stop_reason = reason
+        if self._started and self._stop_task is None:
             self._stop_task = asyncio.create_task(self._stop(), name=f"stop:{self.run_id}")
+
+    def _arm_deadline(self, started_at: datetime | None) -> None:
+        """Stop the run once `deadline_seconds` have passed since `started_at` (None: now)."""
+        if self.deadline_seconds is None or self._deadline_timer is not None:
+            return
+        elapsed = 0.0 if started_at is None else max(0.0, time.time() - started_at.timestamp())
+        remaining = self.deadline_seconds - elapsed
+        self._deadline_timer = asyncio.get_running_loop().call_later(
+            max(0.0, remaining), self._deadline_passed
+        )
+
+    def _deadline_passed(self) -> None:
+        if self._stop_reason is not None:
+            return
+        log.warning("run %s: deadline of %ss passed; stopping it", self.run_id, self.deadline_seconds)
+        self._request_stop("deadline")
 
     # entry points -------------------------------------------------------------
     async def execute(self, spec: RunSpec) -> None:
@@ -115,7 +164,7 @@ class RunSupervisor:
                 "run %s: already %s on the server; not starting it", self.run_id, self.reporter.server_status
             )
             return
-        if self._cancel_requested or self.reporter.cancel_requested:
+        if self._stop_reason == "cancel" or self.reporter.cancel_requested:
             await self._finish("cancelled", {})
             return
         try:
@@ -129,6 +178,8 @@ class RunSupervisor:
         except (ImageNotFound, StartFailed, RuntimeUnavailable) as exc:
             if isinstance(exc, StartFailed) and await self._exists():
                 log.warning("run %s: already in the runtime, following it instead: %s", self.run_id, exc)
+                self._started = True
+                self._arm_deadline(await self._started_in_runtime())
                 await self._follow(None)
                 return
             log.warning("run %s: cannot start: %s", self.run_id, exc)
@@ -139,12 +190,14 @@ class RunSupervisor:
             await self._finish("failed", {"reason": f"cannot start: {exc}", "cause": "node"})
             return
         self._started = True
+        self._arm_deadline(None)
         self.reporter.emit("started", {"container_id": handle.ref})
         await self._follow(None)
 
     async def adopt(self, adoption: Adoption) -> None:
         """A run found in the runtime at start-up: report what the server missed, then follow it."""
         self._started = True
+        self._arm_deadline(adoption.started_at or await self._started_in_runtime())
         if adoption.status == "scheduled":
             self.reporter.emit("started", {"container_id": adoption.container_ref})
         await self._follow(adoption.resume_logs_after)
@@ -164,23 +217,50 @@ class RunSupervisor:
     # following a started run ------------------------------------------------------
     async def _follow(self, since: str | None) -> None:
         self._started = True
-        if self._cancel_requested and self._stop_task is None:
-            self._stop_task = asyncio.create_task(self._stop(), name=f"stop:{self.run_id}")
+        if self._stop_reason is not None and self._stop_task is None:
+            self._request_stop(self._stop_reason)
         self._last_log_ts = since
         pump = asyncio.create_task(self._pump_logs(), name=f"logs:{self.run_id}")
         try:
             exit_code = await self._wait()
+            self._disarm_deadline()
             await self._drain(pump)
         finally:
+            self._disarm_deadline()
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         if exit_code is None:
             await self._finish("failed", {"reason": "the runtime lost track of the run's container"})
-        elif self._cancel_requested:
+        elif self._stop_reason == "cancel":
             await self._finish("cancelled", {"exit_code": exit_code})
+        elif self._stop_reason == "deadline":
+            await self._finish("exited", {"exit_code": exit_code, "deadline_exceeded": True})
+        elif await self._oom_killed():
+            await self._finish("exited", {"exit_code": exit_code, "oom_killed": True})
         else:
             await self._finish("exited", {"exit_code": exit_code})
+
+    async def _started_in_runtime(self) -> datetime:
+        """When the runtime started the run; now if it cannot say (the run then gets its full time)."""
+        try:
+            started_at = (await self._runtime.state(self.run_id)).started_at
+        except RuntimeError_ as exc:
+            log.warning("run %s: cannot read when it started: %s", self.run_id, exc)
+            started_at = None
+        return started_at or datetime.now(UTC)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+
+    async def _oom_killed(self) -> bool:
+        """What the engine or the cgroup recorded; an exit code of 137 alone proves nothing."""
+        try:
+            return (await self._runtime.state(self.run_id)).oom_killed
+        except RuntimeError_ as exc:
+            log.warning("run %s: cannot read whether it was OOM-killed: %s", self.run_id, exc)
+            return False
 
     async def _drain(self, pump: asyncio.Task[None]) -> None:
         """Let the output stream catch up with the exit; a reader held back by the reporter

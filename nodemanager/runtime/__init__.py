@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
 from nodemanager.runtime.base import (
+    Allocatable,
     Handle,
     ImageNotFound,
+    Limits,
     LogLine,
     RunNotFound,
     RunSpec,
+    RunState,
     Runtime,
     RuntimeError_,
     RuntimeUnavailable,
@@ -25,11 +30,14 @@ PROCESS_STATE_DIR = ".process-runtime"  # inside the workspace root; never a val
 
 __all__ = [
     "PROCESS_STATE_DIR",
+    "Allocatable",
     "Handle",
     "ImageNotFound",
+    "Limits",
     "LogLine",
     "RunNotFound",
     "RunSpec",
+    "RunState",
     "Runtime",
     "RuntimeError_",
     "RuntimeKind",
@@ -48,11 +56,13 @@ async def make_runtime(
     docker_url: str | None = None,
     network_mode: str = "host",
     ping_timeout: float = 2.0,
+    extra_capabilities: Iterable[str] = (),
 ) -> Runtime:
     """The runtime for RUNTIME=`kind`.
 
     `docker` fails with RuntimeUnavailable when the engine does not answer; `auto` then
     falls back to `process`, with a warning. `docker_url` overrides DOCKER_HOST.
+    `extra_capabilities` (ALLOW_CAPABILITIES) are granted to containers beyond the default set.
     """
     if kind not in ("auto", "docker", "process"):
         raise ValueError(f"RUNTIME must be auto, docker or process, not {kind!r}")
@@ -67,6 +77,7 @@ async def make_runtime(
                 ping_timeout=ping_timeout,
                 pull_policy=policy,
                 network_mode=network_mode,
+                extra_capabilities=extra_capabilities,
             )
         except RuntimeUnavailable as exc:
             if kind == "docker":
@@ -76,6 +87,8 @@ async def make_runtime(
                 "without isolation (see docs/runtime.md)",
                 exc,
             )
+    from nodemanager.runtime.cgroups import RunCgroups
     from nodemanager.runtime.process import ProcessRuntime
 
-    return ProcessRuntime(node_id, Path(workspace_root) / PROCESS_STATE_DIR)
+    cgroups = await asyncio.to_thread(RunCgroups.set_up)
+    return ProcessRuntime(node_id, Path(workspace_root) / PROCESS_STATE_DIR, cgroups=cgroups)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+DEFAULT_PIDS_LIMIT = 1024  # processes and threads a run may have when the server sends no limit
 
 
 class RuntimeError_(Exception):
@@ -39,6 +42,17 @@ class RunNotFound(RuntimeError_):
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a run may use and reach; each runtime enforces what it can (docs/runtime.md)."""
+
+    cpus: float | None = None
+    memory_mb: int | None = None
+    pids_limit: int = DEFAULT_PIDS_LIMIT
+    read_only_rootfs: bool = False  # the workspace and /tmp stay writable
+    no_network: bool = False  # loopback only, whatever DOCKER_NETWORK says
+
+
+@dataclass(frozen=True)
 class RunSpec:
     run_id: str
     image: str
@@ -47,6 +61,9 @@ class RunSpec:
     workspace: Path  # host directory, mounted at /workspace in a container (the cwd for processes)
     labels: dict[str, str] = field(default_factory=dict)
     attempt: int | None = None  # the run's placement, kept with it so a restarted node knows it
+    limits: Limits = field(default_factory=Limits)
+    # kept with the run, like `attempt`, so a restarted node still enforces it (the supervisor does)
+    deadline_seconds: int | None = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,25 @@ class Handle:
     ref: str  # container id, or pid for processes
     running: bool
     attempt: int | None = None  # the placement it was started for (RunSpec.attempt)
+    deadline_seconds: int | None = None  # RunSpec.deadline_seconds
+
+
+@dataclass(frozen=True)
+class RunState:
+    running: bool
+    started_at: datetime | None = None  # when the runtime started it (the node's clock, UTC)
+    exit_code: int | None = None  # once it exited
+    # the kernel killed a process of the run for its memory limit, as the engine or the cgroup
+    # recorded it; never guessed from an exit code of 137
+    oom_killed: bool = False
+
+
+@dataclass(frozen=True)
+class Allocatable:
+    """What the runtime can give runs in all; None: unknown."""
+
+    cpus: float | None = None
+    memory_mb: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +102,8 @@ class LogLine:
 
 class Runtime(abc.ABC):
     name: str
+    # how a run is held to Limits.memory_mb (NodeInfo.memory_enforcement): docker, cgroup, rlimit, none
+    memory_enforcement: str = "none"
 
     @abc.abstractmethod
     async def start(self, spec: RunSpec) -> Handle:
@@ -93,6 +131,17 @@ class Runtime(abc.ABC):
 
     @abc.abstractmethod
     async def version(self) -> str: ...
+
+    async def state(self, run_id: str) -> RunState:
+        """Where the run stands; RunNotFound if the runtime does not know it."""
+        for handle in await self.list():
+            if handle.run_id == run_id:
+                return RunState(running=handle.running)
+        raise RunNotFound(f"no run {run_id} on this node")
+
+    async def allocatable(self) -> Allocatable:
+        """The CPUs and memory runs can use on this node, as the runtime sees them."""
+        return Allocatable()
 
     async def close(self) -> None:
         return None

@@ -15,20 +15,22 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Literal, cast
 
 import docker
 import docker.errors
-from docker.types import Mount
 from docker.utils import parse_repository_tag
 
 from nodemanager.runtime.base import (
+    Allocatable,
     Handle,
     ImageNotFound,
     LogLine,
     RunNotFound,
     RunSpec,
+    RunState,
     Runtime,
     RuntimeError_,
     RuntimeUnavailable,
@@ -36,6 +38,7 @@ from nodemanager.runtime.base import (
 )
 from nodemanager.runtime.lines import LineAssembler
 from nodemanager.runtime.merge import merge_by_timestamp
+from nodemanager.runtime.sandbox import ENGINE_SOCKETS, EngineFeatures, container_options, engine_sockets
 from nodemanager.runtime.threads import in_daemon_thread, iterate_in_thread
 from nodemanager.runtime.timestamps import format_ns, parse_ns
 from nodemanager.workspace import validate_run_id
@@ -48,9 +51,9 @@ PULL_POLICIES: tuple[str, ...] = ("always", "if-not-present", "never")
 CONTAINER_PREFIX = "agentnodes-run-"
 LABEL_RUN_ID = "agentnodes.run_id"
 LABEL_ATTEMPT = "agentnodes.attempt"
+LABEL_DEADLINE = "agentnodes.deadline_seconds"
 LABEL_NODE_ID = "agentnodes.node_id"
 LABEL_MANAGED = "agentnodes.managed"
-WORKSPACE_MOUNT = "/workspace"
 DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
 PROBE_API_VERSION = "1.24"  # the oldest the SDK speaks; a ping answers on any
 
@@ -122,12 +125,19 @@ class DockerRuntime(Runtime):
         pull_policy: PullPolicy = "if-not-present",
         network_mode: str = "host",
         extra_labels: dict[str, str] | None = None,
+        extra_capabilities: Iterable[str] = (),
+        engine: EngineFeatures | None = None,
+        engine_sockets: Iterable[str] = ENGINE_SOCKETS,
     ) -> None:
         self.client = client
         self.node_id = node_id
         self.pull_policy = check_pull_policy(pull_policy)
         self.network_mode = network_mode
         self.extra_labels = dict(extra_labels or {})
+        self.extra_capabilities = tuple(extra_capabilities)  # ALLOW_CAPABILITIES
+        self.engine = engine or EngineFeatures()
+        self.engine_sockets = tuple(engine_sockets)
+        self.memory_enforcement = "docker" if self.engine.memory_limit else "none"
 
     @classmethod
     async def connect(
@@ -139,11 +149,28 @@ class DockerRuntime(Runtime):
         pull_policy: PullPolicy = "if-not-present",
         network_mode: str = "host",
         extra_labels: dict[str, str] | None = None,
+        extra_capabilities: Iterable[str] = (),
     ) -> DockerRuntime:
         """Connect to the engine (DOCKER_HOST or the default socket unless `base_url`)."""
         client = await asyncio.to_thread(connect_client, base_url, 60.0, ping_timeout)
+        try:
+            engine = EngineFeatures.from_info(await asyncio.to_thread(client.info))
+        except (docker.errors.DockerException, OSError) as exc:
+            await asyncio.to_thread(client.close)
+            raise RuntimeUnavailable(f"Docker engine not reachable: {exc}") from exc
+        if missing := engine.shortcomings():
+            log.warning(
+                "the Docker engine's kernel cannot enforce %s: runs are not held to it", ", ".join(missing)
+            )
         return cls(
-            client, node_id, pull_policy=pull_policy, network_mode=network_mode, extra_labels=extra_labels
+            client,
+            node_id,
+            pull_policy=pull_policy,
+            network_mode=network_mode,
+            extra_labels=extra_labels,
+            extra_capabilities=extra_capabilities,
+            engine=engine,
+            engine_sockets=engine_sockets(base_url),
         )
 
     # ------------------------------------------------------------------ start
@@ -156,6 +183,7 @@ class DockerRuntime(Runtime):
             **self.extra_labels,
             LABEL_RUN_ID: spec.run_id,
             **({LABEL_ATTEMPT: str(spec.attempt)} if spec.attempt is not None else {}),
+            **({LABEL_DEADLINE: str(spec.deadline_seconds)} if spec.deadline_seconds is not None else {}),
             LABEL_NODE_ID: self.node_id,
             LABEL_MANAGED: "true",
         }
@@ -175,16 +203,22 @@ class DockerRuntime(Runtime):
 
     def _create_and_start(self, spec: RunSpec, name: str, labels: dict[str, str]) -> Any:
         spec.workspace.mkdir(parents=True, exist_ok=True)
+        confinement = container_options(
+            spec.limits,
+            workspace=spec.workspace.absolute(),
+            network_mode=self.network_mode,
+            extra_capabilities=self.extra_capabilities,
+            engine=self.engine,
+            engine_sockets=self.engine_sockets,
+        )
         container = self.client.containers.create(
             spec.image,
             command=list(spec.command) or None,
             name=name,
             labels=labels,
             environment={key: str(value) for key, value in spec.env.items()},
-            working_dir=WORKSPACE_MOUNT,
-            mounts=[Mount(target=WORKSPACE_MOUNT, source=str(spec.workspace.absolute()), type="bind")],
-            network_mode=self.network_mode,
             detach=True,
+            **confinement,
         )
         try:
             container.start()
@@ -238,6 +272,22 @@ class DockerRuntime(Runtime):
             raise RunNotFound(f"no container for run {run_id} on this node") from exc
         except (docker.errors.DockerException, OSError) as exc:
             raise _unavailable(exc) from exc
+
+    async def state(self, run_id: str) -> RunState:
+        container = await self._container(run_id)
+        status = container.attrs.get("State", {})
+        running = bool(status.get("Running"))
+        return RunState(
+            running=running,
+            started_at=_engine_time(status.get("StartedAt")),
+            exit_code=None if running else status.get("ExitCode"),
+            oom_killed=bool(status.get("OOMKilled")),
+        )
+
+    async def allocatable(self) -> Allocatable:
+        memory = self.engine.memory_bytes
+        cpus = float(self.engine.cpus) if self.engine.cpus else None
+        return Allocatable(cpus=cpus, memory_mb=memory // (1024 * 1024) if memory else None)
 
     async def wait(self, run_id: str) -> int:
         container = await self._container(run_id)
@@ -397,12 +447,24 @@ def _timestamp(raw: bytes) -> str | None:
 def _handle(container: Any) -> Handle:
     running = bool(container.attrs.get("State", {}).get("Running"))
     attempt = container.labels.get(LABEL_ATTEMPT, "")
+    deadline = container.labels.get(LABEL_DEADLINE, "")
     return Handle(
         run_id=container.labels.get(LABEL_RUN_ID, ""),
         ref=container.id,
         running=running,
         attempt=int(attempt) if attempt.isdigit() else None,
+        deadline_seconds=int(deadline) if deadline.isdigit() else None,
     )
+
+
+def _engine_time(value: object) -> datetime | None:
+    """A container's StartedAt; None for the zero time of a container that never started."""
+    if not isinstance(value, str) or value.startswith("0001-"):
+        return None
+    try:
+        return datetime.fromtimestamp(parse_ns(value) / 1e9, UTC)
+    except ValueError:
+        return None
 
 
 def _explain(exc: docker.errors.DockerException) -> str:

@@ -7,6 +7,8 @@ nodemanager finds running runs (pid + start time check) and exited ones with the
 Limits, unlike DockerRuntime: no isolation at all. The command runs as the nodemanager's
 user, sees the host's files and network (proxy settings are only environment variables it may
 ignore), and `image` is recorded but not used. Use it for trusted workloads and development.
+A run's memory is held by a cgroup v2 of its own where the node can make one (cgroups.py), else
+by RLIMIT_AS; a run asking for no network or a read-only root file system is refused.
 """
 
 from __future__ import annotations
@@ -22,24 +24,32 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from nodemanager.runtime import procwrap
 from nodemanager.runtime.base import (
+    Allocatable,
     Handle,
     LogLine,
     RunNotFound,
     RunSpec,
+    RunState,
     Runtime,
     RuntimeError_,
     StartFailed,
 )
+from nodemanager.runtime.cgroups import MEBIBYTE, RunCgroups, host_allocatable, oom_kills
 from nodemanager.runtime.lines import decode_line
 from nodemanager.runtime.timestamps import parse_ns
 from nodemanager.workspace import validate_run_id
 
 INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "TZ")  # never the nodemanager's own secrets
+UNCONFINABLE = (
+    "the process runtime cannot confine a run's network or root file system "
+    "(sandbox network none, read_only_rootfs): run it on a node with the Docker runtime"
+)
 _STREAMS = {b"o": "stdout", b"e": "stderr"}
 
 
@@ -55,6 +65,7 @@ class ProcessRuntime(Runtime):
         inherited_env: Sequence[str] = INHERITED_ENV,
         start_timeout: float = 10.0,
         poll_interval: float = 0.1,
+        cgroups: RunCgroups | None = None,
     ) -> None:
         self.node_id = node_id
         self.state_root = Path(state_root).absolute()
@@ -62,6 +73,8 @@ class ProcessRuntime(Runtime):
         self.inherited_env = tuple(inherited_env)
         self.start_timeout = start_timeout
         self.poll_interval = poll_interval
+        self.cgroups = cgroups
+        self.memory_enforcement = "cgroup" if cgroups is not None else "rlimit"
 
     def _dir(self, run_id: str) -> Path:
         return self.state_root / validate_run_id(run_id)
@@ -77,6 +90,8 @@ class ProcessRuntime(Runtime):
     async def start(self, spec: RunSpec) -> Handle:
         if not spec.command:
             raise StartFailed("the process runtime needs a command (it does not use the image's default)")
+        if spec.limits.no_network or spec.limits.read_only_rootfs:
+            raise StartFailed(UNCONFINABLE, cause="run")
         run_dir = self._dir(spec.run_id)
         self.state_root.mkdir(parents=True, exist_ok=True)
         try:
@@ -86,26 +101,39 @@ class ProcessRuntime(Runtime):
         # the environment is not written down: it may hold credentials
         record: dict[str, Any] = {"run_id": spec.run_id, "node_id": self.node_id, "image": spec.image}
         record |= {"command": spec.command, "labels": spec.labels, "created_at": time.time()}
-        record["attempt"] = spec.attempt
+        record |= {"attempt": spec.attempt, "deadline_seconds": spec.deadline_seconds}
+        try:
+            record["cgroup"] = await asyncio.to_thread(self._cgroup, spec)
+        except OSError as exc:
+            await self._discard(run_dir)
+            raise StartFailed(f"cannot make the cgroup of run {spec.run_id}: {exc}", cause="node") from exc
         (run_dir / "spec.json").write_text(json.dumps(record))
         try:
-            await asyncio.to_thread(self._launch, spec, run_dir)
+            await asyncio.to_thread(self._launch, spec, run_dir, record["cgroup"])
             started = await self._await_started(run_dir)
         except BaseException:
             await self._discard(run_dir)
             raise
         return Handle(spec.run_id, ref=str(started["pid"]), running=True)
 
-    def _launch(self, spec: RunSpec, run_dir: Path) -> None:
+    def _cgroup(self, spec: RunSpec) -> str | None:
+        if self.cgroups is None:
+            return None
+        return str(self.cgroups.create(spec.run_id, spec.limits))
+
+    def _launch(self, spec: RunSpec, run_dir: Path, cgroup: str | None) -> None:
         spec.workspace.mkdir(parents=True, exist_ok=True)
         env = {name: os.environ[name] for name in self.inherited_env if name in os.environ}
         env["HOME"] = str(spec.workspace)
         env.update({key: str(value) for key, value in spec.env.items()})
+        options = ["--cgroup", cgroup] if cgroup is not None else []
+        if cgroup is None and spec.limits.memory_mb is not None:
+            options += ["--address-space", str(spec.limits.memory_mb * MEBIBYTE)]
         with (run_dir / "wrapper.log").open("ab") as wrapper_log:
             try:
                 # -I: the run's PYTHON* variables are for the command, not for the wrapper
                 launcher = subprocess.run(
-                    [self.python, "-I", procwrap.__file__, str(run_dir), "--", *spec.command],
+                    [self.python, "-I", procwrap.__file__, str(run_dir), *options, "--", *spec.command],
                     cwd=spec.workspace,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -126,7 +154,7 @@ class ProcessRuntime(Runtime):
             started = _read_json(run_dir / "started.json")
             if started is not None:
                 if "error" in started:
-                    raise StartFailed(str(started["error"]))
+                    raise StartFailed(str(started["error"]), cause=str(started.get("cause", "run")))
                 return started
             await asyncio.sleep(0.02)
         raise StartFailed(f"run {run_dir.name} did not start within {self.start_timeout}s")
@@ -135,6 +163,8 @@ class ProcessRuntime(Runtime):
         started = _read_json(run_dir / "started.json")
         if started and "pid" in started:
             _signal_group(started, signal.SIGKILL)
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove, run_dir.name)
         await asyncio.to_thread(shutil.rmtree, run_dir, True)
 
     # ------------------------------------------------------------------ inspect
@@ -151,13 +181,34 @@ class ProcessRuntime(Runtime):
     def _handle(self, run_dir: Path) -> Handle:
         started = _read_json(run_dir / "started.json") or {}
         running = _read_exit_code(run_dir) is None and _alive(started)
-        attempt = (_read_json(run_dir / "spec.json") or {}).get("attempt")
+        record = _read_json(run_dir / "spec.json") or {}
+        attempt, deadline = record.get("attempt"), record.get("deadline_seconds")
         return Handle(
             run_dir.name,
             ref=str(started.get("pid", "")),
             running=running,
             attempt=attempt if isinstance(attempt, int) else None,
+            deadline_seconds=deadline if isinstance(deadline, int) else None,
         )
+
+    async def state(self, run_id: str) -> RunState:
+        run_dir = self._known_dir(run_id)
+        started = _read_json(run_dir / "started.json") or {}
+        exit_code = _read_exit_code(run_dir)
+        started_at = started.get("started_at")
+        cgroup = (_read_json(run_dir / "spec.json") or {}).get("cgroup")
+        return RunState(
+            running=exit_code is None and _alive(started),
+            started_at=datetime.fromtimestamp(started_at, UTC)
+            if isinstance(started_at, int | float)
+            else None,
+            exit_code=exit_code,
+            # RLIMIT_AS leaves no record: an allocation fails inside the run, which exits as it will
+            oom_killed=isinstance(cgroup, str) and oom_kills(Path(cgroup)) > 0,
+        )
+
+    async def allocatable(self) -> Allocatable:
+        return await asyncio.to_thread(host_allocatable)
 
     async def wait(self, run_id: str) -> int:
         run_dir = self._known_dir(run_id)
@@ -229,6 +280,8 @@ class ProcessRuntime(Runtime):
         if _read_exit_code(run_dir) is None and _alive(started):
             _signal_group(started, signal.SIGKILL)
             await self._exited_within(run_dir, 5.0)
+        if self.cgroups is not None:
+            await asyncio.to_thread(self.cgroups.remove, run_id)
         await asyncio.to_thread(shutil.rmtree, run_dir, True)
 
     async def version(self) -> str:

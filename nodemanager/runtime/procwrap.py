@@ -1,16 +1,20 @@
 """The supervisor of one process run, detached from the nodemanager (ProcessRuntime).
 
-Run as a script (`python -I procwrap.py STATE_DIR -- COMMAND...`, standard library only):
-it forks into the background, starts a new session, and runs COMMAND in a process group of
-its own. Since the nodemanager is not its parent, a run survives a nodemanager restart, and
+Run as a script (`python -I procwrap.py STATE_DIR [OPTIONS] -- COMMAND...`, standard library
+only): it forks into the background, starts a new session, and runs COMMAND in a process group
+of its own. Since the nodemanager is not its parent, a run survives a nodemanager restart, and
 the wrapper still records the output and the exit code:
 
-- `started.json`  {"pid", "start_ticks", "wrapper_pid", "wrapper_start_ticks"} or {"error"}
+- `started.json`  {"pid", "start_ticks", "wrapper_pid", "wrapper_start_ticks", "started_at"} or {"error"}
 - `output.log`    one record a line: `<RFC 3339 ns timestamp> <o|e> <raw bytes of the line>`
 - `exit_code`     the exit status (128 + N when killed by signal N, as Docker reports it); a
                   second line, when output was lost, is one more `output.log` record saying why
 
 SIGTERM / SIGINT / SIGHUP sent to the wrapper are forwarded to the command's group.
+
+OPTIONS confine COMMAND (not the wrapper, which must outlive it to record its end):
+`--cgroup DIR` moves it into that cgroup v2 before it executes; `--address-space BYTES` sets its
+RLIMIT_AS, where no cgroup can hold it to its memory.
 
 A full disk must not turn a run that completed into one that vanished: the exit code's file is
 reserved (written, so its space is allocated) before the command starts and overwritten in place
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -149,16 +154,38 @@ def pump(child: subprocess.Popen[bytes], recorder: OutputRecorder) -> None:
     selector.close()
 
 
-def supervise(state_dir: Path, command: list[str]) -> int:
+def confine(cgroup: str | None, address_space: int | None) -> None:
+    """In the forked child, before it executes the command."""
+    if cgroup is not None:
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as procs:
+            procs.write(str(os.getpid()))
+    if address_space is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+
+def supervise(
+    state_dir: Path, command: list[str], cgroup: str | None = None, address_space: int | None = None
+) -> int:
     reserve_exit_code(state_dir)
     try:
         child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            process_group=0,
+            # the wrapper is single-threaded, so a preexec_fn is safe here
+            preexec_fn=(lambda: confine(cgroup, address_space)) if cgroup or address_space else None,
         )
     except OSError as exc:
         write_json_atomically(state_dir / "started.json", {"error": f"cannot execute {command[0]!r}: {exc}"})
         write_exit_code(state_dir, 127)
         return 127
+    except subprocess.SubprocessError as exc:  # confine() failed: the node's doing, not the run's
+        error = {"error": f"cannot confine the run (cgroup or rlimit): {exc}", "cause": "node"}
+        write_json_atomically(state_dir / "started.json", error)
+        write_exit_code(state_dir, 125)
+        return 125
 
     def forward(signum: int, _frame: object) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -173,6 +200,7 @@ def supervise(state_dir: Path, command: list[str]) -> int:
             "start_ticks": start_ticks(child.pid),
             "wrapper_pid": os.getpid(),
             "wrapper_start_ticks": start_ticks(os.getpid()),
+            "started_at": time.time(),
         },
     )
     recorder = OutputRecorder(state_dir / "output.log")
@@ -186,16 +214,25 @@ def supervise(state_dir: Path, command: list[str]) -> int:
     return code
 
 
+USAGE = "usage: procwrap.py STATE_DIR [--cgroup DIR] [--address-space BYTES] -- COMMAND [ARG...]"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 4 or argv[2] != "--":
-        print("usage: procwrap.py STATE_DIR -- COMMAND [ARG...]", file=sys.stderr)
+    if len(argv) < 2 or "--" not in argv[2:]:
+        print(USAGE, file=sys.stderr)
         return 2
-    state_dir, command = Path(argv[1]), argv[3:]
+    separator = argv.index("--", 2)
+    state_dir, options, command = Path(argv[1]), argv[2:separator], argv[separator + 1 :]
+    settings = dict(zip(options[::2], options[1::2], strict=False))
+    if not command or len(options) % 2 or not set(settings) <= {"--cgroup", "--address-space"}:
+        print(USAGE, file=sys.stderr)
+        return 2
+    address_space = int(settings["--address-space"]) if "--address-space" in settings else None
     if os.fork():
         return 0  # the launcher returns at once; the grandchild is reparented and supervises
     os.setsid()
     try:
-        code = supervise(state_dir, command)
+        code = supervise(state_dir, command, settings.get("--cgroup"), address_space)
     except BaseException as exc:
         print(f"procwrap: {exc!r}", file=sys.stderr)
         code = 125

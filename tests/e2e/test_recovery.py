@@ -5,7 +5,8 @@ deployed both ways (`backend`: SQLite with the in-process queue; PostgreSQL with
   run becomes `lost`; a run placed on it and never claimed goes back to the queue and runs on
   another node.
 - The node back after that: the run the server gave up on is stopped there and the node logs why,
-  by adoption when the daemon restarts, by the heartbeat's `stop_runs` when a frozen daemon thaws;
+  by the heartbeat's `stop_runs` both when the daemon restarts (its first heartbeat lists the runs
+  it finds in its runtime) and when a frozen daemon thaws;
   a run that waited there for a slot and was requeued meanwhile runs there when placed there again.
 - A cancel of a run its node claimed and started: `cancelled`, its process or container stopped.
 
@@ -229,9 +230,7 @@ def test_a_killed_node_that_comes_back_stops_the_run_the_server_gave_up_on(
     back = start_node("node-a")  # the same node restarted: it finds the run in its runtime
 
     wait_until(lambda: workloads.gone("node-a", run_id), "the lost run stopped and removed", timeout=30)
-    back.wait_for_log(
-        f"run {run_id}: stopping its container: its run is finished, unknown or assigned elsewhere"
-    )
+    back.wait_for_log(f"run {run_id}: stopping its container: the server no longer expects it here")
     assert api.run(run_id)["status"] == "lost"
     assert api.event_types(run_id) == recorded  # stopped without reporting anything for it
     assert api.node("node-a")["running"] == 0

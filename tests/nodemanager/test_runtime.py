@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,83 +22,10 @@ from nodemanager.runtime.base import (
 )
 from nodemanager.runtime.docker import DockerRuntime
 from nodemanager.runtime.process import ProcessRuntime
-from nodemanager.workspace import InvalidRunId, Workspaces
+from nodemanager.workspace import InvalidRunId
 from tests.support.images import TEST_LABELS
+from tests.support.runtimes import STEP, RuntimeUnderTest, collect, run_to_end, texts
 from tests.support.wait import eventually
-
-STEP = 20.0  # upper bound of any single wait in these tests
-
-
-@dataclass
-class RuntimeUnderTest:
-    kind: str
-    image: str
-    workspaces: Workspaces
-    new_instance: Callable[[], Awaitable[Runtime]]
-    node_id: str
-    instances: list[Runtime] = field(default_factory=list)
-    run_ids: list[str] = field(default_factory=list)
-
-    async def runtime(self) -> Runtime:
-        """A new runtime instance: a second call simulates a restarted nodemanager."""
-        instance = await self.new_instance()
-        self.instances.append(instance)
-        return instance
-
-    def spec(
-        self, command: list[str], env: dict[str, str] | None = None, run_id: str | None = None
-    ) -> RunSpec:
-        run_id = run_id or f"rt-{uuid.uuid4().hex[:12]}"
-        self.run_ids.append(run_id)
-        return RunSpec(
-            run_id, self.image, command, env or {}, self.workspaces.create(run_id), dict(TEST_LABELS)
-        )
-
-
-@pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), "process"])
-async def under_test(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[RuntimeUnderTest]:
-    node_id = f"test-node-{uuid.uuid4().hex[:8]}"
-    workspaces = Workspaces(tmp_path / "workspaces")
-    if request.param == "docker":
-        request.getfixturevalue("docker_client")
-        image = request.getfixturevalue("test_image")
-
-        async def new_instance() -> Runtime:
-            return await DockerRuntime.connect(
-                node_id, pull_policy="never", network_mode="none", extra_labels=TEST_LABELS
-            )
-    else:
-        image = "ignored-by-process-runtime"
-
-        async def new_instance() -> Runtime:
-            return ProcessRuntime(node_id, workspaces.root / ".process-runtime")
-
-    subject = RuntimeUnderTest(request.param, image, workspaces, new_instance, node_id)
-    try:
-        yield subject
-        cleaner = await subject.runtime()
-        for run_id in subject.run_ids:
-            await cleaner.remove(run_id)
-    finally:
-        for instance in subject.instances:
-            await instance.close()
-
-
-async def collect(lines: AsyncIterator[LogLine]) -> list[LogLine]:
-    async def read_all() -> list[LogLine]:
-        return [line async for line in lines]
-
-    return await asyncio.wait_for(read_all(), STEP)
-
-
-async def run_to_end(runtime: Runtime, spec: RunSpec) -> tuple[int, list[LogLine]]:
-    await runtime.start(spec)
-    lines = await collect(runtime.logs(spec.run_id))
-    return await asyncio.wait_for(runtime.wait(spec.run_id), STEP), lines
-
-
-def texts(lines: list[LogLine]) -> list[tuple[str, str]]:
-    return [(line.stream, line.text) for line in lines]
 
 
 async def test_output_arrives_per_stream_in_order(under_test: RuntimeUnderTest) -> None:

@@ -13,7 +13,8 @@ import pytest
 from nodeapi import models as m
 from nodemanager.config import VARIABLES, ConfigError, NodeConfig, default_max_concurrent
 from nodemanager.nodeinfo import goarch, node_labels
-from nodemanager.supervisor import container_env
+from nodemanager.runtime.base import DEFAULT_PIDS_LIMIT, Limits
+from nodemanager.supervisor import container_env, run_limits
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,6 +31,7 @@ def test_defaults_match_the_contract() -> None:
     assert config.node_labels == {}
     assert (config.stop_grace, config.docker_network, config.node_join_token) == (10.0, "host", None)
     assert config.api_server_ca is None  # the system CA store
+    assert (config.node_cpus, config.node_memory_mb, config.allow_capabilities) == (None, None, ())
 
 
 def test_values_are_parsed() -> None:
@@ -42,6 +44,9 @@ def test_values_are_parsed() -> None:
             "IMAGE_PULL_POLICY": "never",
             "STOP_GRACE": "2.5",
             "CONTAINER_LABELS": "agentnodes.test=1",
+            "NODE_CPUS": "1.5",
+            "NODE_MEMORY_MB": "2048",
+            "ALLOW_CAPABILITIES": "net_raw,CAP_SYS_PTRACE",
         }
     )
 
@@ -50,6 +55,8 @@ def test_values_are_parsed() -> None:
     assert (config.max_concurrent, config.runtime, config.image_pull_policy) == (7, "process", "never")
     assert config.stop_grace == 2.5
     assert config.container_labels == {"agentnodes.test": "1"}
+    assert (config.node_cpus, config.node_memory_mb) == (1.5, 2048)
+    assert config.allow_capabilities == ("NET_RAW", "SYS_PTRACE")
 
 
 def test_the_process_environment_is_read_the_same_way(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,6 +84,13 @@ def test_the_process_environment_is_read_the_same_way(monkeypatch: pytest.Monkey
         ({"API_SERVER_URL": "localhost:8080"}, "API_SERVER_URL must start with http://"),
         ({"NODE_ID": "bad id"}, "NODE_ID 'bad id' is invalid"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL must be one of"),
+        ({"NODE_CPUS": "0"}, "NODE_CPUS must be above 0 and at most 4096"),
+        ({"NODE_CPUS": "4097"}, "NODE_CPUS must be above 0 and at most 4096"),
+        ({"NODE_CPUS": "two"}, "NODE_CPUS must be a number of CPUs"),
+        ({"NODE_MEMORY_MB": "0"}, "NODE_MEMORY_MB must be between 1 and 4294967296"),
+        ({"NODE_MEMORY_MB": "1.5"}, "NODE_MEMORY_MB must be an integer"),
+        ({"ALLOW_CAPABILITIES": "ALL"}, "ALLOW_CAPABILITIES must name each capability"),
+        ({"ALLOW_CAPABILITIES": "NET_RAW,FLY"}, "ALLOW_CAPABILITIES must name Linux capabilities"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
@@ -182,3 +196,28 @@ def test_auto_labels() -> None:
     labels = node_labels()
     assert labels["os"] == "linux"
     assert labels["arch"] in {"amd64", "arm64", "arm", "386", "ppc64le", "s390x", "riscv64"}
+
+
+def test_a_run_s_limits_come_from_its_resources_and_sandbox() -> None:
+    def run(**fields: object) -> m.Run:
+        return m.Run(
+            id="r1",
+            status="scheduled",
+            image="i",
+            command=[],
+            env={},
+            node_selector={},
+            node_id="n1",
+            exit_code=None,
+            created_at=datetime.now(UTC),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    assert run_limits(run()) == Limits(pids_limit=DEFAULT_PIDS_LIMIT)
+    confined = run(
+        resources=m.Resources(cpus=0.5, memory_mb=256),
+        sandbox=m.Sandbox(read_only_rootfs=True, network="none", pids_limit=64),
+    )
+    assert run_limits(confined) == Limits(
+        cpus=0.5, memory_mb=256, pids_limit=64, read_only_rootfs=True, no_network=True
+    )
