@@ -284,6 +284,8 @@ class NodeEventService:
             if not fresh:
                 if not batch.events:  # a probe (node start-up): where its output resumes
                     ack.last_log_ts = await repo.last_log_ts(session, run_id)
+                    ack.started_at = utc(row.started_at)
+                    ack.deadline_seconds = row.deadline_seconds
                 return ack, False
             settings = self._ctx.settings
             state = _RunState(

@@ -160,6 +160,9 @@ def test_the_server_ends_a_run_its_node_lets_run_past_the_deadline(client: Clien
     run = submit(client, deadline_seconds=1)
     wait_run_status(client, run.id, "scheduled")
     node.start(run.id)  # and then says nothing more: silent, or it does not enforce deadlines
+    probe = node.send(run.id, m.NodeEventBatch(node_id="n1", events=[]))  # as a restarted node asks
+    assert probe.deadline_seconds == 1
+    assert probe.started_at is not None
 
     ended = wait_run_status(client, run.id, "failed", timeout=15)  # deadline 1 s + grace 1 s + reaper pass
     assert ended.reason == "deadline_exceeded"
