@@ -19,6 +19,7 @@ from server.clock import SystemClock
 from server.config import Settings
 from server.db.engine import create_engine, create_sessionmaker
 from server.identity import Authenticator
+from server.metrics import Metrics
 from server.queue import make_queue
 from server.queue.base import RunQueue
 from server.scheduler.loop import Scheduler
@@ -28,6 +29,7 @@ from server.services.commands import CommandService, ProxyTestTargets
 from server.services.context import ServiceContext
 from server.services.env_config import EnvConfigService
 from server.services.health import HealthService
+from server.services.metrics import MetricsService
 from server.services.node_events import NodeEventService
 from server.services.nodes import NodeService
 from server.services.notifier import Notifier
@@ -57,6 +59,7 @@ class Services:
     commands: CommandService
     audit: AuditService
     health: HealthService
+    metrics: MetricsService
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Components:
     context: ServiceContext
     services: Services
     auth: Auth
+    metrics: Metrics
     background: list[BackgroundService] = field(default_factory=list)
 
 
@@ -101,6 +105,7 @@ def build_components(settings: Settings) -> Components:
             run_updates.notify(run_id)
 
     clock = SystemClock()
+    metrics = Metrics()
     scheduler = Scheduler(
         sessionmaker,
         queue,
@@ -108,6 +113,7 @@ def build_components(settings: Settings) -> Components:
         start_failure_cooldown=settings.start_failure_cooldown,
         on_assigned=on_assigned,
         clock=clock,
+        metrics=metrics,
     )
     context = ServiceContext(
         settings=settings,
@@ -130,6 +136,7 @@ def build_components(settings: Settings) -> Components:
         commands=CommandService(context, targets),
         audit=AuditService(context),
         health=HealthService(engine, queue),
+        metrics=MetricsService(context, metrics),
     )
     return Components(
         settings=settings,
@@ -138,5 +145,6 @@ def build_components(settings: Settings) -> Components:
         context=context,
         services=services,
         auth=Auth(settings, authenticator, SessionSigner(settings)),
+        metrics=metrics,
         background=[QueueConnection(queue), scheduler, reaper],
     )

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import Field, model_validator
 from pydantic_settings import NoDecode
 
+from nodeapi.logs import LogFormat
 from nodeapi.settings import ConfigError as ConfigError
 from nodeapi.settings import (
     EnvSettings,
@@ -152,6 +153,10 @@ class Settings(EnvSettings):
         64 * 1024 * 1024, validation_alias="RUN_MAX_LOG_BYTES"
     )
     log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")
+    # auto: JSON lines when stderr is not a terminal (a service, a container), else readable text
+    log_format: Annotated[LogFormat, choice("auto", "json", "console")] = Field(
+        "auto", validation_alias="LOG_FORMAT"
+    )
     proxy_test_url: Annotated[str, _http_target("http")] = Field(
         "http://example.com/", validation_alias="PROXY_TEST_URL"
     )
