@@ -26,7 +26,8 @@ LogFormat = Literal["auto", "json", "console"]
 
 SECRET_FIELD = re.compile(r"token|password|passwd|secret|authorization|api[_-]?key|credential", re.I)
 _IN_TEXT = (
-    (re.compile(r"(?i)(bearer\s+)[^\s\"',;]+"), rf"\g<1>{MASK}"),
+    # the scheme as HTTP writes it, then something token-sized: "bearer tokens" in prose stays
+    (re.compile(r"(\b(?:Bearer|BEARER)\s+)[^\s\"',;]{8,}"), rf"\g<1>{MASK}"),
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^:/@\s\"']+:)[^@\s\"']+@"), rf"\g<1>{MASK}@"),
     (
         re.compile(r"(?i)\b([A-Z0-9_]*(?:TOKEN|PASSWORD|SECRET|API_?KEY)[A-Z0-9_]*\s*[=:]\s*)[^\s\"',;]+"),
