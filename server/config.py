@@ -105,6 +105,8 @@ class Settings(EnvSettings):
         None, validation_alias="RUN_RECONCILE_GRACE"
     )
     run_lost_grace: Annotated[float, seconds()] = Field(60.0, validation_alias="RUN_LOST_GRACE")
+    # with replicas: how long the leader's lease lives unrenewed, so how soon another takes over
+    leader_lease: Annotated[float, seconds(3600.0)] = Field(15.0, validation_alias="LEADER_LEASE_SECONDS")
     run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
     # a run that failed to start through its node's fault avoids that node this long
     start_failure_cooldown: Annotated[float, seconds(7 * 86400.0, allow_zero=True)] = Field(

@@ -90,6 +90,7 @@ class Scheduler:
         on_assigned: OnAssigned | None = None,
         clock: Clock | None = None,
         metrics: Metrics | None = None,
+        on_reasons: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.sessionmaker = (
             async_sessionmaker(db, expire_on_commit=False) if isinstance(db, AsyncEngine) else db
@@ -108,6 +109,7 @@ class Scheduler:
         self.snapshot_max_age = snapshot_max_age
         self.start_failure_cooldown = timedelta(seconds=start_failure_cooldown)
         self.on_assigned = on_assigned
+        self.on_reasons = on_reasons  # runs that got an `unschedulable` event: their watchers wake
         self.metrics = metrics
         self.stats = SchedulerStats()
         self.parked: dict[str, None] = {}  # run ids, oldest first
@@ -269,6 +271,8 @@ class Scheduler:
                 self.parked.setdefault(run_id, None)
             if result.retry:
                 self._woken.set()
+        if result.reasons_recorded and self.on_reasons is not None:
+            self.on_reasons(result.reasons_recorded)
         if result.assigned and self.on_assigned is not None:
             await self._notify(result.assigned)
 
