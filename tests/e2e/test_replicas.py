@@ -84,6 +84,25 @@ def test_a_long_poll_on_one_replica_wakes_for_a_run_placed_through_the_other(
         # submit, place (either replica), wake replica A through Redis, answer: well under the 5 s re-read
         assert sorted(latencies)[len(latencies) // 2] < 0.1, latencies
 
+        # both replicas' /metrics count what the API lists
+        def counted(server: ServerProcess, name: str, status: str) -> float:
+            text = httpx.get(f"{server.base_url}/metrics").text
+            return next(
+                sample.value
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == name and sample.labels.get("status") == status
+            )
+
+        succeeded = on_a.send(Calls.list_runs(status="succeeded", limit=1)).total
+        assert succeeded == 5
+        for server in (a, b):
+            eventually(lambda s=server: counted(s, "agentnodes_runs", "succeeded") == succeeded, timeout=10)
+            assert (
+                counted(server, "agentnodes_nodes", "online")
+                == on_b.send(Calls.list_nodes(status="online")).total
+            )
+
 
 def test_the_leader_killed_hands_over_and_no_node_flaps(replicas: list[ServerProcess]) -> None:
     a, b = replicas
