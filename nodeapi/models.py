@@ -248,6 +248,23 @@ class NodePatch(Struct):
     resource_version: Version | None = None
 
 
+class NodeChange(Struct):
+    """What the live node stream (GET /api/v1/watch/nodes) sends of a node that changed: the
+    fields a node list shows, as they are now."""
+
+    id: str
+    status: NodeStatus
+    draining: bool
+    schedulable: bool
+    labels: dict[str, str]
+    capacity: Capacity
+    running: Count
+    requested: ResourceUsage
+    conditions: list[NodeCondition]
+    last_heartbeat_at: datetime | None
+    resource_version: Version
+
+
 class NodeList(Struct):
     items: list[Node]
     total: Count

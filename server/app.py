@@ -26,6 +26,7 @@ from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
 from server.controllers.session import SessionController
+from server.controllers.watch import WatchController
 from server.edge import guard_edge
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
@@ -42,6 +43,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     RunController,
     AuditController,
     SessionController,
+    WatchController,
     console_router,
 ]
 

@@ -33,6 +33,7 @@ from server.services.env_config import EnvConfigService
 from server.services.health import HealthService
 from server.services.metrics import MetricsService
 from server.services.node_events import NodeEventService
+from server.services.node_feed import NodeFeed, OfflineSweep
 from server.services.nodes import NodeService
 from server.services.reaper import LostRunReaper
 from server.services.runs import RunService
@@ -102,6 +103,7 @@ def _wake_everything(context: ServiceContext, scheduler: Scheduler) -> Callable[
     def wake() -> None:
         for notifier in (context.node_work, context.run_updates, context.command_results):
             notifier.notify_all()
+        context.node_feed.reset()  # live node views reload what they show
         scheduler.nodes_changed()
 
     return wake
@@ -117,11 +119,13 @@ def build_components(settings: Settings) -> Components:
     bus = make_wake_bus(settings.redis_url)
     node_work, run_updates = bus.notifier("node_work"), bus.notifier("run_updates")
     command_results = bus.notifier("command_results")
+    node_feed = NodeFeed(bus)
 
     def on_assigned(assigned: list[tuple[str, str]]) -> None:
         for run_id, node_id in assigned:
             node_work.notify(node_id)
             run_updates.notify(run_id)
+            node_feed.changed(node_id)  # its load
 
     clock = SystemClock()
     metrics = Metrics()
@@ -158,13 +162,16 @@ def build_components(settings: Settings) -> Components:
         node_work=node_work,
         command_results=command_results,
         clock=clock,
+        node_feed=node_feed,
     )
     bus.on_reconnect(_wake_everything(context, scheduler))
     lease = make_lease(settings.redis_url, settings.leader_lease)
     lease.on_change(lambda held: metrics.leader.set(1 if held else 0))
     reaper = LostRunReaper(context, lease=lease)
+    nodes = NodeService(context, authenticator)
+    sweep = OfflineSweep(node_feed, nodes.silent_between, clock.now, settings.offline_after)
     services = Services(
-        nodes=NodeService(context, authenticator),
+        nodes=nodes,
         env_config=EnvConfigService(context),
         runs=RunService(context),
         node_events=NodeEventService(context),
@@ -182,5 +189,5 @@ def build_components(settings: Settings) -> Components:
         services=services,
         auth=Auth(settings, authenticator, SessionSigner(settings)),
         metrics=metrics,
-        background=[bus, lease, QueueConnection(queue), scheduler, reaper],
+        background=[bus, lease, QueueConnection(queue), scheduler, reaper, sweep],
     )

@@ -249,6 +249,7 @@ class NodeEventService:
                     await self._ctx.publish([run_id])
                 if freed:
                     self._ctx.wake_scheduler()
+                    self._ctx.node_feed.changed(node_id)  # its load
                 return ack
         raise Unavailable(f"run {run_id!r} is changing state concurrently; retry")
 

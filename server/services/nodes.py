@@ -7,6 +7,7 @@ flip nodes offline.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any, cast, get_args
 
@@ -22,6 +23,7 @@ from server.repositories import nodes as repo
 from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.mappers import condition_rows, node_from_columns, run_to_wire
+from server.services.node_feed import FeedEvent
 from server.services.ratelimit import TokenBuckets
 from server.services.run_limits import cpu_millis_of_capacity
 from server.services.run_reconcile import reconcile
@@ -126,8 +128,10 @@ class NodeService:
             self._ctx.run_updates.notify(run_id)
         if self._scheduler_view.changed(node):
             self._ctx.nodes_changed()
+            self._ctx.node_feed.changed(req.node_id)
         elif reconciled.changed:
             self._ctx.wake_scheduler()
+            self._ctx.node_feed.changed(req.node_id)  # its load
         settings = self._ctx.settings
         return m.HeartbeatResponse(
             node_id=req.node_id,
@@ -162,7 +166,12 @@ class NodeService:
         self._authenticator.forget_node(node_id)
 
     async def list(
-        self, status: str | None, selector: str | None, limit: int = DEFAULT_LIMIT, offset: int = 0
+        self,
+        status: str | None,
+        selector: str | None,
+        limit: int = DEFAULT_LIMIT,
+        offset: int = 0,
+        search: str | None = None,
     ) -> m.NodeList:
         if status and status not in get_args(m.NodeStatus):
             raise InvalidInput(f"status must be one of online, offline, draining; got {status!r}")
@@ -180,6 +189,7 @@ class NodeService:
                 now=now,
                 limit=limit,
                 offset=offset,
+                search=search or None,
             )
         items = [node_from_columns(row, rule, now) for row in rows]
         return m.NodeList(items=items, total=total, limit=limit, offset=offset)
@@ -190,6 +200,38 @@ class NodeService:
         if row is None:
             raise NotFound(f"node {node_id!r} not found")
         return node_from_columns(row, self._ctx.status_rule, self._ctx.clock.now())
+
+    async def changes(self, node_ids: Sequence[str]) -> dict[str, object]:
+        """What the live node stream sends of each of `node_ids` that exists (m.NodeChange)."""
+        now, rule = self._ctx.clock.now(), self._ctx.status_rule
+        async with self._ctx.sessionmaker() as session:
+            rows = await repo.get_nodes(session, node_ids)
+        changes: dict[str, object] = {}
+        for row in rows:
+            node = node_from_columns(row, rule, now)
+            changes[node.id] = m.NodeChange(
+                id=node.id,
+                status=node.status,
+                draining=node.draining,
+                schedulable=node.schedulable,
+                labels=node.labels,
+                capacity=node.capacity,
+                running=node.running,
+                requested=node.requested,
+                conditions=node.conditions,
+                last_heartbeat_at=node.last_heartbeat_at,
+                resource_version=node.resource_version,
+            )
+        return changes
+
+    def watch(self, last_event_id: str | None) -> AsyncIterator[FeedEvent]:
+        """The live node stream's events (server.services.node_feed)."""
+        return self._ctx.node_feed.follow(self.changes, last_event_id)
+
+    async def silent_between(self, start: datetime, end: datetime) -> Sequence[str]:
+        """Nodes whose last heartbeat fell in [start, end) (the live stream's offline sweep)."""
+        async with self._ctx.sessionmaker() as session:
+            return await repo.heartbeats_between(session, start, end)
 
     async def runs(self, node_id: str, status: str | None, limit: int, offset: int) -> m.RunList:
         async with self._ctx.sessionmaker() as session:
@@ -232,6 +274,7 @@ class NodeService:
         self._scheduler_view.changed(node)
         self._ctx.nodes_changed()
         self._ctx.node_work.notify(node_id)  # the work answer carries `draining`
+        self._ctx.node_feed.changed(node_id)
         return node
 
     async def delete(self, node_id: str, actor: str) -> None:
@@ -252,6 +295,7 @@ class NodeService:
             await env_repo.delete_for_node(session, node_id)
             await record(session, actor, "node.delete", "node", node_id, {})
         self._authenticator.forget_node(node_id)
+        self._ctx.node_feed.changed(node_id)
 
 
 def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -216,6 +216,7 @@ class RunService:
             self._ctx.node_work.notify(node_id)
             if not_started:
                 self._ctx.wake_scheduler()
+                self._ctx.node_feed.changed(node_id)  # its load
         return run_to_wire(fresh)
 
     async def events(
