@@ -91,7 +91,18 @@ def test_list_filters_and_pagination(apiserver: ApiServerFactory) -> None:
         assert [n["id"] for n in page["items"]] == ["n3", "n4"]
         assert (page["total"], page["limit"], page["offset"]) == (6, 2, 3)
         assert client.get("/api/v1/nodes", params={"offset": 100}).json()["items"] == []
+        # q: a part of the id, taken literally (no LIKE wildcards), combined with the other filters
+        beat(client, "web_1", {"zone": "c"})
+        beat(client, "webx1", {"zone": "c"})
+        assert ids(q="n") == ["n0", "n1", "n2", "n3", "n4", "n5"]
+        assert ids(q="3") == ["n3"]
+        assert ids(q="b_") == ["web_1"]
+        assert ids(q="%") == []
+        assert ids(q="n", selector="zone=b", status="online") == ["n4", "n5"]
+        searched = client.get("/api/v1/nodes", params={"q": "n", "limit": 2, "offset": 2}).json()
+        assert ([n["id"] for n in searched["items"]], searched["total"]) == (["n2", "n3"], 6)
         for bad in (
+            {"q": "x" * 254},
             {"limit": 0},
             {"limit": 10001},
             {"offset": -1},
