@@ -270,6 +270,9 @@ class NodeList(Struct):
     total: Count
     limit: Count
     offset: Count
+    # the live node stream's position when the list was read: GET /api/v1/watch/nodes?since=<it>
+    # sends every change made after it
+    stream_position: str | None = None
 
 
 # --------------------------------------------------------------------------- env config

@@ -148,6 +148,9 @@ export function nodesView() {
   let total = 0;
   const shown = new Map(); // node id -> the node as last shown
   let stream = null;
+  let position = null; // {epoch, seq}: the stream position of the list shown
+  let loading = 0;
+  const pending = new Map(); // node id -> [change or null (deleted), event id]: arrived while loading
 
   function showCount() {
     if (!total) {
@@ -169,6 +172,16 @@ export function nodesView() {
   }
 
   async function load() {
+    loading += 1;
+    try {
+      await loadPage();
+    } finally {
+      loading -= 1;
+      if (!loading) pending.clear();
+    }
+  }
+
+  async function loadPage() {
     const mine = ++generation;
     let list;
     try {
@@ -190,7 +203,7 @@ export function nodesView() {
     if (!list.items.length && list.total > 0 && filters.offset > 0) {
       // the page emptied (nodes went away): show the last page there is
       filters.offset = Math.max(0, Math.floor((list.total - 1) / PAGE_SIZE) * PAGE_SIZE);
-      return load();
+      return loadPage();
     }
     replaceChildren(feedback);
     total = list.total;
@@ -203,9 +216,41 @@ export function nodesView() {
       replaceChildren(grid, list.items.map((node) => nodeCard(node)));
     }
     showCount();
+    position = parsePosition(list.stream_position);
+    // changes that arrived while the list was on its way and are newer than it
+    for (const [id, [change, seq]] of pending) {
+      if (!newerThanList(seq)) continue;
+      if (change) applyChange(change);
+      else applyDeleted(id);
+    }
+    pending.clear();
+    if (!stream) openStream(list.stream_position);
     // when the first page of nodes was on screen, in ms since the navigation started (bench/ and
     // the browser tests read it)
     if (!performance.getEntriesByName(RENDERED_MARK).length) performance.mark(RENDERED_MARK);
+  }
+
+  function parsePosition(text) {
+    const [epoch, seq] = String(text || "").split(":");
+    return epoch && seq ? { epoch, seq: Number(seq) } : null;
+  }
+
+  // Whether a stream event (id "epoch:seq") is newer than the list shown; when that cannot be
+  // told (another replica's numbering), it is applied: a change is the node's whole state.
+  function newerThanList(eventId) {
+    const event = parsePosition(eventId);
+    if (!event || !position || event.epoch !== position.epoch) return true;
+    return event.seq > position.seq;
+  }
+
+  function onNode(change, eventId) {
+    if (loading) pending.set(change.id, [change, eventId]);
+    else applyChange(change);
+  }
+
+  function onDeleted(nodeId, eventId) {
+    if (loading) pending.set(nodeId, [null, eventId]);
+    else applyDeleted(nodeId);
   }
 
   function applyChange(change) {
@@ -224,17 +269,15 @@ export function nodesView() {
     showCount();
   }
 
-  function openStream() {
+  function openStream(since) {
     stream?.close();
-    stream = watchNodes({
+    stream = watchNodes(since, {
       onOpen: () => setLive(true),
-      onNode: applyChange,
-      onDeleted: applyDeleted,
+      onNode,
+      onDeleted,
       onResync: () => load().catch(() => {}),
-      onDown: () => {
-        setLive(false);
-        loaded = false; // the refresh loop reloads until the stream is back
-      },
+      // the refresh loop loads the page until the stream is back (and resumes where it left off)
+      onDown: () => setLive(false),
     });
   }
 
@@ -265,7 +308,6 @@ export function nodesView() {
       pager,
     ),
     async refresh() {
-      if (!stream) openStream();
       if (loaded && live.dataset.live === "true") {
         // live: nothing to fetch; only the relative times move on
         for (const element of grid.querySelectorAll(".node-card")) {

@@ -27,6 +27,15 @@ LastEventId = Annotated[
 ]
 
 
+Since = Annotated[
+    str | None,
+    Parameter(
+        max_length=64,
+        description="a node list's `stream_position`: start with every change after that list was read",
+    ),
+]
+
+
 def _message(event: FeedEvent) -> ServerSentEventMessage:
     if event.kind == "ping":
         return ServerSentEventMessage(data=None, comment="keepalive")
@@ -50,8 +59,10 @@ class WatchController(Controller):
     tags = ["nodes"]
 
     @get("/nodes", guards=[read_guard])
-    async def watch_nodes(self, nodes: NodeService, last_event_id: LastEventId = None) -> ServerSentEvent:
+    async def watch_nodes(
+        self, nodes: NodeService, last_event_id: LastEventId = None, since: Since = None
+    ) -> ServerSentEvent:
         """Server-sent events, one per node change: `node` (the node's status, load, labels,
         schedulability and capacity as they are now), `deleted`, and `resync` when changes were
         missed (reload what you show). `hello` opens every stream; a comment keeps it alive."""
-        return ServerSentEvent(_messages(nodes.watch(last_event_id)))
+        return ServerSentEvent(_messages(nodes.watch(last_event_id or since)))

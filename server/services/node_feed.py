@@ -72,6 +72,11 @@ class NodeFeed:
         return self._seq
 
     @property
+    def position(self) -> str:
+        """Where the feed is now, as a stream event id: a stream resumed from it gets every later change."""
+        return f"{self.epoch}:{self._seq}"
+
+    @property
     def closed(self) -> bool:
         return self._closed
 

@@ -180,6 +180,7 @@ class NodeService:
         except ValueError as exc:
             raise _invalid(exc) from exc
         now, rule = self._ctx.clock.now(), self._ctx.status_rule
+        position = self._ctx.node_feed.position  # before the read: a change after it is streamed
         async with self._ctx.sessionmaker() as session:
             rows, total = await repo.list_nodes(
                 session,
@@ -192,7 +193,7 @@ class NodeService:
                 search=search or None,
             )
         items = [node_from_columns(row, rule, now) for row in rows]
-        return m.NodeList(items=items, total=total, limit=limit, offset=offset)
+        return m.NodeList(items=items, total=total, limit=limit, offset=offset, stream_position=position)
 
     async def get(self, node_id: str) -> m.Node:
         async with self._ctx.sessionmaker() as session:

@@ -8,6 +8,8 @@ heartbeats over HTTP would take most of a minute. The changes the page sees go t
 
 from __future__ import annotations
 
+import signal
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -157,3 +159,34 @@ def test_filters_and_search_run_on_the_server(page: Page, server: ServerProcess,
     assert len(requests) == fetched
     api.send(Calls.patch_node("node-00013", m.NodePatch(status="online")))
     expect(card(page, "node-00013").locator(".stale-note")).to_have_count(0)
+
+
+def test_after_a_server_restart_the_page_resyncs_once_and_goes_on_live(
+    page: Page, server: ServerProcess, api: Client
+) -> None:
+    """Runs last in this module: it restarts the module's server (same port, same database)."""
+    requests = list_requests(page)
+    page.goto(f"{server.base_url}/#/nodes")
+    expect(page.locator("#live-state")).to_have_attribute("data-live", "true")
+    assert len(requests) == 1
+
+    # the server stops with the stream open: it ends the stream and exits on SIGTERM (uvicorn
+    # re-raises the signal once it has shut down) without being killed
+    stopped = time.monotonic()
+    assert server.stop() in (0, -signal.SIGTERM)
+    stopping = time.monotonic() - stopped
+    assert "graceful shutdown" not in server.log().lower(), f"stopping took {stopping:.1f} s"
+    expect(page.locator("#live-state")).to_have_attribute("data-live", "false")
+    server.start()
+    # changed while the page was away from the server: the restarted server cannot replay
+    # what it never saw, so it tells the reconnecting stream to resync and the page reloads
+    api.send(Calls.patch_node("node-00007", m.NodePatch(status="draining")))
+    expect(page.locator("#live-state")).to_have_attribute("data-live", "true")
+    expect(card(page, "node-00007")).to_have_attribute("data-status", "draining")
+    fetched = len(requests)
+    assert fetched >= 2, requests
+    # and then live again, without fetching
+    api.send(Calls.patch_node("node-00007", m.NodePatch(status="online")))
+    expect(card(page, "node-00007")).to_have_attribute("data-status", "online")
+    page.wait_for_timeout(300)
+    assert len(requests) == fetched, requests

@@ -204,7 +204,7 @@ def test_the_stream_sends_registrations_changes_offline_and_deletions(server: Se
         stream.close()
 
 
-def test_a_reconnect_with_last_event_id_gets_what_it_missed(server: ServerProcess) -> None:
+def test_a_reconnect_with_last_event_id_or_a_list_position_gets_what_it_missed(server: ServerProcess) -> None:
     first = Stream(f"{server.base_url}/api/v1/watch/nodes")
     with Client(server.base_url) as api:
         heartbeat(api, "resume-a")
@@ -217,6 +217,17 @@ def test_a_reconnect_with_last_event_id_gets_what_it_missed(server: ServerProces
             assert again.next("node")["data"]["id"] == "resume-b"
         finally:
             again.close()
+    # list, then watch from the list's position: a change made in between is not missed
+    with Client(server.base_url) as api:
+        position = api.send(Calls.list_nodes(limit=1)).stream_position
+        assert position
+        heartbeat(api, "resume-c")
+    since = Stream(f"{server.base_url}/api/v1/watch/nodes?since={position}")
+    try:
+        since.next("hello")
+        assert since.next("node")["data"]["id"] == "resume-c"
+    finally:
+        since.close()
     stale = Stream(f"{server.base_url}/api/v1/watch/nodes", {"Last-Event-ID": "not-this-server:3"})
     try:
         stale.next("hello")
