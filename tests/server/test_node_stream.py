@@ -158,6 +158,17 @@ class Stream:
                 event[name] = value.removeprefix(" ")
         raise AssertionError(f"no {kind or 'event'} within {timeout} s; got {self.events}")
 
+    def until(self, node_id: str, wanted: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """The first `node` event of `node_id` whose data has the `wanted` values (a node may
+        send others meanwhile, e.g. going offline on a slow machine)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            event = self.next("node", timeout=deadline - time.monotonic())
+            data = event["data"]
+            if data["id"] == node_id and all(data.get(key) == value for key, value in wanted.items()):
+                return event
+        raise AssertionError(f"{node_id} never showed {wanted}; got {self.events}")
+
     def close(self) -> None:
         self._context.__exit__(None, None, None)
         self._client.close()
@@ -189,14 +200,20 @@ def test_the_stream_sends_registrations_changes_offline_and_deletions(server: Se
             assert event["data"]["schedulable"] is True
 
             api.send(Calls.patch_node("stream-a", m.NodePatch(status="draining", labels={"team": "x"})))
-            event = stream.next("node")
-            assert (event["data"]["status"], event["data"]["labels"]["team"]) == ("draining", "x")
+            event = stream.until("stream-a", {"draining": True})
+            assert event["data"]["labels"] == {"os": "linux", "team": "x"}
             api.send(Calls.patch_node("stream-a", m.NodePatch(status="online")))
-            assert stream.next("node")["data"]["status"] == "online"
+            stream.until("stream-a", {"draining": False})
+
+            # a run placed there: its load
+            heartbeat(api, "stream-a", {"os": "linux"})  # online for 2 s more
+            run = api.send(Calls.create_run(m.RunCreate(image="busybox", node_selector={"os": "linux"})))
+            stream.until("stream-a", {"running": 1})
+            api.send(Calls.cancel_run(run.id))  # it never started: the slot is free again
+            stream.until("stream-a", {"running": 0})
 
             # no more heartbeats: the sweep says so once NODE_OFFLINE_AFTER has passed
-            event = stream.next("node", timeout=10)
-            assert (event["data"]["id"], event["data"]["status"]) == ("stream-a", "offline")
+            stream.until("stream-a", {"status": "offline"})
 
             api.send(Calls.delete_node("stream-a"))
             assert stream.next("deleted")["data"] == {"id": "stream-a"}
