@@ -43,7 +43,12 @@ function capacityMeter(node) {
   );
 }
 
+// Heartbeats that change nothing else are not streamed, so a live card could not keep an online
+// node's heartbeat age current. It does not need to: a node is online or draining only while its
+// last heartbeat is younger than NODE_OFFLINE_AFTER (and the stream says when that ends), so
+// those cards say the heartbeat is on time; an offline node's age is exact, it sends none.
 function heartbeatText(node) {
+  if (node.status !== "offline") return t("nodes.heartbeatOnTime");
   return `${t("nodes.heartbeat")}: ${relativeTime(node.last_heartbeat_at)}`;
 }
 
