@@ -33,7 +33,7 @@ from server.services.env_config import EnvConfigService
 from server.services.health import HealthService
 from server.services.metrics import MetricsService
 from server.services.node_events import NodeEventService
-from server.services.node_feed import NodeFeed, OfflineSweep
+from server.services.node_feed import NodeFeed, TimeSweep
 from server.services.nodes import NodeService
 from server.services.reaper import LostRunReaper
 from server.services.runs import RunService
@@ -169,7 +169,7 @@ def build_components(settings: Settings) -> Components:
     lease.on_change(lambda held: metrics.leader.set(1 if held else 0))
     reaper = LostRunReaper(context, lease=lease)
     nodes = NodeService(context, authenticator)
-    sweep = OfflineSweep(node_feed, nodes.silent_between, clock.now, settings.offline_after)
+    sweep = TimeSweep(node_feed, nodes.turned_between, clock.now)
     services = Services(
         nodes=nodes,
         env_config=EnvConfigService(context),

@@ -91,6 +91,12 @@ async def heartbeats_between(session: AsyncSession, start: datetime, end: dateti
     return list((await session.execute(query)).scalars())
 
 
+async def quarantines_ending_between(session: AsyncSession, start: datetime, end: datetime) -> list[str]:
+    """Ids of the nodes whose quarantine ends in [start, end)."""
+    query = select(col.id).where(col.quarantined_until >= start, col.quarantined_until < end)
+    return list((await session.execute(query)).scalars())
+
+
 async def get_for_update(session: AsyncSession, node_id: str) -> Row[Any] | None:
     """Locks the row on PostgreSQL until commit, so a heartbeat cannot slip its reported labels in
     between this read and the admin UPDATE (SQLite already serialises writers)."""

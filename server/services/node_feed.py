@@ -13,8 +13,9 @@ that is still in the ring of the same process epoch, and is told to resync other
 replica, a restart, or too long away).
 
 A node turning offline changes nothing in the database (status is derived from the last
-heartbeat), so `OfflineSweep` finds the nodes whose last heartbeat just passed NODE_OFFLINE_AFTER,
-once a second on each replica while a stream is open there.
+heartbeat), nor does a quarantine ending, so `TimeSweep` finds the nodes whose last heartbeat
+just passed NODE_OFFLINE_AFTER or whose quarantine just ended, once a second on each replica
+while a stream is open there.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from server.background import run_forever
@@ -187,32 +188,32 @@ class NodeFeed:
             self.streams -= 1
 
 
-class OfflineSweep:
-    """Tells the feed of nodes whose last heartbeat passed NODE_OFFLINE_AFTER since the last
-    sweep (nothing in the database changes when a node turns offline)."""
+class TimeSweep:
+    """Tells the feed of nodes that time changed since the last sweep: nothing in the database
+    changes when a node's last heartbeat passes NODE_OFFLINE_AFTER (it turns offline) or its
+    quarantine ends (it may take runs again), so `turned_between(start, end)` reads those whose
+    moment fell in [start, end)."""
 
     def __init__(
         self,
         feed: NodeFeed,
-        silent_between: Callable[[datetime, datetime], Awaitable[Sequence[str]]],
+        turned_between: Callable[[datetime, datetime], Awaitable[Sequence[str]]],
         now: Callable[[], datetime],
-        offline_after: float,
         interval: float = 1.0,
     ) -> None:
         self._feed = feed
-        self._silent_between = silent_between
+        self._turned_between = turned_between
         self._now = now
-        self._offline_after = timedelta(seconds=offline_after)
         self._interval = interval
         self._swept_to: datetime | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def sweep_once(self) -> Sequence[str]:
-        cutoff = self._now() - self._offline_after
-        start, self._swept_to = self._swept_to, cutoff
-        if start is None or self._feed.streams == 0 or cutoff <= start:
+        now = self._now()
+        start, self._swept_to = self._swept_to, now
+        if start is None or self._feed.streams == 0 or now <= start:
             return []
-        node_ids = await self._silent_between(start, cutoff)
+        node_ids = await self._turned_between(start, now)
         for node_id in node_ids:
             self._feed.changed_here(node_id)  # every replica sweeps for its own streams
         return node_ids
@@ -222,7 +223,7 @@ class OfflineSweep:
 
     async def start(self) -> None:
         if self._task is None:
-            self._task = asyncio.create_task(run_forever("offline sweep", self._run, self._interval))
+            self._task = asyncio.create_task(run_forever("time sweep", self._run, self._interval))
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast, get_args
 
 import msgspec
@@ -229,10 +229,14 @@ class NodeService:
         """The live node stream's events (server.services.node_feed)."""
         return self._ctx.node_feed.follow(self.changes, last_event_id)
 
-    async def silent_between(self, start: datetime, end: datetime) -> Sequence[str]:
-        """Nodes whose last heartbeat fell in [start, end) (the live stream's offline sweep)."""
+    async def turned_between(self, start: datetime, end: datetime) -> Sequence[str]:
+        """Nodes that turned offline (their last heartbeat passed NODE_OFFLINE_AFTER) or whose
+        quarantine ended in [start, end): the live stream's time sweep."""
+        silence = timedelta(seconds=self._ctx.settings.offline_after)
         async with self._ctx.sessionmaker() as session:
-            return await repo.heartbeats_between(session, start, end)
+            silent = await repo.heartbeats_between(session, start - silence, end - silence)
+            released = await repo.quarantines_ending_between(session, start, end)
+        return list(dict.fromkeys([*silent, *released]))
 
     async def runs(self, node_id: str, status: str | None, limit: int, offset: int) -> m.RunList:
         async with self._ctx.sessionmaker() as session:

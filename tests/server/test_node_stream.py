@@ -1,6 +1,7 @@
 """The live node stream: the node feed in-process (its ring, resuming, slow streams, replicas over
-Redis), and GET /api/v1/watch/nodes against a real apiserver process (AsyncTestClient reads a
-streamed answer to its end, so it cannot test a stream)."""
+Redis), the time sweep and its queries (SQLite and PostgreSQL), and GET /api/v1/watch/nodes
+against a real apiserver process (AsyncTestClient reads a streamed answer to its end, so it
+cannot test a stream)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,21 @@ import json
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
-from server.services.node_feed import FeedEvent, NodeFeed
+from server.db.models import NODES
+from server.repositories import nodes as node_repo
+from server.services.node_feed import FeedEvent, NodeFeed, TimeSweep
 from server.wake.redis import RedisWakeBus
 from tests.support.redis import RedisServer
+from tests.support.scheduler_db import insert_rows, node_row
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.timeout(60)
@@ -118,6 +124,57 @@ async def test_a_change_on_one_replica_reaches_the_streams_of_another(redis_serv
     finally:
         await bus_a.close()
         await bus_b.close()
+
+
+async def test_the_time_sweep_reads_each_moment_once_and_only_for_open_streams() -> None:
+    feed = NodeFeed()
+    clock = [datetime(2026, 1, 1, tzinfo=UTC)]
+    windows: list[tuple[datetime, datetime]] = []
+
+    async def turned_between(start: datetime, end: datetime) -> list[str]:
+        windows.append((start, end))
+        return ["t1"]
+
+    sweep = TimeSweep(feed, turned_between, lambda: clock[0])
+    assert await sweep.sweep_once() == []  # the first sweep only marks where it starts
+    clock[0] += timedelta(seconds=1)
+    assert await sweep.sweep_once() == []  # no stream open: nothing read
+    events = feed.follow(read_all)
+    assert (await next_event(events)).kind == "hello"
+    for _ in range(2):
+        clock[0] += timedelta(seconds=1)
+        assert await sweep.sweep_once() == ["t1"]
+    # contiguous windows, none read twice
+    assert windows == [
+        (clock[0] - timedelta(seconds=2), clock[0] - timedelta(seconds=1)),
+        (clock[0] - timedelta(seconds=1), clock[0]),
+    ]
+    event = await next_event(events)
+    assert (event.kind, event.node_id) == ("node", "t1")
+
+
+async def test_the_sweep_queries_find_heartbeats_and_quarantines_in_their_window(engine: AsyncEngine) -> None:
+    now = datetime.now(UTC)
+    rows = []
+    for name, heard, until in (
+        ("before", 10.0, 10.0),
+        ("inside", 4.0, 4.0),
+        ("edge", 5.0, 5.0),  # the window's start is in it, its end is not
+        ("after", 1.0, 1.0),
+    ):
+        rows.append(
+            {
+                **node_row(name),
+                "last_heartbeat_at": now - timedelta(seconds=heard),
+                "quarantined_until": now - timedelta(seconds=until),
+            }
+        )
+    rows.append({**node_row("never"), "last_heartbeat_at": None, "quarantined_until": None})
+    await insert_rows(engine, NODES, rows)
+    start, end = now - timedelta(seconds=5), now - timedelta(seconds=2)
+    async with AsyncSession(engine) as session:
+        assert sorted(await node_repo.heartbeats_between(session, start, end)) == ["edge", "inside"]
+        assert sorted(await node_repo.quarantines_ending_between(session, start, end)) == ["edge", "inside"]
 
 
 # --------------------------------------------------------------------------- over HTTP
