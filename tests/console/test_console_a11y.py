@@ -96,6 +96,26 @@ def test_admin_pages_pass_axe(
             page.evaluate("document.querySelector('.meter').removeAttribute('aria-label')")
             assert "aria-meter-name" in {violation["id"] for violation in axe_violations(page)}
 
+        # a filter that matches nothing, a selector the server refuses, a card marked changed
+        page.fill("#filter-search", "no-such-node")
+        expect(page.locator(".empty")).to_be_visible()
+        assert_accessible(page, f"the empty node list ({language})")
+        page.fill("#filter-search", "")
+        page.fill("#filter-selector", "bad key=x")
+        expect(page.locator(".message-error")).to_be_visible()
+        assert_accessible(page, f"the node list with a refused selector ({language})")
+        page.fill("#filter-selector", "")
+        page.select_option("#filter-status", "online")
+        expect(card(page, fleet["online"])).to_have_count(1)
+        with Client(server.base_url, ADMIN) as admin:
+            admin.send(Calls.patch_node(fleet["online"], m.NodePatch(status="draining")))
+            try:
+                expect(card(page, fleet["online"]).locator(".stale-note")).to_be_visible()
+                assert_accessible(page, f"the node list with a changed card ({language})")
+            finally:
+                admin.send(Calls.patch_node(fleet["online"], m.NodePatch(status="online")))
+        page.select_option("#filter-status", "")
+
         page.goto(f"{server.base_url}/#/nodes/{fleet['online']}")
         expect(page.locator("#node-basic")).to_contain_text(fleet["online"])
         expect(page.locator("#env-form")).to_be_visible()
@@ -104,6 +124,11 @@ def test_admin_pages_pass_axe(
         page.click("#edit-node")
         expect(page.locator("dialog[open]")).to_be_visible()
         assert_accessible(page, f"the edit-node dialog ({language})")
+        page.keyboard.press("Escape")
+        expect(page.locator("dialog[open]")).to_have_count(0)
+        page.click("#delete-node")
+        expect(page.locator("dialog.dialog-delete")).to_be_visible()
+        assert_accessible(page, f"the delete-node dialog ({language})")
         page.keyboard.press("Escape")
         expect(page.locator("dialog[open]")).to_have_count(0)
 
