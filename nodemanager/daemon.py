@@ -17,6 +17,7 @@ from nodemanager.credentials import Credentials
 from nodemanager.runtime import make_runtime
 from nodemanager.runtime.base import RuntimeError_
 from nodemanager.runtime.sandbox import host_network_warning
+from nodemanager.skew import ServerVersionCheck
 
 log = logging.getLogger("nodemanager")
 
@@ -95,16 +96,20 @@ async def serve(config: NodeConfig) -> int:
     if config.api_server_ca is not None and not config.api_server_url.startswith("https://"):
         log.warning("API_SERVER_CA is set but API_SERVER_URL is not https://: the CA file is not used")
     credentials = Credentials(config.credential_path, config.node_join_token)
+    versions = ServerVersionCheck(stop)
     client = AsyncClient(
         config.api_server_url,
         token=credentials.token,
         timeout=15.0,
         verify=config.api_server_ca or True,
         ca_hint="set API_SERVER_CA to the CA file (PEM) that signed the apiserver's certificate",
+        version_gate=versions.gate,
     )
     try:
-        await Agent(config, runtime, client, credentials).run(stop)
+        await versions.before_start(client)
+        if not stop.is_set():
+            await Agent(config, runtime, client, credentials).run(stop)
     finally:
         await client.aclose()
         await runtime.close()
-    return 0
+    return 1 if versions.refused else 0

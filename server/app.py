@@ -25,7 +25,8 @@ from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
 from server.controllers.session import SessionController
-from server.edge import guard_edge
+from server.controllers.version import version
+from server.edge import guard_edge, stamp_version
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
 from server.openapi import document_errors, openapi_config, state_container_rules
@@ -39,6 +40,7 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     RunController,
     AuditController,
     SessionController,
+    version,
     console_router,
 ]
 
@@ -101,8 +103,9 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge)
-    app.asgi_handler = guard_edge(app.asgi_handler)
+    # before routing: a raw path with an encoded '/' or NUL reaches no handler; every answer,
+    # that refusal included, states the version (server.edge)
+    app.asgi_handler = stamp_version(guard_edge(app.asgi_handler))
     document_errors(app)
     state_container_rules(app)
     return app

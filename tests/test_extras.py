@@ -52,7 +52,7 @@ from nodectl.app import app
 from nodeapi.client import Client, Calls
 runner = CliRunner()
 for args in (["--help"], ["nodes", "list", "--help"], ["runs", "submit", "--help"], ["env", "set", "--help"],
-             ["context", "--help"], ["audit", "--help"]):
+             ["context", "--help"], ["audit", "--help"], ["version", "--client"]):
     assert runner.invoke(app, args, env={{"XDG_CONFIG_HOME": {str(tmp_path)!r}}}).exit_code == 0, args
 import nodectl.bulk, nodectl.drain, nodectl.edit, nodectl.follow, nodectl.watch, nodectl.views
 print(" ".join(sorted({{name.split(".")[0] for name in sys.modules}})))
