@@ -28,7 +28,7 @@ from server.controllers.session import SessionController
 from server.controllers.version import version
 from server.edge import guard_edge, stamp_version
 from server.errors import EXCEPTION_HANDLERS
-from server.migrations import run_migrations
+from server.migrations import SchemaNewerThanCode, run_migrations
 from server.openapi import document_errors, openapi_config, state_container_rules
 
 log = logging.getLogger("server.app")
@@ -48,7 +48,11 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
 def _lifespan(components: Components) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncGenerator[None, None]:
-        await run_migrations(components.engine)
+        try:
+            await run_migrations(components.engine)
+        except SchemaNewerThanCode as exc:  # said plainly, before uvicorn's traceback of the failed start
+            log.error("cannot start: %s", exc)
+            raise
         components.context.secrets.warn_if_plain()
         started: list[BackgroundService] = []
         try:
