@@ -21,6 +21,7 @@ from server.config import Settings
 from server.controllers.audit import AuditController
 from server.controllers.console import console_router
 from server.controllers.health import HealthController
+from server.controllers.metrics import MetricsController
 from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
@@ -29,12 +30,14 @@ from server.controllers.version import version
 from server.edge import guard_edge, stamp_version
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import SchemaNewerThanCode, run_migrations
+from server.observability import observe_requests
 from server.openapi import document_errors, openapi_config, state_container_rules
 
 log = logging.getLogger("server.app")
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     HealthController,
+    MetricsController,
     NodeController,
     NodeWorkController,
     RunController,
@@ -107,9 +110,10 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    # before routing: a raw path with an encoded '/' or NUL reaches no handler; every answer,
-    # that refusal included, states the version (server.edge)
-    app.asgi_handler = stamp_version(guard_edge(app.asgi_handler))
+    # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge);
+    # every answer, that refusal included, states the version; outermost, the request id and
+    # count, so refused requests are counted and traceable too
+    app.asgi_handler = observe_requests(stamp_version(guard_edge(app.asgi_handler)), components.metrics)
     document_errors(app)
     state_container_rules(app)
     return app

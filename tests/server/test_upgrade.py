@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, MetaData, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -77,6 +78,13 @@ def test_check_config_takes_the_listen_flags(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------- migrate
+
+
+def test_the_seeded_revision_is_the_one_before_head() -> None:
+    """A new migration makes this fail: seed the database as the revision before it writes it."""
+    head = ScriptDirectory.from_config(alembic_config()).get_revision(head_revision())
+    assert head is not None
+    assert head.down_revision == PREVIOUS, f"update PREVIOUS and _seed to revision {head.down_revision}"
 
 
 def _seed(connection: Connection) -> None:
