@@ -31,8 +31,10 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
         "aiosqlite",
         "asyncpg",
         "redis",
+        "prometheus_client",
+        "structlog",
     ),
-    "node": ("pydantic_settings", "docker"),
+    "node": ("pydantic_settings", "docker", "prometheus_client", "structlog"),
 }
 
 

@@ -18,10 +18,15 @@ from nodeapi.extras import EXTRA_MODULES
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # distributions whose import name differs from their name, and the optional ones
-IMPORT_NAMES = {"pydantic-settings": "pydantic_settings", "swagger-ui-bundle": "swagger_ui_bundle"}
+IMPORT_NAMES = {
+    "pydantic-settings": "pydantic_settings",
+    "swagger-ui-bundle": "swagger_ui_bundle",
+    "prometheus-client": "prometheus_client",
+}
 OPTIONAL = {"uvloop", "httptools"}  # the apiserver falls back to asyncio and h11
 SERVER_ONLY = ("litestar", "sqlalchemy", "sqlmodel", "alembic", "asyncpg", "aiosqlite", "uvicorn", "redis")
-NOT_IN_THE_CLI = (*SERVER_ONLY, "docker", "pydantic_settings")
+# metrics and structured logs (nodeapi.logs) are the apiserver's and the nodemanager's, not the CLI's
+NOT_IN_THE_CLI = (*SERVER_ONLY, "docker", "pydantic_settings", "prometheus_client", "structlog")
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -39,7 +44,9 @@ def test_extra_modules_follow_pyproject() -> None:
 
 def test_the_bare_distribution_holds_none_of_the_server_or_node_packages() -> None:
     bare = _names(PYPROJECT["project"]["dependencies"])
-    assert not bare & {*SERVER_ONLY, "docker", "pydantic-settings", "cryptography"}
+    assert not bare & {
+        *SERVER_ONLY, "docker", "pydantic-settings", "cryptography", "prometheus-client", "structlog"
+    }  # fmt: skip
 
 
 def test_nodectl_imports_no_server_or_node_package(tmp_path: Path) -> None:
@@ -78,6 +85,8 @@ def _poisoned_env(tmp_path: Path, module: str) -> dict[str, str]:
         (["-m", "server", "migrate"], "sqlalchemy", "server"),
         (["-m", "nodemanager"], "docker", "node"),
         (["-m", "nodemanager", "--help"], "pydantic_settings", "node"),
+        (["-m", "server", "check-config"], "prometheus_client", "server"),
+        (["-m", "nodemanager"], "structlog", "node"),
         ("apiserver", "uvicorn", "server"),
         ("nodemanager", "docker", "node"),
     ],

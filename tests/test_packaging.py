@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_DISTRIBUTIONS = {
     "litestar", "sqlalchemy", "sqlmodel", "alembic", "asyncpg", "aiosqlite", "uvicorn", "redis", "docker",
-    "pydantic-settings",
+    "pydantic-settings", "prometheus-client", "structlog",
 }  # fmt: skip
 
 
