@@ -9,6 +9,7 @@ documented entry point override, the Docker socket and its group) each register 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -27,7 +28,15 @@ from tests.support.redis import RedisServer
 from tests.support.server import REPO_ROOT
 from tests.support.wait import eventually
 
-pytestmark = [pytest.mark.slow, pytest.mark.docker, pytest.mark.postgres, pytest.mark.redis]
+# a cold machine makes the base (mmdebstrap, 17-55 s) and builds the image (40-80 s) in the first
+# test's setup: measured 81 s for this module from nothing (2026-12-03), 6 s with the image built
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.docker,
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.timeout(600),
+]
 
 IMAGE = "agentnodes-test/agent-nodes:test"
 ADMIN_TOKEN = secrets.token_hex(16)
@@ -38,8 +47,19 @@ HEALTHCHECK = ["/opt/agent-nodes/bin/python", "-m", "server.healthcheck"]
 
 @pytest.fixture(scope="module")
 def image(docker_session_client: Any) -> str:
+    import docker.errors
+
     base = ensure_ci_base_image(docker_session_client)
-    docker_build(context=REPO_ROOT, tag=IMAGE, build_args={"BASE_IMAGE": base}, timeout=1200)
+    try:
+        before = docker_session_client.images.get(IMAGE).id
+    except docker.errors.ImageNotFound:
+        before = None
+    docker_build(context=REPO_ROOT, tag=IMAGE, build_args={"BASE_IMAGE": base}, timeout=540)
+    if before is not None and docker_session_client.images.get(IMAGE).id != before:
+        # the image of an older source, untagged now: 400 MB a change otherwise (kept when another
+        # tag still names it)
+        with contextlib.suppress(docker.errors.APIError):
+            docker_session_client.images.remove(before)
     return IMAGE
 
 
