@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.base_image import docker_build, ensure_ci_base_image
+from tests.support.base_image import CI_LABEL, docker_build, ensure_ci_base_image
 from tests.support.images import TEST_IMAGE, TEST_LABELS
 from tests.support.nodemanager import NodeManagerProcess
 from tests.support.ports import free_port
@@ -49,17 +49,21 @@ HEALTHCHECK = ["/opt/agent-nodes/bin/python", "-m", "server.healthcheck"]
 def image(docker_session_client: Any) -> str:
     import docker.errors
 
-    base = ensure_ci_base_image(docker_session_client)
+    client = docker_session_client
+    base = ensure_ci_base_image(client)
     try:
-        before = docker_session_client.images.get(IMAGE).id
+        older = {client.images.get(IMAGE).id}
     except docker.errors.ImageNotFound:
-        before = None
-    docker_build(context=REPO_ROOT, tag=IMAGE, build_args={"BASE_IMAGE": base}, timeout=540)
-    if before is not None and docker_session_client.images.get(IMAGE).id != before:
-        # the image of an older source, untagged now: 400 MB a change otherwise (kept when another
-        # tag still names it)
-        with contextlib.suppress(docker.errors.APIError):
-            docker_session_client.images.remove(before)
+        older = set()
+    # the untagged build stages of earlier builds (they carry the CI layer's label)
+    older |= {stage.id for stage in client.images.list(filters={"dangling": True, "label": CI_LABEL})}
+    output = docker_build(context=REPO_ROOT, tag=IMAGE, build_args={"BASE_IMAGE": base}, timeout=540)
+    # what an older source left, 400 MB a change otherwise; an image this build used (its build
+    # stage, the layer cache of the next build) stays, and so does one a tag still names
+    for stale in older:
+        if stale.removeprefix("sha256:")[:12] not in output:
+            with contextlib.suppress(docker.errors.APIError):
+                client.images.remove(stale)
     return IMAGE
 
 

@@ -30,6 +30,7 @@ MMDEBSTRAP_ARGS = ("--variant=apt", f"--include={','.join(PACKAGES)}", SUITE)
 RECIPE = hashlib.sha256(" ".join(MMDEBSTRAP_ARGS).encode()).hexdigest()[:12]
 BASE_IMAGE = f"agentnodes-test/debian-python:{SUITE}-{RECIPE}"
 CI_BASE_IMAGE = f"agentnodes-test/debian-python-ci:{SUITE}-{RECIPE}"
+CI_LABEL = "agentnodes.test.ca"  # on the CI layer, so on every image built on it
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 CACHE_DIR = Path(
     os.environ.get("AGENTNODES_TEST_CACHE")
@@ -106,7 +107,7 @@ def ensure_ci_base_image(client: Any) -> str:
     bundle = CA_BUNDLE.read_bytes()
     marker = hashlib.sha256(bundle).hexdigest()[:12]
     with contextlib.suppress(Exception):
-        if client.images.get(CI_BASE_IMAGE).labels.get("agentnodes.test.ca") == marker:
+        if client.images.get(CI_BASE_IMAGE).labels.get(CI_LABEL) == marker:
             return CI_BASE_IMAGE
     with tempfile.TemporaryDirectory(prefix="ci-base-") as context:
         (Path(context) / "Dockerfile").write_text(CI_LAYER)
@@ -115,7 +116,7 @@ def ensure_ci_base_image(client: Any) -> str:
             context=Path(context),
             tag=CI_BASE_IMAGE,
             build_args={"BASE_IMAGE": base},
-            labels={"agentnodes.test.ca": marker},
+            labels={CI_LABEL: marker},
         )
     return CI_BASE_IMAGE
 
@@ -131,7 +132,8 @@ def docker_build(
     """`docker build --network host` (the engine has no bridge); returns its output, raises with it."""
     docker = shutil.which("docker")
     assert docker is not None, "the docker CLI is required"
-    command = [docker, "build", "--network", "host", "--tag", tag]
+    # --force-rm: a failed step leaves no intermediate container either (they carry no test label)
+    command = [docker, "build", "--force-rm", "--network", "host", "--tag", tag]
     for name, value in build_args.items():
         command += ["--build-arg", f"{name}={value}"]
     for name, value in (labels or {}).items():
