@@ -9,10 +9,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/agent-nodes
 WORKDIR /src
 # the dependencies first, from pyproject.toml alone: this layer is built again only when it (or the
-# version) changes, not with every change of the source
-COPY pyproject.toml README.md ./
+# version) changes, not with every change of the source or the README (an empty one stands in)
+COPY pyproject.toml ./
 COPY nodeapi/__init__.py nodeapi/
-RUN /opt/agent-nodes/bin/pip install '.[server,node]' && /opt/agent-nodes/bin/pip uninstall --yes agent-nodes
+RUN touch README.md && /opt/agent-nodes/bin/pip install '.[server,node]' \
+    && /opt/agent-nodes/bin/pip uninstall --yes agent-nodes
+COPY README.md ./
 COPY nodeapi nodeapi
 COPY server server
 COPY nodemanager nodemanager
