@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,46 @@ def test_the_nodemanager_leaves_its_runs_running_in_a_delegated_cgroup() -> None
     # the daemon writes its delegated cgroup: /sys/fs/cgroup must not be read-only
     assert "ProtectControlGroups" not in found
     assert "ProtectKernelTunables" not in found
+
+
+def unit_environment(name: str) -> dict[str, str]:
+    """What the unit gives its program: its Environment= lines, then its example environment file."""
+    environment = dict(
+        line.split("=", 1) for line in directives(UNITS / f"agentnodes-{name}.service")["Environment"]
+    )
+    for line in (UNITS / f"{name}.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            environment[key.strip()] = value.strip()
+    return environment
+
+
+def test_the_example_environment_files_are_valid_settings(tmp_path: Path) -> None:
+    """As written, each example is accepted by the program it configures (docs kept true)."""
+    base = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(UNITS.parents[1]), "HOME": str(tmp_path)}
+    checked = subprocess.run(
+        [sys.executable, "-m", "server", "check-config"],
+        env={**base, **unit_environment("apiserver")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("apiserver: configuration valid (http://0.0.0.0:8080, database sqlite")
+    parsed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from nodemanager.config import NodeConfig; print(NodeConfig.from_env().node_id)",
+        ],
+        env={**base, **unit_environment("nodemanager")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert parsed.returncode == 0, parsed.stderr
+    assert parsed.stdout.strip() == "CHANGE-ME-node-name"
