@@ -24,6 +24,7 @@ from nodeapi.errors import (
     error_for_status,
 )
 from nodeapi.tls import Verify, client_context, ssl_reason, trusted
+from nodeapi.version import VERSION_HEADER, VersionGate
 
 T = TypeVar("T")
 
@@ -193,6 +194,10 @@ class Calls:
 
     # misc ------------------------------------------------------------------
     @staticmethod
+    def version() -> Call[m.VersionInfo]:
+        return Call("GET", "/version", m.VersionInfo)
+
+    @staticmethod
     def audit(limit: int | None = None, offset: int = 0, target_id: str | None = None) -> Call[m.AuditList]:
         params: dict[str, Any] = {"offset": offset, "target_id": target_id}
         if limit is not None:
@@ -288,12 +293,32 @@ def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _http_options(base_url: str, token: str | None, timeout: float, verify: Verify) -> dict[str, Any]:
+    """httpx's options for both clients. The environment's proxy variables are ignored: the
+    apiserver is reached directly."""
+    return {
+        "base_url": base_url,
+        "headers": _headers(token),
+        "timeout": timeout,
+        "trust_env": False,
+        "verify": client_context(verify),
+    }
+
+
+def _authorize(headers: httpx.Headers, token: str | None) -> None:
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    else:
+        headers.pop("Authorization", None)
+
+
 class Client:
     """Blocking client (nodectl).
 
     `verify`: the CA file (PEM) an https:// server's certificate must chain to, or True for
     the system CA store (nodeapi.tls); CAFileError when the file cannot be used. `ca_hint`
-    ends the message of a certificate error: how the user names a CA file.
+    ends the message of a certificate error: how the user names a CA file. `version_gate`
+    checks the version every answer states (nodeapi.version).
     """
 
     def __init__(
@@ -304,29 +329,24 @@ class Client:
         *,
         verify: Verify = True,
         ca_hint: str | None = None,
+        version_gate: VersionGate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._verify, self._ca_hint = verify, ca_hint
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers=_headers(token),
-            timeout=timeout,
-            trust_env=False,
-            verify=client_context(verify),
-        )
+        self.version_gate = version_gate
+        self._http = httpx.Client(**_http_options(self.base_url, token, timeout, verify))
 
     def set_token(self, token: str | None) -> None:
         """Send this bearer token from now on."""
-        if token:
-            self._http.headers["Authorization"] = f"Bearer {token}"
-        else:
-            self._http.headers.pop("Authorization", None)
+        _authorize(self._http.headers, token)
 
     def send(self, call: Call[T]) -> T:
         try:
             response = self._http.request(call.method, call.path, **_request(call))
         except httpx.TransportError as exc:
             raise _transport_error(self.base_url, exc, self._verify, self._ca_hint) from exc
+        if self.version_gate is not None:
+            self.version_gate.check(response.headers.get(VERSION_HEADER))
         return _decode(call, response)
 
     def close(self) -> None:
@@ -340,7 +360,7 @@ class Client:
 
 
 class AsyncClient:
-    """asyncio client (nodemanager); `verify` and `ca_hint` as for `Client`."""
+    """asyncio client (nodemanager); `verify`, `ca_hint` and `version_gate` as for `Client`."""
 
     def __init__(
         self,
@@ -350,29 +370,24 @@ class AsyncClient:
         *,
         verify: Verify = True,
         ca_hint: str | None = None,
+        version_gate: VersionGate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._verify, self._ca_hint = verify, ca_hint
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=_headers(token),
-            timeout=timeout,
-            trust_env=False,
-            verify=client_context(verify),
-        )
+        self.version_gate = version_gate
+        self._http = httpx.AsyncClient(**_http_options(self.base_url, token, timeout, verify))
 
     def set_token(self, token: str | None) -> None:
         """Send this bearer token from now on (a node switches to its own credential)."""
-        if token:
-            self._http.headers["Authorization"] = f"Bearer {token}"
-        else:
-            self._http.headers.pop("Authorization", None)
+        _authorize(self._http.headers, token)
 
     async def send(self, call: Call[T]) -> T:
         try:
             response = await self._http.request(call.method, call.path, **_request(call))
         except httpx.TransportError as exc:
             raise _transport_error(self.base_url, exc, self._verify, self._ca_hint) from exc
+        if self.version_gate is not None:
+            self.version_gate.check(response.headers.get(VERSION_HEADER))
         return _decode(call, response)
 
     async def aclose(self) -> None:
