@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -35,7 +36,10 @@ def wait_status(client: httpx.Client, node_id: str, status: str, timeout: float)
 def test_heartbeat_registers_node(apiserver: ApiServerFactory) -> None:
     server = apiserver({"NODE_HEARTBEAT_INTERVAL": "7", "NODE_OFFLINE_AFTER": "21"})
     with server.client() as client:
-        assert client.get("/api/v1/nodes").json() == {"items": [], "total": 0, "limit": 1000, "offset": 0}
+        empty = client.get("/api/v1/nodes").json()
+        # where the live node stream was when the list was read (GET /api/v1/watch/nodes?since=)
+        assert re.fullmatch(r"[0-9a-f]+:0", empty.pop("stream_position"))
+        assert empty == {"items": [], "total": 0, "limit": 1000, "offset": 0}
         reply = beat(client, "node-a", {"os": "linux", "arch": "amd64"}, cap=3)
         assert reply == {
             "node_id": "node-a",
