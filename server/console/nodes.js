@@ -141,7 +141,7 @@ export function nodesView() {
     maxlength: 253,
   });
   const count = h("span", { class: "muted count", id: "node-count", "aria-live": "polite" });
-  const live = h("span", { class: "live-state", id: "live-state", "data-live": "false" }, t("nodes.liveOff"));
+  const live = h("span", { class: "live-state", id: "live-state", "data-live": "connecting" }, t("nodes.liveConnecting"));
   const feedback = h("div", {});
   const grid = h("div", { class: "card-grid", id: "node-grid" }, h("p", { class: "muted" }, t("common.loading")));
   const prev = button(t("nodes.page.prev"), () => turnPage(-1), { id: "page-prev", disabled: true });
@@ -264,7 +264,12 @@ export function nodesView() {
     const node = { ...before, ...change };
     shown.set(node.id, node);
     const old = grid.querySelector(`.node-card[data-node-id="${CSS.escape(node.id)}"]`);
-    if (old) old.replaceWith(nodeCard(node, { stale: !matchesFilters(node) }));
+    if (!old) return;
+    const fresh = nodeCard(node, { stale: !matchesFilters(node) });
+    // keyboard focus stays where it was: on the card's link or its Edit button
+    const focused = old.contains(document.activeElement) ? document.activeElement : null;
+    old.replaceWith(fresh);
+    if (focused) fresh.querySelector(focused.classList.contains("card-edit") ? ".card-edit" : ".node-link")?.focus();
   }
 
   function applyDeleted(nodeId) {

@@ -107,9 +107,12 @@ def test_node_page_of_10000_nodes_renders_in_under_a_second_and_updates_live(
     target = "node-00003"
     expect(card(page, target).locator(".badge").first).to_have_text("Online")
 
-    # an admin drains the node: its card changes without the list being fetched again
+    # an admin drains the node: its card changes without the list being fetched again, and the
+    # keyboard focus on it stays
+    card(page, target).locator(".node-link").focus()
     api.send(Calls.patch_node(target, m.NodePatch(status="draining", labels={"team": "blue"})))
     expect(card(page, target).locator(".badge").first).to_have_text("Draining")
+    expect(card(page, target).locator(".node-link")).to_be_focused()
     expect(card(page, target)).to_have_attribute("data-status", "draining")
     expect(card(page, target).locator(".chip")).to_contain_text(["team=blue"])
     # ... and back
