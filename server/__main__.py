@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     import uvicorn
 
 EXIT_CONFIG_ERROR = 2
+# a developer's switch, not a setting: the file the whole process's cProfile is written to at exit
+PROFILE_VARIABLE = "APISERVER_PROFILE"
 GRACEFUL_SHUTDOWN = 3  # seconds uvicorn gives open requests once long-polls have been answered
 
 
@@ -94,6 +97,22 @@ def _serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
         async def serve(self, sockets: list[socket.socket] | None = None) -> None:
             self.loop = asyncio.get_running_loop()
             await super().serve(sockets)
+
+        async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn re-raises the stop signal once serving ends, so a profile is written in here
+            profile_path = os.environ.get(PROFILE_VARIABLE)
+            if not profile_path:
+                await super()._serve(sockets)
+                return
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            try:
+                await super()._serve(sockets)
+            finally:
+                profiler.disable()
+                profiler.dump_stats(profile_path)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)
