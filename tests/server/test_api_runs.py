@@ -229,6 +229,65 @@ def test_node_events_are_idempotent_and_free_the_slot_once(client: Client) -> No
     assert client.send(Calls.run_events(run.id, type="log")).items[0].data["text"] == "hello\n"
 
 
+def test_node_event_batch_answers_each_run_on_its_own(client: Client) -> None:
+    """POST /nodes/{id}/events: many runs' events in one request and one transaction; one run's
+    refusal (unknown, another node's, a stale attempt) leaves the others' events applied."""
+    node = FakeNode(client, "n1", max_concurrent=3)
+    other = FakeNode(client, "n2", max_concurrent=1)
+    node.heartbeat()
+    runs = [submit(client) for _ in range(3)]
+    for run in runs:
+        wait_run_status(client, run.id, "scheduled")
+    other.heartbeat()
+    foreign = submit(client)
+    wait_run_status(client, foreign.id, "scheduled")
+    assert client.send(Calls.get_run(foreign.id)).node_id == "n2"
+
+    def part(run_id: str, *events: tuple[str, dict[str, object]], attempt: int | None = None) -> m.RunEvents:
+        return m.RunEvents(run_id=run_id, events=node.batch(run_id, *events).events, attempt=attempt)
+
+    started = [
+        part(r.id, ("claimed", {}), ("started", {}), ("log", {"stream": "stdout", "text": "hi\n"}))
+        for r in runs
+    ]
+    body = m.NodeEventsBatch(
+        runs=[
+            *started,
+            part("run-missing", ("claimed", {})),
+            part(foreign.id, ("claimed", {})),
+        ]
+    )
+    results = client.send(Calls.post_node_events("n1", body)).results
+    assert [r.run_id for r in results] == [*(r.id for r in runs), "run-missing", foreign.id]
+    assert [r.status_code for r in results] == [200, 200, 200, 404, 403]
+    assert all(r.ack is not None and r.ack.accepted == 3 and r.ack.status == "running" for r in results[:3])
+    assert "not placed on node 'n1'" in (results[4].detail or "")
+    assert node_running(client, "n1") == 3
+
+    # resent (an answer lost): nothing stored twice; finishing two runs frees two slots at once
+    again = client.send(Calls.post_node_events("n1", m.NodeEventsBatch(runs=started))).results
+    assert [r.ack.accepted if r.ack else None for r in again] == [0, 0, 0]
+    ended = m.NodeEventsBatch(
+        runs=[
+            part(runs[0].id, ("exited", {"exit_code": 0})),
+            part(runs[1].id, ("exited", {"exit_code": 2})),
+            part(runs[2].id, ("log", {"stream": "stdout", "text": "x"}), attempt=99),
+        ]
+    )
+    results = client.send(Calls.post_node_events("n1", ended)).results
+    assert [r.status_code for r in results] == [200, 200, 409]
+    assert results[2].extra == {"attempt": 1}
+    assert [client.send(Calls.get_run(r.id)).status for r in runs] == ["succeeded", "failed", "running"]
+    assert node_running(client, "n1") == 1
+    for run in runs[:2]:
+        seqs = [e.seq for e in client.send(Calls.run_events(run.id)).items]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert event_types(client, run.id)[-4:] == ["claimed", "started", "log", "exited"]
+
+    dup = m.NodeEventsBatch(runs=[part(runs[2].id, ("log", {})), part(runs[2].id, ("log", {}))])
+    assert [r.status_code for r in client.send(Calls.post_node_events("n1", dup)).results] == [200, 400]
+
+
 def test_claimed_but_unstarted_run_is_handed_out_again_and_reclaimed(client: Client) -> None:
     node = FakeNode(client, "n1")
     node.heartbeat()
