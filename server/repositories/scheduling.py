@@ -49,6 +49,7 @@ class ApplyResult:
     retry: list[str] = field(default_factory=list)  # node no longer fits: place again soon
     unschedulable: list[str] = field(default_factory=list)  # still queued, fits nowhere
     gone: list[str] = field(default_factory=list)  # no longer queued (cancelled, assigned elsewhere)
+    reasons_recorded: list[str] = field(default_factory=list)  # got an `unschedulable` event
 
 
 async def apply_decisions(
@@ -60,7 +61,7 @@ async def apply_decisions(
     if assigns:
         await _apply_assignments(session, assigns, now, rule, result)
     if unschedulable:
-        await _record_unschedulable(session, unschedulable, now)
+        result.reasons_recorded = await _record_unschedulable(session, unschedulable, now)
         result.unschedulable.extend(d.run_id for d in unschedulable)
     return result
 
@@ -140,7 +141,10 @@ async def _apply_assignments(
     await session.execute(update(NODES).where(NODES.c.id.in_(list(granted))).values(**node_load(NODES.c.id)))
 
 
-async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedulable], now: datetime) -> None:
+async def _record_unschedulable(
+    session: AsyncSession, decisions: list[Unschedulable], now: datetime
+) -> list[str]:
+    """Store each reason that changed, with an `unschedulable` event; the runs that got one."""
     reason_of = {d.run_id: d.reason[:MESSAGE_MAX] for d in decisions}
     waiting = {d.run_id for d in decisions if d.waiting}
     changed: list[tuple[str, int]] = []
@@ -161,6 +165,7 @@ async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedul
         session,
         [event_row(rid, seq, "unschedulable", {"reason": reason_of[rid]}, now) for rid, seq in changed],
     )
+    return [run_id for run_id, _ in changed]
 
 
 # ---------------------------------------------------------------------------- reads

@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.background import run_forever
 from server.clock import Clock, SystemClock
+from server.metrics import Metrics
 from server.node_status import StatusRule
 from server.queue.base import Message, RunQueue
 from server.repositories import runs as run_repo
@@ -108,6 +109,8 @@ class Scheduler:
         start_failure_cooldown: float = 300.0,
         on_assigned: OnAssigned | None = None,
         clock: Clock | None = None,
+        metrics: Metrics | None = None,
+        on_reasons: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.sessionmaker = (
             async_sessionmaker(db, expire_on_commit=False) if isinstance(db, AsyncEngine) else db
@@ -126,6 +129,8 @@ class Scheduler:
         self.snapshot_max_age = snapshot_max_age
         self.start_failure_cooldown = timedelta(seconds=start_failure_cooldown)
         self.on_assigned = on_assigned
+        self.on_reasons = on_reasons  # runs that got an `unschedulable` event: their watchers wake
+        self.metrics = metrics
         self.stats = SchedulerStats()
         self.parked: dict[str, None] = {}  # run ids, oldest first
         self._known: dict[str, _Known] = {}  # parked runs as loaded
@@ -260,6 +265,7 @@ class Scheduler:
     async def schedule(self, run_ids: Sequence[str]) -> None:
         """Place the given runs (those still queued) and commit the result in one transaction."""
         async with self._pass_lock:
+            began = time.perf_counter()
             now = self.clock.now()
             placer, self._placer = self._placer, None  # kept again only if the pass commits cleanly
             nodes_seen = self._nodes_generation
@@ -272,6 +278,10 @@ class Scheduler:
                 if run_id not in loaded:
                     self._unpark(run_id)
             self._settle(result, placer, nodes_seen)
+            if self.metrics is not None:
+                self.metrics.placement.observe(time.perf_counter() - began)
+        if result.reasons_recorded and self.on_reasons is not None:
+            self.on_reasons(result.reasons_recorded)
         if result.assigned and self.on_assigned is not None:
             await self._notify(result.assigned)
 
@@ -305,6 +315,8 @@ class Scheduler:
                         decisions.extend(placer.place([known.pending(run_id, avoid_since)]))
                 result = await self._apply(session, decisions, now)
             self._settle(result, placer, nodes_seen)
+        if result.reasons_recorded and self.on_reasons is not None:
+            self.on_reasons(result.reasons_recorded)
         if result.assigned and self.on_assigned is not None:
             await self._notify(result.assigned)
 
@@ -337,6 +349,8 @@ class Scheduler:
     def _settle(self, result: repo.ApplyResult, placer: Placer | None, nodes_seen: int) -> None:
         if placer is not None and not (result.retry or result.gone) and nodes_seen == self._nodes_generation:
             self._placer = placer
+        if self.metrics is not None:
+            self.metrics.placed.inc(len(result.assigned))
         self.stats.passes += 1
         self.stats.assigned += len(result.assigned)
         self.stats.unschedulable += len(result.unschedulable)
