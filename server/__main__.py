@@ -32,7 +32,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Node-management API server: REST API, scheduler and web console. "
         "Configured by environment variables (APISERVER_HOST, APISERVER_PORT, DATABASE_URL, REDIS_URL, "
         "NODE_HEARTBEAT_INTERVAL, NODE_OFFLINE_AFTER, ADMIN_TOKEN, NODE_JOIN_TOKEN, APISERVER_DATA_DIR, "
-        "RUN_LOST_GRACE, RUN_MAX_ATTEMPTS, RUN_MAX_LOG_BYTES, MAX_BODY_SIZE, HEARTBEAT_RATE_BURST, "
+        "RUN_LOST_GRACE, RUN_MAX_ATTEMPTS, RUN_MAX_LOG_BYTES, RUN_RETENTION, AUDIT_RETENTION, "
+        "MAX_BODY_SIZE, HEARTBEAT_RATE_BURST, "
         "HEARTBEAT_RATE_PER_SECOND, LOG_LEVEL, TLS_CERT_FILE and TLS_KEY_FILE to serve HTTPS); "
         "flags override them.",
     )

@@ -35,6 +35,7 @@ from server.services.metrics import MetricsService
 from server.services.node_events import NodeEventService
 from server.services.nodes import NodeService
 from server.services.reaper import LostRunReaper
+from server.services.retention import RetentionSweeper
 from server.services.runs import RunService
 from server.services.work import WorkService
 from server.sessions import SessionSigner
@@ -182,5 +183,5 @@ def build_components(settings: Settings) -> Components:
         services=services,
         auth=Auth(settings, authenticator, SessionSigner(settings)),
         metrics=metrics,
-        background=[bus, lease, QueueConnection(queue), scheduler, reaper],
+        background=[bus, lease, QueueConnection(queue), scheduler, reaper, RetentionSweeper(context, lease)],
     )
