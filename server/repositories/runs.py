@@ -30,6 +30,12 @@ async def add(session: AsyncSession, row: RunRow) -> None:
     await session.flush()
 
 
+async def add_many(session: AsyncSession, rows: Sequence[RunRow]) -> None:
+    """New runs, written in one batched INSERT."""
+    session.add_all(rows)
+    await session.flush()
+
+
 async def get_run(session: AsyncSession, run_id: str, *, for_update: bool = False) -> RunRow | None:
     stmt = select(RunRow).where(col(RunRow.id) == run_id)
     if for_update:

@@ -4,6 +4,7 @@ cancel in every state and node-event ingestion, with a scripted node (tests/supp
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -286,6 +287,34 @@ def test_node_event_batch_answers_each_run_on_its_own(client: Client) -> None:
 
     dup = m.NodeEventsBatch(runs=[part(runs[2].id, ("log", {})), part(runs[2].id, ("log", {}))])
     assert [r.status_code for r in client.send(Calls.post_node_events("n1", dup)).results] == [200, 400]
+
+
+def test_concurrent_submissions_each_get_their_own_run_events_and_audit_entry(
+    apiserver: ApiServerFactory,
+) -> None:
+    """Submissions that arrive together are committed together (a group commit): each still
+    answers its own run, with its own `created` and `queued` events and audit entry."""
+    server = apiserver()
+    images = [f"busybox:{index}" for index in range(40)]
+
+    def submit_one(image: str) -> m.Run:
+        with Client(server.base_url) as own:
+            return submit(own, image, env={"SECRET_TOKEN": "x"}, secret_env={"PASSWORD": "hunter2"})
+
+    with ThreadPoolExecutor(8) as pool:
+        runs = list(pool.map(submit_one, images))
+    assert [run.image for run in runs] == images
+    assert len({run.id for run in runs}) == len(images)
+    with Client(server.base_url) as api:
+        assert api.send(Calls.list_runs()).total == len(images)
+        for run in runs:
+            events = api.send(Calls.run_events(run.id)).items
+            assert [(e.seq, e.type) for e in events[:2]] == [(1, "created"), (2, "queued")]
+            assert events[0].data == {"image": run.image, "command": ["echo", "hi"]}
+            [entry] = api.send(Calls.audit(target_id=run.id)).items
+            assert (entry.action, entry.details["image"]) == ("run.create", run.image)
+            assert entry.details["env"] == ["SECRET_TOKEN"]  # names only; secret_env is masked whole
+            assert "hunter2" not in str(entry.details)
 
 
 def test_claimed_but_unstarted_run_is_handed_out_again_and_reclaimed(client: Client) -> None:
