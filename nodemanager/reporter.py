@@ -42,14 +42,16 @@ MIN_BATCH_BYTES = 4 * 1024
 SHRUNK_TEXT = 1024  # characters of a log line or message kept when one event alone is too large
 RETRY_CEILING = 10.0  # seconds; events are what users wait for, so retry sooner than heartbeats
 RETRY_INITIAL = 0.2
+MAX_IN_FLIGHT = 2  # node event requests out at once: a run's claim need not wait behind another's batch
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
 
 
 class EventShipper:
     """Carries the event batches of every run of the node to the apiserver, many per request.
 
-    One request is out at a time; batches handed over meanwhile wait and go together in the next
-    one (at most MAX_BATCH_BYTES of events, or one batch alone if it is larger). Each reporter
+    At most MAX_IN_FLIGHT requests are out at a time; batches handed over while they are wait and
+    go together in the next one (at most MAX_BATCH_BYTES of events, or one batch alone if it is
+    larger). A reporter has one batch out at a time, so its run's events stay in order. Each reporter
     gets its own run's answer: the ack, or the HTTPStatusError its own POST
     /runs/{id}/node-events would have raised. A failure of the whole request (transport, 5xx,
     401, 413) is raised to every reporter in it, and each retries as before. An apiserver
@@ -62,6 +64,8 @@ class EventShipper:
         self._queue: list[tuple[m.RunEvents, int, asyncio.Future[m.NodeEventAck]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._free = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight: set[asyncio.Task[None]] = set()
         self.per_run = False
         self.requests = 0  # requests sent, for tests and logs
 
@@ -77,10 +81,12 @@ class EventShipper:
         return await future
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [*([self._task] if self._task is not None else []), *self._in_flight]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         for _, _, future in self._queue:
             future.cancel()
         self._queue.clear()
@@ -104,38 +110,51 @@ class EventShipper:
 
     async def _ship_loop(self) -> None:
         while True:
+            await self._free.acquire()
             taken = self._take()
-            if not taken:
+            while not taken:
                 self._wakeup.clear()
                 await self._wakeup.wait()
+                taken = self._take()
+            task = asyncio.create_task(self._ship(taken), name="event-shipment")
+            self._in_flight.add(task)
+            task.add_done_callback(self._shipped)
+
+    def _shipped(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._free.release()
+
+    async def _ship(self, taken: list[tuple[m.RunEvents, int, asyncio.Future[m.NodeEventAck]]]) -> None:
+        if self.per_run:
+            _fail(taken, _Resend("sent again, one request per run"))
+            return
+        body = m.NodeEventsBatch(runs=[item for item, _, _ in taken])
+        try:
+            self.requests += 1
+            reply = await self._client.send(Calls.post_node_events(self._node_id, body))
+        except HTTPStatusError as exc:
+            if exc.status_code in (404, 405):
+                log.info("the apiserver has no node event batches (%s); one request per run", exc)
+                self.per_run = True
+                _fail(taken, _Resend("sent again, one request per run"))
+                return
+            _fail(taken, exc)
+            return
+        except Exception as exc:  # transport and the like: every reporter retries its own
+            _fail(taken, exc)
+            return
+        by_run = {result.run_id: result for result in reply.results}
+        for item, _, future in taken:
+            if future.done():
                 continue
-            body = m.NodeEventsBatch(runs=[item for item, _, _ in taken])
-            try:
-                self.requests += 1
-                reply = await self._client.send(Calls.post_node_events(self._node_id, body))
-            except HTTPStatusError as exc:
-                if exc.status_code in (404, 405):
-                    log.info("the apiserver has no node event batches (%s); one request per run", exc)
-                    self.per_run = True
-                    _fail(taken, _Resend("sent again, one request per run"))
-                    continue
-                _fail(taken, exc)
-                continue
-            except Exception as exc:  # transport and the like: every reporter retries its own
-                _fail(taken, exc)
-                continue
-            by_run = {result.run_id: result for result in reply.results}
-            for item, _, future in taken:
-                if future.done():
-                    continue
-                result = by_run.get(item.run_id)
-                if result is None:
-                    future.set_exception(error_for_status(502, f"no answer for run {item.run_id}"))
-                elif result.ack is not None and result.status_code == 200:
-                    future.set_result(result.ack)
-                else:
-                    detail = result.detail or f"refused with status {result.status_code}"
-                    future.set_exception(error_for_status(result.status_code, detail, result.extra))
+            result = by_run.get(item.run_id)
+            if result is None:
+                future.set_exception(error_for_status(502, f"no answer for run {item.run_id}"))
+            elif result.ack is not None and result.status_code == 200:
+                future.set_result(result.ack)
+            else:
+                detail = result.detail or f"refused with status {result.status_code}"
+                future.set_exception(error_for_status(result.status_code, detail, result.extra))
 
 
 class _Resend(Exception):
