@@ -36,6 +36,7 @@ def draw(result: dict[str, Any], target: Path) -> None:
     colours = ["#2b6cb0"] * len(result["platform"]) + ["#a0aec0"] * (len(names) - len(result["platform"]))
     bars = left.bar(names, rates, color=colours)
     left.bar_label(bars, fmt="%.0f")
+    left.set_ylim(0, max(rates, default=1.0) * 1.12)
     left.set_ylabel("runs of `true` per second")
     runs = result["platform"][0]["runs"] if result["platform"] else 0
     left.set_title(f"{runs} runs, one node, 4 slots (higher is better)")
