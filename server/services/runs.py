@@ -191,7 +191,12 @@ class RunService:
                 for submission in batch:
                     submission.done.set_exception(exc)
                 continue
-            await self._ctx.publish([submission.row.id for submission in batch])
+            try:
+                await self._ctx.publish([submission.row.id for submission in batch])
+            except Exception as exc:  # committed, the outbox publishes them; the requests say what failed
+                for submission in batch:
+                    submission.done.set_exception(exc)
+                continue
             for submission in batch:
                 submission.done.set_result(None)
 
