@@ -501,3 +501,9 @@ class ErrorBody(Struct):
     status_code: Annotated[int, Meta(ge=400, le=599)]
     detail: str
     extra: dict[str, Any] | list[Any] | None = None
+
+
+class VersionInfo(Struct):
+    """`GET /version`: the apiserver's version (nodeapi.version has the skew policy)."""
+
+    version: str

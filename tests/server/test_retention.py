@@ -3,6 +3,7 @@ were written; the rows are real rows of a real database (SQLite and PostgreSQL).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,9 +12,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from nodeapi import errors
+from nodeapi.client import Calls, Client
 from server.clock import ManualClock
 from server.config import Settings
-from server.db.engine import create_sessionmaker
+from server.db.engine import create_engine, create_sessionmaker
 from server.db.models import AUDIT_LOG, IDEMPOTENCY_KEYS
 from server.leader import LeaderLease
 from server.queue import MemoryQueue
@@ -21,7 +24,9 @@ from server.secrets import SecretBox
 from server.services import retention
 from server.services.context import ServiceContext
 from server.services.retention import RetentionSweeper
+from tests.conftest import ApiServerFactory
 from tests.support.scheduler_db import RUN_EVENTS, RUNS, insert_rows, run_row, runs_by_id
+from tests.support.wait import eventually
 
 NOW = datetime(2031, 5, 1, 12, 0, tzinfo=UTC)
 DAY = 86400.0
@@ -180,3 +185,46 @@ async def test_only_the_leader_sweeps(engine: AsyncEngine, ctx: ServiceContext) 
     assert len(await runs_by_id(engine)) == len(EXPIRED) + len(KEPT_FINISHED) + len(ACTIVE)
     await RetentionSweeper(ctx, pause=0)._sweep_if_leader()  # SoleLeader: a single apiserver
     assert set(await runs_by_id(engine)) == set(KEPT_FINISHED) | set(ACTIVE)
+
+
+def test_a_real_apiserver_sweeps_at_start(apiserver: ApiServerFactory, database_url: str) -> None:
+    """Through the real process: a run that ended 8 days ago is gone (404, with its events), a
+    recent one and an old queued one are still served."""
+    apiserver().stop()  # a server migrates the database, then goes away while rows are planted
+    real_now = datetime.now(UTC)
+
+    async def plant() -> None:
+        engine = create_engine(Settings.from_env({"DATABASE_URL": database_url}))
+        rows = [
+            run("run-old-done", "succeeded", ended_days_ago=8),
+            run("run-new-done", "failed", ended_days_ago=1),
+            run("run-old-queued", "queued", age_days=30),
+        ]
+        for row in rows:  # relative to the real clock this time
+            shift = real_now - NOW
+            row["created_at"] += shift
+            if row["finished_at"] is not None:
+                row["finished_at"] += shift
+        try:
+            await insert_rows(engine, RUNS, rows)
+            await insert_rows(engine, RUN_EVENTS, [e for row in rows for e in events(row["id"])])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(plant())
+    server = apiserver()
+    with Client(server.base_url) as api:
+
+        def swept() -> bool:
+            try:
+                api.send(Calls.get_run("run-old-done"))
+            except errors.NotFound:
+                return True
+            return False
+
+        eventually(swept, timeout=30)
+        with pytest.raises(errors.NotFound):
+            api.send(Calls.run_events("run-old-done"))
+        assert api.send(Calls.get_run("run-new-done")).status == "failed"
+        assert len(api.send(Calls.run_events("run-new-done")).items) == EVENTS_PER_RUN
+        assert api.send(Calls.get_run("run-old-queued")).status == "queued"
