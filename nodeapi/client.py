@@ -146,6 +146,10 @@ class Calls:
         return Call("POST", f"{API}/runs/{_seg(run_id)}/node-events", m.NodeEventAck, body=batch)
 
     @staticmethod
+    def post_node_events(node_id: str, batch: m.NodeEventsBatch) -> Call[m.NodeEventsResults]:
+        return Call("POST", f"{API}/nodes/{_seg(node_id)}/events", m.NodeEventsResults, body=batch)
+
+    @staticmethod
     def post_command_result(node_id: str, command_id: str, result: m.CommandResult) -> Call[_NoContent]:
         return Call(
             "POST",

@@ -26,6 +26,7 @@ from nodeapi.validation import (
     MAX_LABELS,
     MAX_MEMORY_MB,
     MAX_PIDS_LIMIT,
+    MAX_RUNS_PER_EVENT_BATCH,
     MAX_SAFE_INT,
     MIN_EXIT_CODE,
     MIN_PIDS_LIMIT,
@@ -414,6 +415,36 @@ class NodeEventAck(Struct):
     # and its deadline, from which the node computes the time it has left
     started_at: datetime | None = None
     deadline_seconds: DeadlineSeconds | None = None
+
+
+class RunEvents(Struct):
+    """One run's part of a node's event batch: what NodeEventBatch carries for one run."""
+
+    run_id: RunId
+    events: Annotated[list[NodeEventIn], Meta(max_length=MAX_EVENT_BATCH)]
+    attempt: Attempt | None = None
+
+
+class NodeEventsBatch(Struct):
+    """Body of POST /api/v1/nodes/{id}/events: events of many runs placed on the node, each run's
+    applied as a batch of its own would be (the node's credential speaks for every one)."""
+
+    runs: Annotated[list[RunEvents], Meta(max_length=MAX_RUNS_PER_EVENT_BATCH)]
+
+
+class RunEventsResult(Struct):
+    """One run's answer: `ack` when its events were taken (status_code 200), else the status
+    code and message POST /runs/{id}/node-events would have answered for it alone."""
+
+    run_id: str
+    status_code: int = 200
+    ack: NodeEventAck | None = None
+    detail: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+class NodeEventsResults(Struct):
+    results: list[RunEventsResult]
 
 
 class Assignment(Struct):

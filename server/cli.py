@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib.util
 import logging
+import os
 import socket
 import sys
 from collections.abc import Callable
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 EXIT_FAILED = 1
 EXIT_CONFIG_ERROR = 2
 GRACEFUL_SHUTDOWN = 3  # seconds uvicorn gives open requests once long-polls have been answered
+# a developer's switch, not a setting: the file the whole process's cProfile is written to at exit
+PROFILE_VARIABLE = "APISERVER_PROFILE"
 
 log = logging.getLogger("server.cli")
 
@@ -36,7 +39,8 @@ DESCRIPTION = (
     "Node-management API server: REST API, scheduler and web console. Configured by environment "
     "variables (APISERVER_HOST, APISERVER_PORT, DATABASE_URL, REDIS_URL, NODE_HEARTBEAT_INTERVAL, "
     "NODE_OFFLINE_AFTER, ADMIN_TOKEN, VIEWER_TOKEN, NODE_JOIN_TOKEN, APISERVER_DATA_DIR, RUN_LOST_GRACE, "
-    "RUN_MAX_ATTEMPTS, RUN_MAX_LOG_BYTES, MAX_BODY_SIZE, HEARTBEAT_RATE_BURST, HEARTBEAT_RATE_PER_SECOND, "
+    "RUN_MAX_ATTEMPTS, RUN_MAX_LOG_BYTES, RUN_RETENTION, AUDIT_RETENTION, MAX_BODY_SIZE, "
+    "HEARTBEAT_RATE_BURST, HEARTBEAT_RATE_PER_SECOND, "
     "LOG_LEVEL, TLS_CERT_FILE and TLS_KEY_FILE to serve HTTPS; all of them in the README); flags "
     "override them. Without a command it serves."
 )
@@ -193,6 +197,22 @@ def _serve(config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
         async def serve(self, sockets: list[socket.socket] | None = None) -> None:
             self.loop = asyncio.get_running_loop()
             await super().serve(sockets)
+
+        async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+            # uvicorn re-raises the stop signal once serving ends, so a profile is written in here
+            profile_path = os.environ.get(PROFILE_VARIABLE)
+            if not profile_path:
+                await super()._serve(sockets)
+                return
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
+            try:
+                await super()._serve(sockets)
+            finally:
+                profiler.disable()
+                profiler.dump_stats(profile_path)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             super().handle_exit(sig, frame)

@@ -36,6 +36,7 @@ from server.services.node_events import NodeEventService
 from server.services.node_feed import NodeFeed, TimeSweep
 from server.services.nodes import NodeService
 from server.services.reaper import LostRunReaper
+from server.services.retention import RetentionSweeper
 from server.services.runs import RunService
 from server.services.work import WorkService
 from server.sessions import SessionSigner
@@ -189,5 +190,13 @@ def build_components(settings: Settings) -> Components:
         services=services,
         auth=Auth(settings, authenticator, SessionSigner(settings)),
         metrics=metrics,
-        background=[bus, lease, QueueConnection(queue), scheduler, reaper, sweep],
+        background=[
+            bus,
+            lease,
+            QueueConnection(queue),
+            scheduler,
+            reaper,
+            sweep,
+            RetentionSweeper(context, lease),
+        ],
     )

@@ -20,7 +20,7 @@ from server.config import async_database_url
 from server.migrations import alembic_config, head_revision
 from tests.support.server import REPO_ROOT, ServerProcess
 
-PREVIOUS = "0005"
+PREVIOUS = "0006"
 TOKENS = {"ADMIN_TOKEN": "admin-token-123", "NODE_JOIN_TOKEN": "join-token-123"}
 SEEDED_AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -88,11 +88,13 @@ def test_the_seeded_revision_is_the_one_before_head() -> None:
 
 
 def _seed(connection: Connection) -> None:
-    """What an apiserver at revision 0005 stored: a node with env config, a finished run with its
-    events, a queued run and an audit entry (rows as that schema has them)."""
+    """What an apiserver at revision 0006 stored: a node with env config, a finished run with its
+    events, a queued run and an audit entry (rows as that schema has them; the columns 0006 added
+    take their defaults)."""
     tables = MetaData()
     tables.reflect(connection)
-    assert "sandbox" not in tables.tables["runs"].c  # 0006's columns are not there yet
+    assert "sandbox" in tables.tables["runs"].c  # 0006's columns are there
+    assert "ix_runs_finished_at" not in {index.name for index in tables.tables["runs"].indexes}  # 0007's
     at = SEEDED_AT
     connection.execute(
         tables.tables["nodes"].insert(),
@@ -224,7 +226,9 @@ def test_migrate_upgrades_a_database_of_the_previous_revision(database_url: str,
     assert again.returncode == 0, again.stderr
     assert again.stdout.endswith(f"is at schema revision {head_revision()}; nothing to do\n")
 
-    with ServerProcess(env={**env, **TOKENS}, data_dir=tmp_path) as server, server.client() as client:
+    # the seeded rows are a month old: retention must not collect them before they are read back
+    keep = {"RUN_RETENTION": "315360000", "AUDIT_RETENTION": "315360000"}
+    with ServerProcess(env={**env, **TOKENS, **keep}, data_dir=tmp_path) as server, server.client() as client:
         node = client.get("/api/v1/nodes/old-node").json()
         assert node["labels"] == {"zone": "a", "tier": "gold"}
         assert node["status"] == "offline"  # its last heartbeat is a month old
