@@ -1,6 +1,8 @@
 """A loopback HTTP relay that can lose answers: the request reaches the server, which answers, but
 the client never hears it (the connection is dropped), as when a client's connection resets after
-the server committed. One request per connection; backends are used in turn (replicas)."""
+the server committed. One request per connection; the requests of one method (POST by default)
+are recorded and use the backends in turn (replicas); any other request (nodectl's version check)
+goes to the first backend and is neither recorded nor lost."""
 
 from __future__ import annotations
 
@@ -42,10 +44,11 @@ def _close_after(message: bytes) -> bytes:
 
 
 class LossyProxy:
-    def __init__(self, backends: list[tuple[str, int]], lose: int) -> None:
-        """Relay to `backends` in turn; the answers of the first `lose` requests are lost."""
+    def __init__(self, backends: list[tuple[str, int]], lose: int, method: str = "POST") -> None:
+        """Relay `method` requests to `backends` in turn; the answers of the first `lose` are lost."""
         self.backends = backends
         self.lose = lose
+        self._method = f"{method} ".encode()
         self.relayed: list[tuple[str, int]] = []  # (request line, backend index) of each request
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -73,10 +76,12 @@ class LossyProxy:
             request = _read_message(client)
             if not request:
                 return
-            with self._lock:
-                index = len(self.relayed) % len(self.backends)
-                self.relayed.append((request.split(b"\r\n", 1)[0].decode(errors="replace"), index))
-                lose = len(self.relayed) <= self.lose
+            index, lose = 0, False
+            if request.startswith(self._method):
+                with self._lock:
+                    index = len(self.relayed) % len(self.backends)
+                    self.relayed.append((request.split(b"\r\n", 1)[0].decode(errors="replace"), index))
+                    lose = len(self.relayed) <= self.lose
             with socket.create_connection(self.backends[index], timeout=30) as backend:
                 backend.sendall(request)
                 answer = _read_message(backend)
