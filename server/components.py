@@ -2,7 +2,7 @@
 
 Everything a request or a background task needs is created here and handed on explicitly:
 controllers receive the services through Litestar's dependency injection (server.app), and
-the background services (queue connection, scheduler, lost-run reaper) start and stop with
+the background services (queue connection, liveness flush, scheduler, lost-run reaper) start and stop with
 the application's lifespan in the order listed.
 """
 
@@ -19,6 +19,8 @@ from server.clock import SystemClock
 from server.config import Settings
 from server.db.engine import create_engine, create_sessionmaker
 from server.identity import Authenticator
+from server.liveness import make_liveness_store
+from server.node_status import StatusRule
 from server.queue import make_queue
 from server.queue.base import RunQueue
 from server.scheduler.loop import Scheduler
@@ -28,6 +30,7 @@ from server.services.commands import CommandService, ProxyTestTargets
 from server.services.context import ServiceContext
 from server.services.env_config import EnvConfigService
 from server.services.health import HealthService
+from server.services.liveness import Liveness
 from server.services.node_events import NodeEventService
 from server.services.nodes import NodeService
 from server.services.notifier import Notifier
@@ -101,6 +104,7 @@ def build_components(settings: Settings) -> Components:
             run_updates.notify(run_id)
 
     clock = SystemClock()
+    status_rule = StatusRule(settings.offline_after)  # one, so the restart hold applies everywhere
     scheduler = Scheduler(
         sessionmaker,
         queue,
@@ -108,6 +112,7 @@ def build_components(settings: Settings) -> Components:
         start_failure_cooldown=settings.start_failure_cooldown,
         on_assigned=on_assigned,
         clock=clock,
+        status_rule=status_rule,
     )
     context = ServiceContext(
         settings=settings,
@@ -119,10 +124,12 @@ def build_components(settings: Settings) -> Components:
         run_updates=run_updates,
         node_work=node_work,
         clock=clock,
+        shared_status_rule=status_rule,
     )
-    reaper = LostRunReaper(context)
+    liveness = Liveness(context, make_liveness_store(settings.redis_url))
+    reaper = LostRunReaper(context, liveness)
     services = Services(
-        nodes=NodeService(context, authenticator),
+        nodes=NodeService(context, authenticator, liveness),
         env_config=EnvConfigService(context),
         runs=RunService(context),
         node_events=NodeEventService(context),
@@ -138,5 +145,6 @@ def build_components(settings: Settings) -> Components:
         context=context,
         services=services,
         auth=Auth(settings, authenticator, SessionSigner(settings)),
-        background=[QueueConnection(queue), scheduler, reaper],
+        # liveness first: the scheduler's first snapshot already sees the restart hold
+        background=[QueueConnection(queue), liveness, scheduler, reaper],
     )

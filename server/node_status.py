@@ -18,13 +18,26 @@ from sqlalchemy import ColumnElement, and_, case, literal, or_
 from nodeapi.models import NodeStatus
 
 
-@dataclass(frozen=True)
+@dataclass
 class StatusRule:
     offline_after: float  # seconds
+    # after a restart (server.services.liveness): until `held_until` no node goes offline whose
+    # heartbeat is at or after `held_cutoff`, the cutoff of the last time heartbeats were stored
+    held_cutoff: datetime | None = None
+    held_until: datetime | None = None
+
+    def hold(self, cutoff: datetime, until: datetime) -> None:
+        """Keep every node's status as of `cutoff` until `until` unless it is heard again: the
+        times stored before a restart are stale by the server's own absence, not the nodes'."""
+        self.held_cutoff, self.held_until = cutoff, until
 
     def offline_before(self, now: datetime) -> datetime:
         """Heartbeats older than this are too old: the node is offline."""
-        return now - timedelta(seconds=self.offline_after)
+        cutoff = now - timedelta(seconds=self.offline_after)
+        held = self.held_cutoff
+        if held is not None and self.held_until is not None and now < self.held_until and held < cutoff:
+            return held
+        return cutoff
 
     def of(self, last_heartbeat_at: datetime | None, draining: bool, now: datetime) -> NodeStatus:
         if last_heartbeat_at is None:

@@ -21,6 +21,7 @@ from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
 from server.services.context import ServiceContext
+from server.services.liveness import Liveness, held_runs, report_of
 from server.services.mappers import condition_rows, node_from_columns, run_to_wire
 from server.services.ratelimit import TokenBuckets
 from server.services.run_limits import cpu_millis_of_capacity
@@ -61,16 +62,20 @@ class _SchedulerView:
 
 
 class NodeService:
-    def __init__(self, ctx: ServiceContext, authenticator: Authenticator) -> None:
+    def __init__(self, ctx: ServiceContext, authenticator: Authenticator, liveness: Liveness) -> None:
         self._ctx = ctx
         self._authenticator = authenticator
+        self._liveness = liveness
         self._scheduler_view = _SchedulerView()
         settings = ctx.settings
         self._heartbeat_rate = TokenBuckets(settings.heartbeat_rate_burst, settings.heartbeat_rate_per_second)
 
     async def heartbeat(self, req: m.HeartbeatRequest, caller: Principal) -> m.HeartbeatResponse:
         """Liveness and what the node reports. With the join token it registers a new node id (or
-        gives a node without a credential one) and answers its `node_token`, once."""
+        gives a node without a credential one) and answers its `node_token`, once.
+
+        A heartbeat that changes nothing but liveness is taken by the liveness store and
+        answered at once (server.services.liveness); any other goes through the database."""
         try:
             validation.validate_node_id(req.node_id)
             validation.validate_labels(req.labels)
@@ -90,6 +95,11 @@ class NodeService:
                 retry_after=wait,
             )
         now = self._ctx.clock.now()
+        report = report_of(req)
+        if caller.role != "join":
+            known = await self._liveness.heard(req.node_id, report, held_runs(req), now)
+            if known is not None:
+                return self._reply(req.node_id, "draining" if known.draining else "online", [], None)
         info = _clean_info(msgspec.to_builtins(req.info))
         node_token = None
         async with self._ctx.sessionmaker.begin() as session:
@@ -104,6 +114,7 @@ class NodeService:
                 memory_mb=req.capacity.memory_mb,
                 info=info,
                 conditions=conditions,
+                digest=report.state,
             )
             row = await repo.upsert_heartbeat(session, req.node_id, reported, now)
             if node_token is not None and not await repo.claim_credential(
@@ -120,6 +131,7 @@ class NodeService:
                 self._ctx.settings.run_max_attempts,
             )
         node = node_from_columns(row, self._ctx.status_rule, now)
+        await self._liveness.recorded(req.node_id, report if reconciled.agreed else None, now, node.draining)
         if reconciled.requeued:
             await self._ctx.publish(reconciled.requeued)
         for run_id in (*reconciled.requeued, *reconciled.ended):
@@ -128,13 +140,18 @@ class NodeService:
             self._ctx.nodes_changed()
         elif reconciled.changed:
             self._ctx.wake_scheduler()
+        return self._reply(req.node_id, node.status, reconciled.stop_runs, node_token)
+
+    def _reply(
+        self, node_id: str, status: m.NodeStatus, stop_runs: list[str], node_token: str | None
+    ) -> m.HeartbeatResponse:
         settings = self._ctx.settings
         return m.HeartbeatResponse(
-            node_id=req.node_id,
-            status=node.status,
+            node_id=node_id,
+            status=status,
             heartbeat_interval=settings.heartbeat_interval,
             offline_after=settings.offline_after,
-            stop_runs=reconciled.stop_runs,
+            stop_runs=stop_runs,
             node_token=node_token,
         )
 
@@ -181,7 +198,8 @@ class NodeService:
                 limit=limit,
                 offset=offset,
             )
-        items = [node_from_columns(row, rule, now) for row in rows]
+        seen = await self._liveness.last_seen([row[0] for row in rows])
+        items = [node_from_columns(row, rule, now, seen.get(row[0])) for row in rows]
         return m.NodeList(items=items, total=total, limit=limit, offset=offset)
 
     async def get(self, node_id: str) -> m.Node:
@@ -189,7 +207,8 @@ class NodeService:
             row = await repo.get_node(session, node_id)
         if row is None:
             raise NotFound(f"node {node_id!r} not found")
-        return node_from_columns(row, self._ctx.status_rule, self._ctx.clock.now())
+        seen = await self._liveness.last_seen([node_id])
+        return node_from_columns(row, self._ctx.status_rule, self._ctx.clock.now(), seen.get(node_id))
 
     async def runs(self, node_id: str, status: str | None, limit: int, offset: int) -> m.RunList:
         async with self._ctx.sessionmaker() as session:
@@ -228,6 +247,7 @@ class NodeService:
                 raise Conflict(f"node {node_id!r} was changed meanwhile; reload and retry")
         else:
             raise Conflict(f"node {node_id!r} is being changed concurrently; retry")
+        await self._liveness.invalidate([node_id])  # its heartbeat answer says whether it is draining
         node = await self.get(node_id)
         self._scheduler_view.changed(node)
         self._ctx.nodes_changed()
@@ -252,6 +272,7 @@ class NodeService:
             await env_repo.delete_for_node(session, node_id)
             await record(session, actor, "node.delete", "node", node_id, {})
         self._authenticator.forget_node(node_id)
+        await self._liveness.forget(node_id)
 
 
 def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.config import async_database_url
@@ -82,3 +82,21 @@ def insert_nodes(database_url: str, count: int, labels_of: Any = None) -> None:
 
 def _chunks(rows: list[dict[str, Any]], size: int = 500) -> list[Any]:
     return [insert(NodeRow).values(rows[i : i + size]) for i in range(0, len(rows), size)]
+
+
+async def _scalar(database_url: str, statement: Any) -> Any:
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with engine.connect() as connection:
+            return (await connection.execute(statement)).scalar()
+    finally:
+        await engine.dispose()
+
+
+def last_heartbeat_at(database_url: str, node_id: str) -> datetime | None:
+    """The node's last_heartbeat_at as the database holds it (UTC)."""
+    nodes = NodeRow.__table__.c  # type: ignore[attr-defined]
+    value = asyncio.run(_scalar(database_url, select(nodes.last_heartbeat_at).where(nodes.id == node_id)))
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
