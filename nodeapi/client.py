@@ -288,6 +288,25 @@ def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
+def _http_options(base_url: str, token: str | None, timeout: float, verify: Verify) -> dict[str, Any]:
+    """httpx's options for both clients. The environment's proxy variables are ignored: the
+    apiserver is reached directly."""
+    return {
+        "base_url": base_url,
+        "headers": _headers(token),
+        "timeout": timeout,
+        "trust_env": False,
+        "verify": client_context(verify),
+    }
+
+
+def _authorize(headers: httpx.Headers, token: str | None) -> None:
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    else:
+        headers.pop("Authorization", None)
+
+
 class Client:
     """Blocking client (nodectl).
 
@@ -307,20 +326,11 @@ class Client:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._verify, self._ca_hint = verify, ca_hint
-        self._http = httpx.Client(
-            base_url=self.base_url,
-            headers=_headers(token),
-            timeout=timeout,
-            trust_env=False,
-            verify=client_context(verify),
-        )
+        self._http = httpx.Client(**_http_options(self.base_url, token, timeout, verify))
 
     def set_token(self, token: str | None) -> None:
         """Send this bearer token from now on."""
-        if token:
-            self._http.headers["Authorization"] = f"Bearer {token}"
-        else:
-            self._http.headers.pop("Authorization", None)
+        _authorize(self._http.headers, token)
 
     def send(self, call: Call[T]) -> T:
         try:
@@ -353,20 +363,11 @@ class AsyncClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._verify, self._ca_hint = verify, ca_hint
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            headers=_headers(token),
-            timeout=timeout,
-            trust_env=False,
-            verify=client_context(verify),
-        )
+        self._http = httpx.AsyncClient(**_http_options(self.base_url, token, timeout, verify))
 
     def set_token(self, token: str | None) -> None:
         """Send this bearer token from now on (a node switches to its own credential)."""
-        if token:
-            self._http.headers["Authorization"] = f"Bearer {token}"
-        else:
-            self._http.headers.pop("Authorization", None)
+        _authorize(self._http.headers, token)
 
     async def send(self, call: Call[T]) -> T:
         try:

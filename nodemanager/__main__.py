@@ -8,11 +8,13 @@ import signal
 import sys
 
 from nodeapi.client import AsyncClient
+from nodeapi.logs import configure_logging
 from nodeapi.retry import log_retries
 from nodeapi.tls import trusted
 from nodemanager.agent import Agent
 from nodemanager.config import VARIABLES, ConfigError, NodeConfig
 from nodemanager.credentials import Credentials
+from nodemanager.metrics import NodeMetrics
 from nodemanager.runtime import make_runtime
 from nodemanager.runtime.base import RuntimeError_
 from nodemanager.runtime.sandbox import host_network_warning
@@ -50,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"nodemanager: configuration error: {exc}\n")
         return 2
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(config.log_level, config.log_format)
     for chatty in ("httpx", "httpcore", "urllib3", "docker"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
     log_retries(log)
@@ -101,8 +101,16 @@ async def serve(config: NodeConfig) -> int:
         verify=config.api_server_ca or True,
         ca_hint="set API_SERVER_CA to the CA file (PEM) that signed the apiserver's certificate",
     )
+    metrics = NodeMetrics()
+    if config.metrics_port is not None:
+        try:
+            metrics.serve(config.metrics_host, config.metrics_port)
+        except OSError as exc:
+            log.error("cannot serve metrics on %s:%d: %s", config.metrics_host, config.metrics_port, exc)
+            return 1
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, config.metrics_port)
     try:
-        await Agent(config, runtime, client, credentials).run(stop)
+        await Agent(config, runtime, client, credentials, metrics).run(stop)
     finally:
         await client.aclose()
         await runtime.close()

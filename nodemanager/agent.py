@@ -23,6 +23,7 @@ from nodemanager.conditions import check_conditions
 from nodemanager.config import NodeConfig
 from nodemanager.credentials import Credentials
 from nodemanager.loops import DEFAULT_CEILING, retried, retry_hook, retrying, service_loop, until_stopped
+from nodemanager.metrics import NodeMetrics
 from nodemanager.nodeinfo import node_info, node_labels
 from nodemanager.reporter import RunReporter
 from nodemanager.runtime.base import Handle, RunSpec, Runtime, RuntimeError_
@@ -43,13 +44,19 @@ FORGOTTEN_RUNS_KEPT = 10_000  # ids of finished runs remembered, so a re-sent as
 
 class Agent:
     def __init__(
-        self, config: NodeConfig, runtime: Runtime, client: AsyncClient, credentials: Credentials
+        self,
+        config: NodeConfig,
+        runtime: Runtime,
+        client: AsyncClient,
+        credentials: Credentials,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
         self.client = client
         self.credentials = credentials
         self.workspaces = Workspaces(config.workspace_dir)
+        self.metrics = metrics or NodeMetrics()
         self.supervisors: dict[str, RunSupervisor] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._backlog: deque[m.Assignment] = deque()  # assigned beyond MAX_CONCURRENT (server raced us)
@@ -191,14 +198,13 @@ class Agent:
                 if attempt is not None
             },
         )
+        self.metrics.heartbeat_built(request, waiting=len(self._backlog))
         try:
-            reply = await self.client.send(Calls.heartbeat(request))
-        except Unauthorized as exc:
-            if exc.status_code != 401 or not self.credentials.has_node_token:
-                raise
-            self.credentials.forget()  # voided by an admin, or the node was deleted
-            self.client.set_token(self.credentials.token)
-            reply = await self.client.send(Calls.heartbeat(request))
+            reply = await self._send_heartbeat(request)
+        except Exception:
+            self.metrics.heartbeats.labels(result="error").inc()
+            raise
+        self.metrics.heartbeats.labels(result="ok").inc()
         if reply.node_token:
             self.credentials.store(reply.node_token)
             self.client.set_token(reply.node_token)
@@ -210,6 +216,16 @@ class Agent:
             why = "the server no longer expects it here"
             self._background(self._abandon(run_id, why), f"abandon:{run_id}")  # a stop may take STOP_GRACE
         return self._heartbeat_interval
+
+    async def _send_heartbeat(self, request: m.HeartbeatRequest) -> m.HeartbeatResponse:
+        try:
+            return await self.client.send(Calls.heartbeat(request))
+        except Unauthorized as exc:
+            if exc.status_code != 401 or not self.credentials.has_node_token:
+                raise
+            self.credentials.forget()  # voided by an admin, or the node was deleted
+            self.client.set_token(self.credentials.token)
+            return await self.client.send(Calls.heartbeat(request))
 
     async def _abandon(self, run_id: str, why: str) -> None:
         """Stop and remove a run's container without reporting anything for it."""
@@ -288,6 +304,7 @@ class Agent:
 
     def _launch(self, assignment: m.Assignment) -> None:
         run = assignment.run
+        self.metrics.runs_started.inc()
         supervisor = self._supervisor(run.id, run.last_node_seq, run.attempts, run.deadline_seconds)
         if run.cancel_requested:
             supervisor.request_cancel()

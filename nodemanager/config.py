@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 from pydantic_settings import NoDecode
 
+from nodeapi.logs import LogFormat
 from nodeapi.settings import ConfigError as ConfigError
 from nodeapi.settings import EnvSettings, ca_file, checked, choice, integer, readable_file, seconds
 from nodeapi.validation import MAX_CPUS, MAX_MEMORY_MB, parse_selector, validate_labels, validate_node_id
@@ -50,6 +51,9 @@ VARIABLES: tuple[tuple[str, str, str], ...] = (
     ("PROXY_TEST_CA_FILE", "(unset)", "extra CA certificates (PEM) trusted for proxy-test HTTPS targets"),
     ("CONTAINER_LABELS", "(none)", "extra labels put on every container, k=v,k2=v2"),
     ("LOG_LEVEL", "INFO", "CRITICAL | ERROR | WARNING | INFO | DEBUG"),
+    ("METRICS_PORT", "(unset)", "serve Prometheus metrics on this port (unset: none)"),
+    ("METRICS_HOST", "127.0.0.1", "address the metrics port listens on"),
+    ("LOG_FORMAT", "auto", "auto (JSON lines when stderr is not a terminal) | json | console"),
 )
 
 
@@ -138,6 +142,11 @@ class NodeConfig(EnvSettings):
         default_factory=dict, validation_alias="CONTAINER_LABELS"
     )
     log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")
+    log_format: Annotated[LogFormat, choice("auto", "json", "console")] = Field(
+        "auto", validation_alias="LOG_FORMAT"
+    )
+    metrics_port: Annotated[int | None, integer(1, 65535)] = Field(None, validation_alias="METRICS_PORT")
+    metrics_host: str = Field("127.0.0.1", validation_alias="METRICS_HOST")
 
     @property
     def credential_path(self) -> Path:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from nodeapi.logs import configure_logging
 from nodeapi.retry import log_retries
 from server.config import ConfigError, Settings
 
@@ -39,9 +40,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(logging.INFO)
     try:
         settings = Settings.from_env()
         if args.host is not None:
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"apiserver: configuration error: {exc}", file=sys.stderr)
         sys.exit(EXIT_CONFIG_ERROR)
-    logging.getLogger().setLevel(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     log_retries(logging.getLogger("server.retry"))
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     # aiosqlite logs every call with its arguments at DEBUG: statement parameters, secrets included
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         log_level=settings.log_level.lower(),
-        access_log=settings.log_level == "DEBUG",
+        access_log=False,  # server.observability writes one line per request (DEBUG), with its id
         log_config=None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
         ssl_certfile=settings.tls_cert_file,

@@ -21,6 +21,7 @@ from server.config import Settings
 from server.controllers.audit import AuditController
 from server.controllers.console import console_router
 from server.controllers.health import HealthController
+from server.controllers.metrics import MetricsController
 from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
@@ -28,12 +29,14 @@ from server.controllers.session import SessionController
 from server.edge import guard_edge
 from server.errors import EXCEPTION_HANDLERS
 from server.migrations import run_migrations
+from server.observability import observe_requests
 from server.openapi import document_errors, openapi_config, state_container_rules
 
 log = logging.getLogger("server.app")
 
 ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     HealthController,
+    MetricsController,
     NodeController,
     NodeWorkController,
     RunController,
@@ -101,8 +104,9 @@ def create_app(
         logging_config=None,
         debug=False,
     )
-    # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge)
-    app.asgi_handler = guard_edge(app.asgi_handler)
+    # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge);
+    # outermost, the request id and count, so refused requests are counted and traceable too
+    app.asgi_handler = observe_requests(guard_edge(app.asgi_handler), components.metrics)
     document_errors(app)
     state_container_rules(app)
     return app

@@ -2,13 +2,14 @@
 
 Everything a request or a background task needs is created here and handed on explicitly:
 controllers receive the services through Litestar's dependency injection (server.app), and
-the background services (queue connection, liveness flush, scheduler, lost-run reaper) start and stop with
-the application's lifespan in the order listed.
+the background services (wake bus, leader lease, queue connection, liveness flush, scheduler,
+lost-run reaper) start and stop with the application's lifespan in the order listed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -19,7 +20,9 @@ from server.clock import SystemClock
 from server.config import Settings
 from server.db.engine import create_engine, create_sessionmaker
 from server.identity import Authenticator
+from server.leader import make_lease
 from server.liveness import make_liveness_store
+from server.metrics import Metrics
 from server.node_status import StatusRule
 from server.queue import make_queue
 from server.queue.base import RunQueue
@@ -31,13 +34,14 @@ from server.services.context import ServiceContext
 from server.services.env_config import EnvConfigService
 from server.services.health import HealthService
 from server.services.liveness import Liveness
+from server.services.metrics import MetricsService
 from server.services.node_events import NodeEventService
 from server.services.nodes import NodeService
-from server.services.notifier import Notifier
 from server.services.reaper import LostRunReaper
 from server.services.runs import RunService
 from server.services.work import WorkService
 from server.sessions import SessionSigner
+from server.wake import make_wake_bus
 
 log = logging.getLogger("server.components")
 
@@ -60,6 +64,7 @@ class Services:
     commands: CommandService
     audit: AuditService
     health: HealthService
+    metrics: MetricsService
 
 
 @dataclass
@@ -70,6 +75,7 @@ class Components:
     context: ServiceContext
     services: Services
     auth: Auth
+    metrics: Metrics
     background: list[BackgroundService] = field(default_factory=list)
 
 
@@ -89,6 +95,21 @@ class QueueConnection:
         await self._queue.close()
 
 
+SCHEDULER_TOPIC = "scheduler"
+NODES_TOPIC = "nodes"
+
+
+def _wake_everything(context: ServiceContext, scheduler: Scheduler) -> Callable[[], None]:
+    """After the wake bus lost its connection: every waiter re-reads, the scheduler reloads."""
+
+    def wake() -> None:
+        for notifier in (context.node_work, context.run_updates, context.command_results):
+            notifier.notify_all()
+        scheduler.nodes_changed()
+
+    return wake
+
+
 def build_components(settings: Settings) -> Components:
     targets = ProxyTestTargets(settings.proxy_test_url, settings.proxy_test_https_url)
     engine = create_engine(settings)
@@ -96,7 +117,9 @@ def build_components(settings: Settings) -> Components:
     queue = make_queue(settings.redis_url)
     secrets = SecretBox(settings.secrets_keys)
     authenticator = Authenticator(settings, sessionmaker)
-    node_work, run_updates = Notifier(), Notifier()
+    bus = make_wake_bus(settings.redis_url)
+    node_work, run_updates = bus.notifier("node_work"), bus.notifier("run_updates")
+    command_results = bus.notifier("command_results")
 
     def on_assigned(assigned: list[tuple[str, str]]) -> None:
         for run_id, node_id in assigned:
@@ -105,6 +128,7 @@ def build_components(settings: Settings) -> Components:
 
     clock = SystemClock()
     status_rule = StatusRule(settings.offline_after)  # one, so the restart hold applies everywhere
+    metrics = Metrics()
     scheduler = Scheduler(
         sessionmaker,
         queue,
@@ -113,21 +137,39 @@ def build_components(settings: Settings) -> Components:
         on_assigned=on_assigned,
         clock=clock,
         status_rule=status_rule,
+        metrics=metrics,
+        on_reasons=run_updates.notify_each,
     )
+    # what wakes the scheduler on one replica wakes it on every one (a slot freed, a node changed)
+    bus.attach(SCHEDULER_TOPIC, lambda _: scheduler.wake())
+    bus.attach(NODES_TOPIC, lambda _: scheduler.nodes_changed())
+
+    def wake_scheduler() -> None:
+        scheduler.wake()
+        bus.publish(SCHEDULER_TOPIC, "")
+
+    def nodes_changed() -> None:
+        scheduler.nodes_changed()
+        bus.publish(NODES_TOPIC, "")
+
     context = ServiceContext(
         settings=settings,
         sessionmaker=sessionmaker,
         queue=queue,
         secrets=secrets,
-        wake_scheduler=scheduler.wake,
-        nodes_changed=scheduler.nodes_changed,
+        wake_scheduler=wake_scheduler,
+        nodes_changed=nodes_changed,
         run_updates=run_updates,
         node_work=node_work,
+        command_results=command_results,
         clock=clock,
         shared_status_rule=status_rule,
     )
+    bus.on_reconnect(_wake_everything(context, scheduler))
+    lease = make_lease(settings.redis_url, settings.leader_lease)
+    lease.on_change(lambda held: metrics.leader.set(1 if held else 0))
     liveness = Liveness(context, make_liveness_store(settings.redis_url))
-    reaper = LostRunReaper(context, liveness)
+    reaper = LostRunReaper(context, liveness, lease=lease)
     services = Services(
         nodes=NodeService(context, authenticator, liveness),
         env_config=EnvConfigService(context),
@@ -137,6 +179,7 @@ def build_components(settings: Settings) -> Components:
         commands=CommandService(context, targets),
         audit=AuditService(context),
         health=HealthService(engine, queue),
+        metrics=MetricsService(context, metrics),
     )
     return Components(
         settings=settings,
@@ -145,6 +188,7 @@ def build_components(settings: Settings) -> Components:
         context=context,
         services=services,
         auth=Auth(settings, authenticator, SessionSigner(settings)),
-        # liveness first: the scheduler's first snapshot already sees the restart hold
-        background=[QueueConnection(queue), liveness, scheduler, reaper],
+        metrics=metrics,
+        # liveness before the scheduler: its first snapshot already sees the restart hold
+        background=[bus, lease, QueueConnection(queue), liveness, scheduler, reaper],
     )

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import Field, model_validator
 from pydantic_settings import NoDecode
 
+from nodeapi.logs import LogFormat
 from nodeapi.settings import ConfigError as ConfigError
 from nodeapi.settings import (
     EnvSettings,
@@ -104,6 +105,8 @@ class Settings(EnvSettings):
         None, validation_alias="RUN_RECONCILE_GRACE"
     )
     run_lost_grace: Annotated[float, seconds()] = Field(60.0, validation_alias="RUN_LOST_GRACE")
+    # with replicas: how long the leader's lease lives unrenewed, so how soon another takes over
+    leader_lease: Annotated[float, seconds(3600.0)] = Field(15.0, validation_alias="LEADER_LEASE_SECONDS")
     run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
     # a run that failed to start through its node's fault avoids that node this long
     start_failure_cooldown: Annotated[float, seconds(7 * 86400.0, allow_zero=True)] = Field(
@@ -156,6 +159,10 @@ class Settings(EnvSettings):
         64 * 1024 * 1024, validation_alias="RUN_MAX_LOG_BYTES"
     )
     log_level: Annotated[str, choice(*LOG_LEVELS, upper=True)] = Field("INFO", validation_alias="LOG_LEVEL")
+    # auto: JSON lines when stderr is not a terminal (a service, a container), else readable text
+    log_format: Annotated[LogFormat, choice("auto", "json", "console")] = Field(
+        "auto", validation_alias="LOG_FORMAT"
+    )
     proxy_test_url: Annotated[str, _http_target("http")] = Field(
         "http://example.com/", validation_alias="PROXY_TEST_URL"
     )

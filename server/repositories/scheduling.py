@@ -47,6 +47,7 @@ class ApplyResult:
     retry: list[str] = field(default_factory=list)  # node no longer fits: place again soon
     unschedulable: list[str] = field(default_factory=list)  # still queued, fits nowhere
     gone: list[str] = field(default_factory=list)  # no longer queued (cancelled, assigned elsewhere)
+    reasons_recorded: list[str] = field(default_factory=list)  # got an `unschedulable` event
 
 
 async def apply_decisions(
@@ -58,7 +59,7 @@ async def apply_decisions(
     if assigns:
         await _apply_assignments(session, assigns, now, rule, result)
     if unschedulable:
-        await _record_unschedulable(session, unschedulable, now)
+        result.reasons_recorded = await _record_unschedulable(session, unschedulable, now)
         result.unschedulable.extend(d.run_id for d in unschedulable)
     return result
 
@@ -138,7 +139,10 @@ async def _apply_assignments(
     await session.execute(update(NODES).where(NODES.c.id.in_(list(granted))).values(**node_load(NODES.c.id)))
 
 
-async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedulable], now: datetime) -> None:
+async def _record_unschedulable(
+    session: AsyncSession, decisions: list[Unschedulable], now: datetime
+) -> list[str]:
+    """Store each reason that changed, with an `unschedulable` event; the runs that got one."""
     reason_of = {d.run_id: d.reason[:MESSAGE_MAX] for d in decisions}
     changed: list[tuple[str, int]] = []
     for reason, run_ids in _grouped(reason_of.items()).items():
@@ -153,6 +157,7 @@ async def _record_unschedulable(session: AsyncSession, decisions: list[Unschedul
         session,
         [event_row(rid, seq, "unschedulable", {"reason": reason_of[rid]}, now) for rid, seq in changed],
     )
+    return [run_id for run_id, _ in changed]
 
 
 # ---------------------------------------------------------------------------- reads

@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.background import run_forever
 from server.clock import Clock, SystemClock
+from server.metrics import Metrics
 from server.node_status import StatusRule
 from server.queue.base import Message, RunQueue
 from server.repositories import runs as run_repo
@@ -89,6 +90,8 @@ class Scheduler:
         on_assigned: OnAssigned | None = None,
         clock: Clock | None = None,
         status_rule: StatusRule | None = None,
+        metrics: Metrics | None = None,
+        on_reasons: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.sessionmaker = (
             async_sessionmaker(db, expire_on_commit=False) if isinstance(db, AsyncEngine) else db
@@ -107,6 +110,8 @@ class Scheduler:
         self.snapshot_max_age = snapshot_max_age
         self.start_failure_cooldown = timedelta(seconds=start_failure_cooldown)
         self.on_assigned = on_assigned
+        self.on_reasons = on_reasons  # runs that got an `unschedulable` event: their watchers wake
+        self.metrics = metrics
         self.stats = SchedulerStats()
         self.parked: dict[str, None] = {}  # run ids, oldest first
         self._woken = asyncio.Event()
@@ -236,6 +241,7 @@ class Scheduler:
     async def schedule(self, run_ids: Sequence[str]) -> None:
         """Place the given runs (those still queued) and commit the result in one transaction."""
         async with self._pass_lock:
+            began = time.perf_counter()
             now = self.clock.now()
             placer, self._placer = self._placer, None  # kept again only if the pass commits cleanly
             nodes_seen = self._nodes_generation
@@ -247,6 +253,9 @@ class Scheduler:
                 await session.commit()
             if not (result.retry or result.gone) and nodes_seen == self._nodes_generation:
                 self._placer = placer
+            if self.metrics is not None:
+                self.metrics.placement.observe(time.perf_counter() - began)
+                self.metrics.placed.inc(len(result.assigned))
             self.stats.passes += 1
             self.stats.assigned += len(result.assigned)
             self.stats.unschedulable += len(result.unschedulable)
@@ -263,6 +272,8 @@ class Scheduler:
                 self.parked.setdefault(run_id, None)
             if result.retry:
                 self._woken.set()
+        if result.reasons_recorded and self.on_reasons is not None:
+            self.on_reasons(result.reasons_recorded)
         if result.assigned and self.on_assigned is not None:
             await self._notify(result.assigned)
 

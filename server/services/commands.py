@@ -38,7 +38,7 @@ from server.services.mappers import utc
 
 DEFAULT_WAIT = 15.0
 MAX_WAIT = 60.0
-RESULT_RECHECK = 0.2  # an answer posted to another replica arrives by re-reading the row
+RESULT_RECHECK = 2.0  # an answer posted to another replica wakes us through the wake bus; this is the net
 MAX_STEP_TIMEOUT = 60.0
 TEST_PROXY = "test_proxy"
 

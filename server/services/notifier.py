@@ -1,9 +1,9 @@
 """In-process wake-ups keyed by a string (a node id, a run id).
 
-Long-polls (`/nodes/{id}/work`, `/runs/{id}/events?wait=`) wait on a key with a short
-timeout and then re-check the database anyway, so a change made by another apiserver
-replica is still seen within that interval; a notify in this process only makes the
-common case answer at once.
+Long-polls (`/nodes/{id}/work`, `/runs/{id}/events?wait=`) wait on a key with a timeout and then
+re-check the database anyway. With replicas, server.wake carries each notify to the others
+(a `BusNotifier`), so a change made on any replica wakes the waiters of every one at once; the
+re-check only covers a wake-up the bus lost.
 """
 
 from __future__ import annotations
@@ -33,6 +33,16 @@ class Notifier:
     def notify(self, key: str) -> None:
         for event in self._waiters.get(key, ()):
             event.set()
+
+    def notify_each(self, keys: list[str]) -> None:
+        for key in keys:
+            self.notify(key)
+
+    def notify_all(self) -> None:
+        """Wake every current waiter: each re-reads what it waits for."""
+        for waiters in self._waiters.values():
+            for event in waiters:
+                event.set()
 
     @contextmanager
     def subscribe(self, key: str) -> Iterator[asyncio.Event]:

@@ -9,10 +9,12 @@ A node silent for longer than NODE_OFFLINE_AFTER + RUN_LOST_GRACE is presumed go
 Each change is a conditional UPDATE on the run's status and node, in its own transaction
 together with the node's slot release, so two apiserver replicas never handle a run twice.
 
-Silence is counted from this process's start at the earliest: heartbeats missing because the
-server itself was down (or restarting) must not declare a healthy node's runs lost. Likewise
-from the end of a database outage: while the database was unreachable no heartbeat could be
-stored, so the first pass that reads it again starts the count anew.
+With replicas, only the one holding the leader lease (server.leader) runs these checks; another
+takes over when it dies. Silence is counted from this process's start at the earliest:
+heartbeats missing because the server itself was down (or restarting) must not declare a
+healthy node's runs lost. Likewise from the end of a database outage: while the database was
+unreachable no heartbeat could be stored, so the first pass that reads it again starts the
+count anew.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from server.background import run_forever
 from server.db.models import RunRow
+from server.leader import LeaderLease, SoleLeader
 from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
 from server.repositories.events import record_events
@@ -39,9 +42,16 @@ REPAIR_INTERVAL = 30.0  # seconds between checks of every node's active-run coun
 
 
 class LostRunReaper:
-    def __init__(self, ctx: ServiceContext, liveness: Liveness, interval: float = REAP_INTERVAL) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        liveness: Liveness,
+        interval: float = REAP_INTERVAL,
+        lease: LeaderLease | None = None,
+    ) -> None:
         self._ctx = ctx
         self._liveness = liveness  # heartbeats the database may not hold yet
+        self._lease: LeaderLease = lease or SoleLeader()
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
         self._started = ctx.clock.now()
@@ -62,6 +72,8 @@ class LostRunReaper:
                 await task
 
     async def _reap(self) -> None:
+        if not self._lease.held:
+            return  # another replica runs the fleet-wide checks (server.leader)
         await self.reap_once()
         await self.end_overdue_runs()
         now = self._ctx.clock.now()

@@ -30,9 +30,9 @@ DEFAULT_LIMIT = 1000
 MAX_LIMIT = 10_000
 DEFAULT_EVENTS_LIMIT = 1000
 MAX_EVENTS_WAIT = 30.0
-# long-polls re-read the database this often even without an in-process wake-up,
-# so events written by another apiserver replica arrive quickly too
-EVENTS_RECHECK = 0.25
+# long-polls re-read the database this often even without a wake-up: a safety net, since events
+# written on any replica wake the waiter through the wake bus (server.wake)
+EVENTS_RECHECK = 5.0
 MAX_CANCEL_ATTEMPTS = 5
 IDEMPOTENCY_KEY_TTL = 24 * 3600.0  # seconds an Idempotency-Key is kept (at least)
 RUN_STATUSES: frozenset[str] = frozenset(get_args(m.RunStatus))

@@ -34,10 +34,10 @@ from server.services.longpoll import long_poll
 from server.services.mappers import run_to_wire
 
 MAX_WORK_WAIT = 60.0
-# Every waiting node re-reads the database this often. Only another replica's assignments need
-# it (this process wakes its own waiters); replicas require REDIS_URL, so without it the
-# re-read is a slow safety net and an idle fleet costs the database almost nothing.
-WORK_RECHECK_REPLICATED = 1.0
+# Every waiting node re-reads the database this often: a safety net only, since assignments made
+# on any replica wake the waiter through the wake bus (server.wake) at once; with replicas it
+# covers a wake-up the bus lost, so an idle fleet costs the database almost nothing either way.
+WORK_RECHECK_REPLICATED = 5.0
 WORK_RECHECK_SINGLE = 10.0
 REDELIVER_AFTER = 2.0
 

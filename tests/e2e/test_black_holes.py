@@ -113,11 +113,12 @@ def test_a_node_whose_workspace_breaks_takes_no_runs_until_repaired(
     shown = run(cli, "nodes", "get", "a-broken")
     assert "online,unschedulable" in shown.stdout
     assert "Condition workspace" in shown.stdout
-    wide = run(cli, "nodes", "list", "-o", "wide", "--no-headers")
-    rows = {line.split("\t")[0]: line.split("\t") for line in wide.stdout.splitlines()}
+    header, *lines = run(cli, "nodes", "list", "-o", "wide").stdout.splitlines()
+    conditions = header.split("\t").index("CONDITIONS")
+    rows = {line.split("\t")[0]: line.split("\t") for line in lines}
     assert rows["a-broken"][1] == "online,unschedulable"
-    assert rows["a-broken"][-1] == "workspace"
-    assert rows["b-healthy"][-1] == "ok"
+    assert rows["a-broken"][conditions] == "workspace"
+    assert rows["b-healthy"][conditions] == "ok"
 
     runs = [submit(http, ["sh", "-c", "echo done"]) for _ in range(12)]
     assert {finished(http, run_id)["node_id"] for run_id in runs} == {"b-healthy"}
@@ -162,7 +163,9 @@ def test_a_node_that_cannot_start_containers_is_routed_around_and_quarantined(
     requeued = next(e for e in events if e["type"] == "requeued")
     assert requeued["data"]["node_id"] == "a-no-network"
     assert "agentnodes-test-missing-network" in requeued["data"]["reason"]
-    assert not docker_client.containers.list(all=True, filters={"label": "agentnodes.node_id=a-no-network"})
+    assert not docker_client.containers.list(
+        all=True, filters={"label": "agentnodes.node_id=a-no-network"}, ignore_removed=True
+    )
 
     # QUARANTINE_BACKOFF=6: lifted by itself, with nothing done to the node
     lifted = eventually(lambda: node_of(http, "a-no-network")["schedulable"] is True, timeout=20)

@@ -78,7 +78,7 @@ def seconds_between(run: dict[str, Any], start: str, end: str) -> float:
 
 def containers_of(docker_client: Any, run_id: str) -> list[Any]:
     labels = ["agentnodes.test=1", f"agentnodes.run_id={run_id}"]
-    return list(docker_client.containers.list(all=True, filters={"label": labels}))
+    return list(docker_client.containers.list(all=True, filters={"label": labels}, ignore_removed=True))
 
 
 # ------------------------------------------------------------------ docker

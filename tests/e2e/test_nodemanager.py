@@ -86,7 +86,9 @@ def process_node(
 
 def _containers(docker_client: Any, node_id: str, **filters: str) -> list[Any]:
     labels = ["agentnodes.test=1", f"agentnodes.node_id={node_id}"]
-    return list(docker_client.containers.list(all=True, filters={"label": labels, **filters}))
+    return list(
+        docker_client.containers.list(all=True, filters={"label": labels, **filters}, ignore_removed=True)
+    )
 
 
 def _printed(docker_client: Any, node_id: str, text: str) -> bool:

@@ -385,5 +385,7 @@ def test_the_in_container_variant(
     assert "in a container" in next(line for line in text.stdout.splitlines() if line.startswith("Where:"))
     assert any(line.startswith("Step https:") and "skipped" in line for line in text.stdout.splitlines())
     assert_no_password(*cli.outputs, node_log)
-    probes = docker_client.containers.list(all=True, filters={"label": "agentnodes.proxycheck=1"})
+    probes = docker_client.containers.list(
+        all=True, filters={"label": "agentnodes.proxycheck=1"}, ignore_removed=True
+    )
     assert [c.name for c in probes if c.labels.get("agentnodes.node_id") == "docker-node"] == []

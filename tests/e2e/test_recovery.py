@@ -103,7 +103,7 @@ class Containers:
 
     def _containers(self, node_id: str, run_id: str) -> list[Any]:
         labels = [f"agentnodes.node_id={node_id}", f"agentnodes.run_id={run_id}"]
-        return list(self.client.containers.list(all=True, filters={"label": labels}))
+        return list(self.client.containers.list(all=True, filters={"label": labels}, ignore_removed=True))
 
     def running(self, node_id: str, run_id: str) -> bool:
         return [c.status for c in self._containers(node_id, run_id)] == ["running"]

@@ -193,7 +193,7 @@ def test_plain_http_with_tokens_on_every_address_warns_that_tokens_travel_in_cle
         log = server.log()
     warnings = [line for line in log.splitlines() if "bearer tokens travel in clear text" in line]
     assert len(warnings) == 1, log
-    assert "WARNING" in warnings[0]
+    assert json.loads(warnings[0])["level"] == "warning"
     assert "TLS_CERT_FILE" in warnings[0]
 
 

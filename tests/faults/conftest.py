@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import Faults, ledger_check
+from tests.faults.check import ledger_check
+from tests.faults.harness import Faults
 
 SUMMARIES = pytest.StashKey[list[str]]()
 REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()

@@ -1,13 +1,13 @@
 """The fault suite's harness: real apiservers, nodemanagers, Redis and PostgreSQL, broken on purpose,
 and a ledger that the runs themselves write to.
 
-Ledger: a small HTTP server on loopback, in the test process (a thread). Every run's command
+Ledger (ledger.py): a small HTTP server on loopback, in the test process (a thread). Every run's command
 (`Ledger.command`) calls it when it starts and when it ends, with its AGENTNODES_RUN_ID,
 AGENTNODES_ATTEMPT and a random execution id, so the test knows exactly which commands executed,
 how often and when, whatever the control plane believes. A command stopped by SIGTERM says so
 (`stop`); one killed outright says nothing and counts as running until the end of the scenario.
 
-`ledger_check` ends every scenario. It reads the runs and nodes from the API (a snapshot taken
+`ledger_check` (check.py) ends every scenario. It reads the runs and nodes from the API (a snapshot taken
 twice and compared) and checks that:
 - every run is terminal, or still legitimately running: its node is online and holds it;
 - no run's command executed twice at the same time, and every `succeeded` run's command executed
@@ -25,16 +25,14 @@ import os
 import signal
 import threading
 import time
-import urllib.parse
-from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from tests.faults.check import LedgerReport, ledger_check
+from tests.faults.ledger import TERMINAL, Ledger, Submissions
 from tests.support.images import TEST_IMAGE, TEST_LABELS
 from tests.support.nodemanager import NodeManagerProcess
 from tests.support.server import ServerProcess
@@ -49,151 +47,8 @@ LIVENESS = {
 }
 OFFLINE_AFTER = float(LIVENESS["NODE_OFFLINE_AFTER"])
 LOST_AFTER = OFFLINE_AFTER + float(LIVENESS["RUN_LOST_GRACE"])  # silence that makes a node's runs lost
-TERMINAL = frozenset({"succeeded", "failed", "cancelled", "lost"})
-ACTIVE = frozenset({"scheduled", "running"})
 RUN_DEADLINE = 45.0  # seconds any scenario's runs get to settle
 NODE_CONTAINER_LABELS = ",".join(f"{key}={value}" for key, value in TEST_LABELS.items())
-
-
-# ------------------------------------------------------------------ the ledger
-
-
-@dataclass(frozen=True)
-class Record:
-    kind: str  # start | end | stop
-    run_id: str
-    attempt: int | None
-    execution: str
-    at: float  # time.monotonic() in the test process when the call arrived
-
-
-@dataclass
-class Execution:
-    """One execution of a run's command, from its `start` call to its `end` or `stop` call."""
-
-    run_id: str
-    attempt: int | None
-    execution: str
-    started: float
-    ended: float | None = None
-    how: str | None = None  # end | stop | None (never said: killed, or still running)
-
-
-class Ledger:
-    """The HTTP ledger the runs call; `command(seconds)` is a run command that reports to it."""
-
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-        self._lock = threading.Lock()
-        ledger = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                url = urllib.parse.urlsplit(self.path)
-                query = dict(urllib.parse.parse_qsl(url.query))
-                kind = url.path.strip("/")
-                if kind in ("start", "end", "stop") and query.get("run") and query.get("exec"):
-                    attempt = query.get("attempt", "")
-                    ledger._add(
-                        Record(
-                            kind,
-                            query["run"],
-                            int(attempt) if attempt.isdigit() else None,
-                            query["exec"],
-                            time.monotonic(),
-                        )
-                    )
-                    self.send_response(200)
-                else:
-                    self.send_response(400)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # one line per call would drown the test output
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = int(self._server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ledger", daemon=True)
-
-    def start(self) -> Ledger:
-        self._thread.start()
-        return self
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _add(self, record: Record) -> None:
-        with self._lock:
-            self.records.append(record)
-
-    def command(self, seconds: float = 0.5, output: str = "") -> list[str]:
-        """A command that tells the ledger it started, prints `output` (if any) and a line naming
-        the run, sleeps `seconds`, and tells the ledger it ended; on SIGTERM it says `stop` at
-        once. busybox only: the same command runs in the test image and as a host process."""
-        script = f"""
-L={self.url}
-E=$(busybox cat /proc/sys/kernel/random/uuid)
-Q="run=$AGENTNODES_RUN_ID&attempt=$AGENTNODES_ATTEMPT&exec=$E"
-busybox wget -q -O /dev/null "$L/start?$Q" || exit 97
-trap 'busybox wget -q -O /dev/null "$L/stop?$Q"; exit 143' TERM INT
-echo "run $AGENTNODES_RUN_ID attempt $AGENTNODES_ATTEMPT execution $E"
-{output}
-busybox sleep {seconds:g} & wait $!
-busybox wget -q -O /dev/null "$L/end?$Q" || exit 98
-"""
-        return ["busybox", "sh", "-c", script]
-
-    def executions(self) -> dict[str, list[Execution]]:
-        """Per run, its executions in the order they started."""
-        with self._lock:
-            records = sorted(self.records, key=lambda r: r.at)
-        by_id: dict[str, Execution] = {}
-        for record in records:
-            if record.kind == "start":
-                by_id.setdefault(
-                    record.execution, Execution(record.run_id, record.attempt, record.execution, record.at)
-                )
-            else:
-                execution = by_id.get(record.execution)
-                if execution is not None and execution.ended is None:
-                    execution.ended, execution.how = record.at, record.kind
-        runs: dict[str, list[Execution]] = defaultdict(list)
-        for execution in sorted(by_id.values(), key=lambda e: e.started):
-            runs[execution.run_id].append(execution)
-        return dict(runs)
-
-    def started(self, run_id: str) -> bool:
-        with self._lock:
-            return any(r.run_id == run_id and r.kind == "start" for r in self.records)
-
-
-def overlapping(executions: list[Execution]) -> list[tuple[Execution, Execution]]:
-    """Pairs of executions of one run that ran at the same time (one without an end runs on)."""
-    pairs = []
-    for i, first in enumerate(executions):
-        for second in executions[i + 1 :]:
-            if first.ended is None or second.started < first.ended:
-                pairs.append((first, second))
-    return pairs
-
-
-# ------------------------------------------------------------------ the API
-
-
-@dataclass
-class Submissions:
-    """What a burst of submissions got back."""
-
-    created: list[str] = field(default_factory=list)  # answered 201
-    answers: Counter[str] = field(default_factory=Counter)  # "201", "503", "ConnectError", ...
-    unexpected: list[str] = field(default_factory=list)  # a 500 or another status never expected
-
-    def summary(self) -> str:
-        return ", ".join(f"{answer} x{count}" for answer, count in sorted(self.answers.items()))
 
 
 class Api:
@@ -446,136 +301,6 @@ def _alive(pid: Any) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
-
-
-# ------------------------------------------------------------------ the check
-
-
-@dataclass
-class LedgerReport:
-    scenario: str
-    lines: list[str]
-    problems: list[str]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def text(self) -> str:
-        head = f"LEDGER CHECK {self.scenario}: {'OK' if self.ok else f'{len(self.problems)} PROBLEM(S)'}"
-        body = [f"  {line}" for line in self.lines] + [f"  PROBLEM: {p}" for p in self.problems]
-        return "\n".join([head, *body])
-
-    def summary(self) -> str:
-        return self.text().splitlines()[0] + " | " + " | ".join(self.lines[:2])
-
-
-def _snapshot(api: Api, timeout: float = 10.0) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Runs and nodes as one consistent picture: runs, nodes, runs again, until both reads of
-    the runs agree (a transition between them would make the counts disagree for a moment)."""
-
-    def read() -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]] | None:
-        try:
-            before = api.runs()
-            nodes = api.nodes()
-            after = api.runs()
-        except httpx.HTTPError:
-            return None
-
-        def key(runs: dict[str, dict[str, Any]]) -> dict[str, tuple[str, str | None]]:
-            return {rid: (run["status"], run["node_id"]) for rid, run in runs.items()}
-
-        return (after, nodes) if key(before) == key(after) else None
-
-    return eventually(read, timeout, 0.2, "a stable picture of runs and nodes")
-
-
-def ledger_check(
-    scenario: str,
-    api: Api,
-    ledger: Ledger,
-    nodes: dict[str, Node],
-    submissions: Submissions | None = None,
-) -> LedgerReport:
-    runs, node_rows = _snapshot(api)
-    created = submissions.created if submissions is not None else []
-    executions = ledger.executions()
-    problems: list[str] = []
-    lines: list[str] = []
-
-    statuses = Counter(run["status"] for run in runs.values())
-    lines.append(f"runs: {len(runs)} ({', '.join(f'{s} {n}' for s, n in sorted(statuses.items()))})")
-
-    missing = [run_id for run_id in created if run_id not in runs]
-    problems += [f"run {run_id} was answered 201 but does not exist" for run_id in missing]
-
-    # 1. terminal, or running on a live node that holds it
-    still_running = []
-    for run_id, run in sorted(runs.items()):
-        if run["status"] in TERMINAL:
-            continue
-        node_id = run["node_id"]
-        row = node_rows.get(node_id) if node_id else None
-        holder = nodes.get(node_id) if node_id else None
-        alive = row is not None and row["status"] != "offline" and holder is not None and holder.running
-        if alive and holder is not None and holder.holds(run_id):
-            still_running.append(run_id)
-        else:
-            where = f"on node {node_id} ({row['status'] if row else 'unknown'})" if node_id else "on no node"
-            problems.append(f"run {run_id} is {run['status']} {where}, which does not run it")
-
-    # 2. executions: never two at once, exactly one for a run that succeeded
-    total = sum(len(e) for e in executions.values())
-    doubled = 0
-    for run_id, execs in sorted(executions.items()):
-        if run_id not in runs:
-            problems.append(f"an unknown run {run_id} executed {len(execs)} time(s)")
-        for first, second in overlapping(execs):
-            doubled += 1
-            problems.append(
-                f"run {run_id} executed twice at the same time: attempt {first.attempt} "
-                f"({first.how or 'never ended'}) and attempt {second.attempt} ({second.how or 'never ended'})"
-            )
-    succeeded = [run for run in runs.values() if run["status"] == "succeeded"]
-    for run in succeeded:
-        execs = executions.get(run["id"], [])
-        if len(execs) != 1 or execs[0].how != "end":
-            problems.append(
-                f"run {run['id']} succeeded but its command executed {len(execs)} time(s) "
-                f"({[e.how or 'never ended' for e in execs]})"
-            )
-        elif execs[0].attempt != run["attempts"]:
-            problems.append(
-                f"run {run['id']} succeeded in attempt {run['attempts']} but its command ran as "
-                f"attempt {execs[0].attempt}"
-            )
-    never = sum(1 for run in runs.values() if run["id"] not in executions)
-    ended = Counter(e.how or "never said" for execs in executions.values() for e in execs)
-    lines.append(
-        f"executions: {total} recorded for {len(executions)} run(s) ({never} run(s) never executed); "
-        f"two at once: {doubled}; succeeded runs executed exactly once: "
-        f"{sum(1 for run in succeeded if len(executions.get(run['id'], [])) == 1)}/{len(succeeded)}; "
-        f"ended: {', '.join(f'{how} {n}' for how, n in sorted(ended.items())) or '-'}"
-    )
-    if still_running:
-        lines.append(f"still running on live nodes that hold them: {', '.join(still_running)}")
-    if submissions is not None:
-        lines.append(
-            f"submissions: {submissions.summary()}; answered 201: {len(created)}, of which missing: "
-            f"{len(missing)}; unexpected answers: {len(submissions.unexpected)}"
-        )
-
-    # 3. each node's `running` counts its active runs
-    active = Counter(run["node_id"] for run in runs.values() if run["status"] in ACTIVE)
-    counts = []
-    for node_id, row in sorted(node_rows.items()):
-        counts.append(f"{node_id} {row['status']} running={row['running']}/active={active[node_id]}")
-        if row["running"] != active[node_id]:
-            problems.append(
-                f"node {node_id} counts running={row['running']} but has {active[node_id]} active run(s)"
-            )
-    lines.append("nodes: " + "; ".join(counts))
-    return LedgerReport(scenario, lines, problems)
 
 
 # ------------------------------------------------------------------ one scenario's world

@@ -323,7 +323,9 @@ async def test_in_container_variant_takes_the_agents_network_path(
         (two[2], False, True),  # not run after the failure
     ]
 
-    probes = docker_client.containers.list(all=True, filters={"label": "agentnodes.proxycheck=1"})
+    probes = docker_client.containers.list(
+        all=True, filters={"label": "agentnodes.proxycheck=1"}, ignore_removed=True
+    )
     assert [c for c in probes if c.labels.get("agentnodes.node_id") == "test-node-proxy"] == []
 
 

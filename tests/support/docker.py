@@ -78,6 +78,9 @@ def connect_or_skip() -> Any:
     pytest.skip(message)
 
 
+_STARTED_ENGINES: list[subprocess.Popen[bytes]] = []
+
+
 def _start_dockerd() -> bool:
     """Start `dockerd` without a bridge or iptables (containers get loopback or the host's network).
 
@@ -93,6 +96,9 @@ def _start_dockerd() -> bool:
         process = subprocess.Popen(
             [dockerd, *DOCKERD_ARGS], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+    # the engine outlives the session: hold the handle so its collection does not warn that
+    # the process is still running (a warning the suite turns into an error)
+    _STARTED_ENGINES.append(process)
     deadline = time.monotonic() + DOCKERD_START_TIMEOUT
     while time.monotonic() < deadline and process.poll() is None:
         if _engine_socket_answers():
