@@ -170,8 +170,9 @@ def build_components(settings: Settings) -> Components:
     lease.on_change(lambda held: metrics.leader.set(1 if held else 0))
     liveness = Liveness(context, make_liveness_store(settings.redis_url))
     reaper = LostRunReaper(context, liveness, lease=lease)
+    metrics_service = MetricsService(context, metrics)
     services = Services(
-        nodes=NodeService(context, authenticator, liveness),
+        nodes=NodeService(context, authenticator, liveness, metrics_service.heartbeat_answered),
         env_config=EnvConfigService(context),
         runs=RunService(context),
         node_events=NodeEventService(context),
@@ -179,7 +180,7 @@ def build_components(settings: Settings) -> Components:
         commands=CommandService(context, targets),
         audit=AuditService(context),
         health=HealthService(engine, queue),
-        metrics=MetricsService(context, metrics),
+        metrics=metrics_service,
     )
     return Components(
         settings=settings,

@@ -7,6 +7,7 @@ flip nodes offline.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, cast, get_args
 
@@ -62,8 +63,15 @@ class _SchedulerView:
 
 
 class NodeService:
-    def __init__(self, ctx: ServiceContext, authenticator: Authenticator, liveness: Liveness) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        authenticator: Authenticator,
+        liveness: Liveness,
+        on_answered: Callable[[], None] = lambda: None,
+    ) -> None:
         self._ctx = ctx
+        self._on_answered = on_answered  # each heartbeat answered (the heartbeats counter of /metrics)
         self._authenticator = authenticator
         self._liveness = liveness
         self._scheduler_view = _SchedulerView()
@@ -145,6 +153,7 @@ class NodeService:
     def _reply(
         self, node_id: str, status: m.NodeStatus, stop_runs: list[str], node_token: str | None
     ) -> m.HeartbeatResponse:
+        self._on_answered()
         settings = self._ctx.settings
         return m.HeartbeatResponse(
             node_id=node_id,
