@@ -25,8 +25,9 @@ replicas) in one step and answered at once; every other heartbeat takes the data
   offline window has passed since the start, no node goes offline on a time at or after the
   newest stored heartbeat minus NODE_OFFLINE_AFTER (StatusRule.hold): a restart makes no node
   offline that keeps heartbeating, and a node already offline stays so. The in-process store
-  is primed from the database (times, report digests, draining), so after a restart unchanged
-  heartbeats stay off the database path.
+  is primed from the database (times, report digests, draining), and while the hold lasts a
+  node it keeps online counts as fresh, so after a restart unchanged heartbeats stay off the
+  database path (a fleet does not come back through it all at once).
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class Liveness:
         self.offline_after = settings.offline_after
         # a flush's lag has to stay well inside the margin below
         self.flush_interval = min(settings.liveness_flush_interval, settings.offline_after / 4)
-        self.fresh_margin = min(settings.offline_after / 2, max(5.0, 5 * self.flush_interval))
+        # a flush's lag: its interval, and as long again for the write (and a failed one retried)
+        self.fresh_margin = min(settings.offline_after / 2, max(2.0, 3 * self.flush_interval))
         self.detail_refresh = DETAIL_REFRESH_INTERVALS * settings.heartbeat_interval
         self._pending: dict[str, _Heard] = {}  # taken here, not written to the database yet
         self._task: asyncio.Task[None] | None = None
@@ -115,12 +117,18 @@ class Liveness:
     async def heard(self, node_id: str, report: Report, runs: HeldRuns, now: datetime) -> Known | None:
         """Take the heartbeat if it changes nothing but liveness; None: take the database path."""
         at = now.timestamp()
+        fresh_after = at - self.offline_after + self.fresh_margin
+        rule = self._ctx.status_rule
+        if rule.held_cutoff is not None and rule.held_until is not None and now < rule.held_until:
+            # after a restart every node's time is stale by the server's absence: those the hold
+            # keeps online stay off the database path (no burst of a whole fleet's writes)
+            fresh_after = min(fresh_after, rule.held_cutoff.timestamp())
         try:
             known = await self.store.heard(
                 node_id,
                 report,
                 at,
-                fresh_after=at - self.offline_after + self.fresh_margin,
+                fresh_after=fresh_after,
                 detail_after=at - self.detail_refresh,
             )
         except LivenessUnavailable as exc:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.config import async_database_url
@@ -100,3 +100,27 @@ def last_heartbeat_at(database_url: str, node_id: str) -> datetime | None:
     if value is not None and value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
+
+
+def clone_node(database_url: str, source_id: str, node_ids: Sequence[str], heard_at: datetime) -> None:
+    """Copy the row of `source_id` (registered through the API) to each of `node_ids`, and set
+    every node's last heartbeat to `heard_at`: a fleet that was heartbeating (bench/fleet.py)."""
+    nodes = NodeRow.__table__  # type: ignore[attr-defined]
+    columns = [column for column in nodes.c if column.name not in ("id", "last_heartbeat_at", "token_hash")]
+    copy = select(
+        bindparam("new_id"), bindparam("heard_at", type_=nodes.c.last_heartbeat_at.type), *columns
+    ).where(nodes.c.id == source_id)
+    statement = insert(nodes).from_select(["id", "last_heartbeat_at", *[c.name for c in columns]], copy)
+    rows = [{"new_id": node_id, "heard_at": heard_at} for node_id in node_ids]
+
+    async def run() -> None:
+        engine = create_async_engine(async_database_url(database_url))
+        try:
+            async with engine.begin() as connection:
+                for start in range(0, len(rows), 5000):
+                    await connection.execute(statement, rows[start : start + 5000])
+                await connection.execute(update(nodes).values(last_heartbeat_at=heard_at))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
