@@ -18,6 +18,7 @@ from nodeapi import models as m
 from nodeapi import validation
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyRequests
 from server.identity import Authenticator, Principal, new_node_token, token_hash
+from server.liveness import Report
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
@@ -108,6 +109,34 @@ class NodeService:
             known = await self._liveness.heard(req.node_id, report, held_runs(req), now)
             if known is not None:
                 return self._reply(req.node_id, "draining" if known.draining else "online", [], None)
+        return await self._store_heartbeat(req, caller, report, now)
+
+    async def liveness_heartbeat(
+        self, req: m.HeartbeatRequest, caller: Principal
+    ) -> m.HeartbeatResponse | None:
+        """The heartbeat's answer when it changes nothing but liveness (server.controllers.
+        heartbeat_lane); None, with nothing changed: it needs `heartbeat()` (a change, a refusal,
+        a registration)."""
+        if caller.role != "node" or (not caller.trusted and caller.node_id != req.node_id):
+            return None
+        try:
+            validation.validate_node_id(req.node_id)
+            validation.validate_labels(req.labels)
+            validation.validate_capacity(req.capacity.max_concurrent)
+        except ValueError:
+            return None
+        if self._heartbeat_rate.take(req.node_id) is not None:
+            return None  # refused: heartbeat() refuses it again, with its Retry-After
+        now = self._ctx.clock.now()
+        known = await self._liveness.heard(req.node_id, report_of(req), held_runs(req), now)
+        if known is None:
+            self._heartbeat_rate.give_back(req.node_id)
+            return None
+        return self._reply(req.node_id, "draining" if known.draining else "online", [], None)
+
+    async def _store_heartbeat(
+        self, req: m.HeartbeatRequest, caller: Principal, report: Report, now: datetime
+    ) -> m.HeartbeatResponse:
         info = _clean_info(msgspec.to_builtins(req.info))
         node_token = None
         async with self._ctx.sessionmaker.begin() as session:

@@ -214,3 +214,40 @@ def test_a_run_the_server_ended_is_stopped_though_the_report_did_not_change(
         assert node_.heartbeat().stop_runs == []  # unchanged: liveness only
         db.set_run_status(database_url, run.id, "failed")  # ended by the server (a deadline, say)
         eventually(lambda: node_.heartbeat().stop_runs == [run.id], timeout=10, interval=0.3)
+
+
+def test_the_fast_lane_answers_as_the_api_does(apiserver: ApiServerFactory) -> None:
+    """An unchanged heartbeat is answered below Litestar (server.controllers.heartbeat_lane): the
+    same body, headers, request id and request count as the one the full path answered."""
+    server = apiserver({})
+    with server.client() as client:
+        answers = [client.post("/api/v1/nodes/heartbeat", json={"node_id": "n1"}) for _ in range(2)]
+        metrics = client.get("/metrics").text
+    first, second = answers  # the first registers the node (full path), the second is liveness only
+    assert first.status_code == second.status_code == 200
+    assert first.json() == second.json()
+    assert first.headers["content-type"] == second.headers["content-type"] == "application/json"
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
+    counted = 'agentnodes_http_requests_total{code="200",method="POST",route="/api/v1/nodes/heartbeat"} 2.0'
+    assert counted in metrics
+    assert "agentnodes_heartbeats_total 2.0" in metrics
+
+
+def test_the_fast_lane_leaves_refusals_to_the_api(apiserver: ApiServerFactory) -> None:
+    """Whatever the lane does not take gets the API's own answer: a join token registers, a node
+    token acting for another node is refused, a broken body is a 400."""
+    server = apiserver({"ADMIN_TOKEN": "admin-token", "NODE_JOIN_TOKEN": "join-token"})
+    url = "/api/v1/nodes/heartbeat"
+    with server.client(token="join-token") as joining:
+        token = joining.post(url, json={"node_id": "n1"}).json()["node_token"]
+        joining.post(url, json={"node_id": "n2"}).raise_for_status()
+    with server.client(token=token) as node_client:
+        for _ in range(2):
+            assert node_client.post(url, json={"node_id": "n1"}).status_code == 200
+        assert node_client.post(url, json={"node_id": "n2"}).status_code == 403
+        assert (
+            node_client.post(url, content=b"{", headers={"content-type": "application/json"}).status_code
+            == 400
+        )
+    with server.client(token="wrong") as stranger:
+        assert stranger.post(url, json={"node_id": "n1"}).status_code == 401
