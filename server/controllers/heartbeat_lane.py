@@ -48,7 +48,7 @@ def heartbeat_lane(app: ASGIApp, nodes: NodeService, auth: Auth, max_body_size: 
             if caller is not None:
                 try:
                     request = decode(body)
-                except msgspec.MsgspecError:
+                except (msgspec.MsgspecError, RecursionError):  # Litestar's path answers these
                     request = None
                 if request is not None:
                     reply = await nodes.liveness_heartbeat(request, caller)
