@@ -78,8 +78,9 @@ class NodeRow(SQLModel, table=True):
     # sha256 of the node's credential (never the token itself); NULL: the join token may claim one
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
     token_issued_at: datetime | None = _ts()
-    # digest of the labels, capacity, info, condition states and runs of its last stored report
-    # (server.services.liveness): a heartbeat repeating it changes only the node's liveness
+    # digests of its last stored report (server.liveness.Report.stored: labels, capacity, info,
+    # condition states and runs; then the conditions' messages): a heartbeat repeating them
+    # changes only the node's liveness
     report_digest: str | None = Field(default=None, max_length=64)
 
 

@@ -34,6 +34,18 @@ class Report:
     state: str  # labels, capacity, info, condition states, the runs held and their attempts
     detail: str  # what may reach the database late: the conditions' messages
 
+    def stored(self) -> str:
+        """As `nodes.report_digest` keeps it (both digests, so a restarted store knows both)."""
+        return f"{self.state} {self.detail}"
+
+    @staticmethod
+    def parse_stored(value: str | None) -> tuple[str | None, str]:
+        """(state, detail) of a stored `report_digest`; (None, "") when there is none."""
+        if not value:
+            return None, ""
+        state, _, detail = value.partition(" ")
+        return state, detail
+
 
 @dataclass(frozen=True)
 class Known:
@@ -44,12 +56,14 @@ class Known:
 
 @dataclass(frozen=True)
 class Primed:
-    """A node as the database has it, for `prime()`; `state` None: no report to trust."""
+    """A node as the database has it, for `prime()`; `state` None: no report to trust;
+    `detail` empty: not known (any detail differs)."""
 
     node_id: str
     seen: float
     state: str | None
     draining: bool
+    detail: str = ""
 
 
 class LivenessStore(abc.ABC):

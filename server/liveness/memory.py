@@ -91,6 +91,6 @@ class MemoryLivenessStore(LivenessStore):
             if primed.node_id in self._entries:
                 continue
             entry = self._entries[primed.node_id] = _Entry(primed.seen)
-            entry.store(primed.state, "", at, primed.draining)
+            entry.store(primed.state, primed.detail, at, primed.draining)
             added += 1
         return added

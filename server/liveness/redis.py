@@ -168,7 +168,11 @@ class RedisLivenessStore(LivenessStore):
         for start in range(0, len(entries), PRIME_CHUNK):
             args: list[str] = []
             for primed in entries[start : start + PRIME_CHUNK]:
-                value = "" if primed.state is None else _report_value(primed.state, "", at, primed.draining)
+                value = (
+                    ""
+                    if primed.state is None
+                    else _report_value(primed.state, primed.detail, at, primed.draining)
+                )
                 args += [primed.node_id, repr(primed.seen), value]
 
             async def call(args: list[str] = args) -> Any:

@@ -211,9 +211,10 @@ class Liveness:
             window = timedelta(seconds=self.offline_after)
             self._ctx.status_rule.hold(min(newest, now) - window, now + window)
         entries = [
-            Primed(node_id, _timestamp(seen), digest, bool(draining))
+            Primed(node_id, _timestamp(seen), state, bool(draining), detail)
             for node_id, seen, digest, draining in rows
             if seen is not None
+            for state, detail in [Report.parse_stored(digest)]
         ]
         try:
             added = await self.store.prime(entries, now.timestamp())

@@ -151,7 +151,7 @@ class NodeService:
                 memory_mb=req.capacity.memory_mb,
                 info=info,
                 conditions=conditions,
-                digest=report.state,
+                digest=report.stored(),
             )
             row = await repo.upsert_heartbeat(session, req.node_id, reported, now)
             if node_token is not None and not await repo.claim_credential(

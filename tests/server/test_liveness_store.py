@@ -157,6 +157,16 @@ async def test_prime_fills_only_unknown_nodes(new_store: StoreFactory) -> None:
     assert await heard_at(store, "no-report", T0 + 3) is None
 
 
+async def test_a_primed_detail_is_known(new_store: StoreFactory) -> None:
+    """A node whose stored report carries its detail too is taken past the refresh: after a
+    restart the fleet does not come back through the database ten intervals later."""
+    store = await new_store()
+    await store.prime([Primed("n1", T0, REPORT.state, draining=False, detail=REPORT.detail)], at=T0)
+    assert await heard_at(store, "n1", T0 + 6, detail_after=T0 + 2) == Known(draining=False)
+    assert Report.parse_stored(REPORT.stored()) == (REPORT.state, REPORT.detail)
+    assert Report.parse_stored(None) == (None, "")
+
+
 async def test_prime_of_many_nodes(new_store: StoreFactory) -> None:
     store = await new_store()
     entries = [Primed(f"n{i}", T0 + i, REPORT.state, draining=False) for i in range(2500)]
