@@ -41,6 +41,7 @@ bench: bootstrap
 	$(PYTHON) bench/cli_startup.py
 	$(PYTHON) bench/heartbeat.py
 	$(PYTHON) bench/node_listing.py
+	$(PYTHON) bench/console_render.py
 	$(PYTHON) bench/node_channel.py
 	$(PYTHON) -m bench.run_latency
 

@@ -24,6 +24,7 @@ from nodeapi.errors import (
     error_for_status,
 )
 from nodeapi.tls import Verify, client_context, ssl_reason, trusted
+from nodeapi.version import VERSION_HEADER, VersionGate
 
 T = TypeVar("T")
 
@@ -145,6 +146,10 @@ class Calls:
         return Call("POST", f"{API}/runs/{_seg(run_id)}/node-events", m.NodeEventAck, body=batch)
 
     @staticmethod
+    def post_node_events(node_id: str, batch: m.NodeEventsBatch) -> Call[m.NodeEventsResults]:
+        return Call("POST", f"{API}/nodes/{_seg(node_id)}/events", m.NodeEventsResults, body=batch)
+
+    @staticmethod
     def post_command_result(node_id: str, command_id: str, result: m.CommandResult) -> Call[_NoContent]:
         return Call(
             "POST",
@@ -192,6 +197,10 @@ class Calls:
         )
 
     # misc ------------------------------------------------------------------
+    @staticmethod
+    def version() -> Call[m.VersionInfo]:
+        return Call("GET", "/version", m.VersionInfo)
+
     @staticmethod
     def audit(limit: int | None = None, offset: int = 0, target_id: str | None = None) -> Call[m.AuditList]:
         params: dict[str, Any] = {"offset": offset, "target_id": target_id}
@@ -312,7 +321,8 @@ class Client:
 
     `verify`: the CA file (PEM) an https:// server's certificate must chain to, or True for
     the system CA store (nodeapi.tls); CAFileError when the file cannot be used. `ca_hint`
-    ends the message of a certificate error: how the user names a CA file.
+    ends the message of a certificate error: how the user names a CA file. `version_gate`
+    checks the version every answer states (nodeapi.version).
     """
 
     def __init__(
@@ -323,9 +333,11 @@ class Client:
         *,
         verify: Verify = True,
         ca_hint: str | None = None,
+        version_gate: VersionGate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._verify, self._ca_hint = verify, ca_hint
+        self.version_gate = version_gate
         self._http = httpx.Client(**_http_options(self.base_url, token, timeout, verify))
 
     def set_token(self, token: str | None) -> None:
@@ -337,6 +349,8 @@ class Client:
             response = self._http.request(call.method, call.path, **_request(call))
         except httpx.TransportError as exc:
             raise _transport_error(self.base_url, exc, self._verify, self._ca_hint) from exc
+        if self.version_gate is not None:
+            self.version_gate.check(response.headers.get(VERSION_HEADER))
         return _decode(call, response)
 
     def close(self) -> None:
@@ -350,7 +364,7 @@ class Client:
 
 
 class AsyncClient:
-    """asyncio client (nodemanager); `verify` and `ca_hint` as for `Client`."""
+    """asyncio client (nodemanager); `verify`, `ca_hint` and `version_gate` as for `Client`."""
 
     def __init__(
         self,
@@ -360,9 +374,11 @@ class AsyncClient:
         *,
         verify: Verify = True,
         ca_hint: str | None = None,
+        version_gate: VersionGate | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._verify, self._ca_hint = verify, ca_hint
+        self.version_gate = version_gate
         self._http = httpx.AsyncClient(**_http_options(self.base_url, token, timeout, verify))
 
     def set_token(self, token: str | None) -> None:
@@ -374,6 +390,8 @@ class AsyncClient:
             response = await self._http.request(call.method, call.path, **_request(call))
         except httpx.TransportError as exc:
             raise _transport_error(self.base_url, exc, self._verify, self._ca_hint) from exc
+        if self.version_gate is not None:
+            self.version_gate.check(response.headers.get(VERSION_HEADER))
         return _decode(call, response)
 
     async def aclose(self) -> None:

@@ -6,6 +6,7 @@ ApiError
 │   ├── InvalidResponse     an answer this client cannot read (not JSON, not the expected shape)
 │   └── TLSError            the TLS handshake failed
 │       └── CertificateError    the server's certificate is not trusted
+├── IncompatibleServer      the server is of another major version (nodeapi.version)
 └── HTTPStatusError         the server answered 4xx/5xx; `.status_code`, `.detail`, `.retry_after`
     ├── BadRequest          400, 413, 422, 429
     ├── Unauthorized        401
@@ -52,6 +53,21 @@ class TLSError(TransportError):
 
 class CertificateError(TLSError):
     pass
+
+
+class IncompatibleServer(ApiError):
+    """The apiserver is of another major version than this program: refused before its answer is
+    used (the skew policy of nodeapi.version)."""
+
+    def __init__(self, program: str, client_version: str, server_version: str) -> None:
+        super().__init__(
+            f"the apiserver is version {server_version} and this {program} {client_version}: another "
+            f"major version, which this {program} cannot work with; use a {program} of the server's "
+            "major version (docs/operations.md#version-skew)"
+        )
+        self.program = program
+        self.client_version = client_version
+        self.server_version = server_version
 
 
 class HTTPStatusError(ApiError):

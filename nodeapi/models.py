@@ -26,6 +26,7 @@ from nodeapi.validation import (
     MAX_LABELS,
     MAX_MEMORY_MB,
     MAX_PIDS_LIMIT,
+    MAX_RUNS_PER_EVENT_BATCH,
     MAX_SAFE_INT,
     MIN_EXIT_CODE,
     MIN_PIDS_LIMIT,
@@ -248,11 +249,31 @@ class NodePatch(Struct):
     resource_version: Version | None = None
 
 
+class NodeChange(Struct):
+    """What the live node stream (GET /api/v1/watch/nodes) sends of a node that changed: the
+    fields a node list shows, as they are now."""
+
+    id: str
+    status: NodeStatus
+    draining: bool
+    schedulable: bool
+    labels: dict[str, str]
+    capacity: Capacity
+    running: Count
+    requested: ResourceUsage
+    conditions: list[NodeCondition]
+    last_heartbeat_at: datetime | None
+    resource_version: Version
+
+
 class NodeList(Struct):
     items: list[Node]
     total: Count
     limit: Count
     offset: Count
+    # the live node stream's position when the list was read: GET /api/v1/watch/nodes?since=<it>
+    # sends every change made after it
+    stream_position: str | None = None
 
 
 # --------------------------------------------------------------------------- env config
@@ -396,6 +417,36 @@ class NodeEventAck(Struct):
     deadline_seconds: DeadlineSeconds | None = None
 
 
+class RunEvents(Struct):
+    """One run's part of a node's event batch: what NodeEventBatch carries for one run."""
+
+    run_id: RunId
+    events: Annotated[list[NodeEventIn], Meta(max_length=MAX_EVENT_BATCH)]
+    attempt: Attempt | None = None
+
+
+class NodeEventsBatch(Struct):
+    """Body of POST /api/v1/nodes/{id}/events: events of many runs placed on the node, each run's
+    applied as a batch of its own would be (the node's credential speaks for every one)."""
+
+    runs: Annotated[list[RunEvents], Meta(max_length=MAX_RUNS_PER_EVENT_BATCH)]
+
+
+class RunEventsResult(Struct):
+    """One run's answer: `ack` when its events were taken (status_code 200), else the status
+    code and message POST /runs/{id}/node-events would have answered for it alone."""
+
+    run_id: str
+    status_code: int = 200
+    ack: NodeEventAck | None = None
+    detail: str | None = None
+    extra: dict[str, Any] | None = None
+
+
+class NodeEventsResults(Struct):
+    results: list[RunEventsResult]
+
+
 class Assignment(Struct):
     """A run the scheduler placed on the node, with what the node needs to start it."""
 
@@ -470,3 +521,9 @@ class ErrorBody(Struct):
     status_code: Annotated[int, Meta(ge=400, le=599)]
     detail: str
     extra: dict[str, Any] | list[Any] | None = None
+
+
+class VersionInfo(Struct):
+    """`GET /version`: the apiserver's version (nodeapi.version has the skew policy)."""
+
+    version: str

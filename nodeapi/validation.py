@@ -23,6 +23,7 @@ MAX_EXIT_CODE = 2**31 - 1
 # one run event's `data`, JSON-encoded; a node cuts longer log lines into several events
 MAX_EVENT_DATA_BYTES = 64 * 1024
 MAX_EVENT_BATCH = 1000  # events in one report of a node
+MAX_RUNS_PER_EVENT_BATCH = 1000  # runs in one POST /nodes/{id}/events
 # a node_seq further than this past the run's last stored one is refused: one absurd number
 # must not make the run drop every later real event as "already stored"
 MAX_NODE_SEQ_JUMP = 1_000_000

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from nodectl import cmd_audit, cmd_completion, cmd_context, cmd_env, cmd_nodes, cmd_runs, output
+from nodectl import cmd_audit, cmd_completion, cmd_context, cmd_env, cmd_nodes, cmd_runs, cmd_version, output
 from nodectl.errors import EXIT_FAILED, CliError, from_api_error
 from nodectl.session import Session
 
@@ -46,6 +46,7 @@ app.add_typer(cmd_runs.app, name="runs")
 app.add_typer(cmd_context.app, name="context")
 app.add_typer(cmd_audit.app, name="audit")
 app.command("completion")(cmd_completion.completion)
+app.command("version")(cmd_version.version)
 
 
 def _version(value: bool) -> None:

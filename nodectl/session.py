@@ -1,7 +1,14 @@
-"""Per-invocation state: which server to talk to, and a lazily opened API client."""
+"""Per-invocation state: which server to talk to, and a lazily opened API client.
+
+The client checks the version every answer states (nodeapi.version): another minor version is
+one warning, another major version is refused. Before its first change (any call but a GET)
+nodectl asks the server's version, so that a change is refused before it is made.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -26,6 +33,8 @@ class Session:
     ca_flag: str | None = None
     _client: Client | None = field(default=None, repr=False)
     _target: config.Target | None = field(default=None, repr=False)
+    _version_known: bool = field(default=False, repr=False)
+    _version_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def target(self) -> config.Target:
         if self._target is None:
@@ -41,6 +50,8 @@ class Session:
         if self._client is None:
             from nodeapi.client import Client
             from nodeapi.tls import CAFileError
+            from nodeapi.version import VersionGate
+            from nodectl.output import warn
 
             target = self.target()
             try:
@@ -50,13 +61,30 @@ class Session:
                     timeout=self.request_timeout,
                     verify=target.ca or True,
                     ca_hint=CA_HINT,
+                    version_gate=VersionGate("nodectl", warn=warn),
                 )
             except CAFileError as exc:
                 raise UsageError(f"{target.ca_source}: {exc}") from exc
         return self._client
 
     def send(self, call: Call[T]) -> T:
-        return self.client().send(call)
+        client = self.client()
+        if call.method != "GET":
+            self._learn_server_version(client)
+        return client.send(call)
+
+    def _learn_server_version(self, client: Client) -> None:
+        """Ask the server's version once, so that the version gate refuses a change before it is sent."""
+        from nodeapi.client import Calls
+        from nodeapi.errors import HTTPStatusError
+
+        with self._version_lock:
+            if self._version_known or (client.version_gate and client.version_gate.server_version):
+                return
+            # a server older than GET /version answers 404 and states no version: it is not checked
+            with contextlib.suppress(HTTPStatusError):
+                client.send(Calls.version())
+            self._version_known = True
 
     def fetch_all(self, make_call: Callable[[int, int], Call[Any]]) -> tuple[list[Any], int]:
         """Every item of a paginated list; make_call(limit, offset) builds one page's call."""

@@ -25,7 +25,7 @@ from nodemanager.credentials import Credentials
 from nodemanager.loops import DEFAULT_CEILING, retried, retry_hook, retrying, service_loop, until_stopped
 from nodemanager.metrics import NodeMetrics
 from nodemanager.nodeinfo import node_info, node_labels
-from nodemanager.reporter import RunReporter
+from nodemanager.reporter import EventShipper, RunReporter
 from nodemanager.runtime.base import Handle, RunSpec, Runtime, RuntimeError_
 from nodemanager.supervisor import Adoption, RunSupervisor, container_env, run_limits
 from nodemanager.workspace import Workspaces
@@ -55,6 +55,7 @@ class Agent:
         self.runtime = runtime
         self.client = client
         self.credentials = credentials
+        self.shipper = EventShipper(client, config.node_id)
         self.workspaces = Workspaces(config.workspace_dir)
         self.metrics = metrics or NodeMetrics()
         self.supervisors: dict[str, RunSupervisor] = {}
@@ -167,6 +168,7 @@ class Agent:
         unsent = sum(r.pending for r, ok in zip(reporters, flushed, strict=True) if not ok)
         for reporter in reporters:
             await reporter.close()
+        await self.shipper.close()
         if unsent:
             log.warning("stopping with %d events unsent; the next start re-reads them", unsent)
         log.info("stopped; %d runs keep running and will be adopted on restart", len(self.supervisors))
@@ -331,7 +333,7 @@ class Agent:
     def _supervisor(
         self, run_id: str, last_node_seq: int, attempt: int | None = None, deadline_seconds: int | None = None
     ) -> RunSupervisor:
-        reporter = RunReporter(self.client, self.config.node_id, run_id, last_node_seq, attempt)
+        reporter = RunReporter(self.client, self.config.node_id, run_id, last_node_seq, attempt, self.shipper)
         supervisor = RunSupervisor(
             run_id,
             self.runtime,

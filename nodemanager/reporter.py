@@ -1,5 +1,10 @@
 """Delivery of run events to the apiserver: ordered, batched, retried until acknowledged.
 
+The batches of all the node's runs travel together (`EventShipper`): what the reporters hand
+over while one request is out goes in the next POST /nodes/{id}/events, which the apiserver
+applies in one transaction and answers run by run, so a node finishing many short runs costs
+the server one request and one commit per round trip instead of one per run.
+
 Each run has one `RunReporter`. Events get a per-run `node_seq` that strictly increases; the
 server stores only events above the run's `last_node_seq`, so resending a batch whose answer was
 lost never duplicates anything. Pending events stay in memory, in order, until acknowledged.
@@ -19,8 +24,8 @@ import msgspec
 
 from nodeapi import models as m
 from nodeapi.client import AsyncClient, Calls
-from nodeapi.errors import HTTPStatusError
-from nodeapi.validation import MAX_EVENT_DATA_BYTES, json_pieces
+from nodeapi.errors import HTTPStatusError, error_for_status
+from nodeapi.validation import MAX_EVENT_DATA_BYTES, MAX_RUNS_PER_EVENT_BATCH, json_pieces
 from nodemanager.loops import retry_hook, retrying
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,129 @@ MIN_BATCH_BYTES = 4 * 1024
 SHRUNK_TEXT = 1024  # characters of a log line or message kept when one event alone is too large
 RETRY_CEILING = 10.0  # seconds; events are what users wait for, so retry sooner than heartbeats
 RETRY_INITIAL = 0.2
+MAX_IN_FLIGHT = 2  # node event requests out at once: a run's claim need not wait behind another's batch
 FINAL_EVENTS = frozenset({"exited", "failed", "cancelled"})
+
+
+class EventShipper:
+    """Carries the event batches of every run of the node to the apiserver, many per request.
+
+    At most MAX_IN_FLIGHT requests are out at a time; batches handed over while they are wait and
+    go together in the next one (at most MAX_BATCH_BYTES of events, or one batch alone if it is
+    larger). A reporter has one batch out at a time, so its run's events stay in order. Each reporter
+    gets its own run's answer: the ack, or the HTTPStatusError its own POST
+    /runs/{id}/node-events would have raised. A failure of the whole request (transport, 5xx,
+    401, 413) is raised to every reporter in it, and each retries as before. An apiserver
+    without the route (404/405 on it) is sent one request per run from then on.
+    """
+
+    def __init__(self, client: AsyncClient, node_id: str) -> None:
+        self._client = client
+        self._node_id = node_id
+        self._queue: list[tuple[m.RunEvents, int, asyncio.Future[m.NodeEventAck]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._free = asyncio.Semaphore(MAX_IN_FLIGHT)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.per_run = False
+        self.requests = 0  # requests sent, for tests and logs
+
+    async def send(self, item: m.RunEvents, size: int) -> m.NodeEventAck:
+        """The run's ack; `size`: the encoded bytes of its events."""
+        if self.per_run:
+            return await self._send_alone(item)
+        future: asyncio.Future[m.NodeEventAck] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, size, future))
+        self._wakeup.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._ship_loop(), name="event-shipper")
+        return await future
+
+    async def close(self) -> None:
+        tasks = [*([self._task] if self._task is not None else []), *self._in_flight]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for _, _, future in self._queue:
+            future.cancel()
+        self._queue.clear()
+
+    async def _send_alone(self, item: m.RunEvents) -> m.NodeEventAck:
+        batch = m.NodeEventBatch(node_id=self._node_id, events=item.events, attempt=item.attempt)
+        self.requests += 1
+        return await self._client.send(Calls.post_run_events(item.run_id, batch))
+
+    def _take(self) -> list[tuple[m.RunEvents, int, asyncio.Future[m.NodeEventAck]]]:
+        self._queue = [entry for entry in self._queue if not entry[2].done()]  # reporters closed
+        total = 0
+        for index, (_, size, _) in enumerate(self._queue[:MAX_RUNS_PER_EVENT_BATCH]):
+            total += size
+            if total > MAX_BATCH_BYTES and index > 0:
+                break
+        else:
+            index = min(len(self._queue), MAX_RUNS_PER_EVENT_BATCH)
+        taken, self._queue = self._queue[:index], self._queue[index:]
+        return taken
+
+    async def _ship_loop(self) -> None:
+        while True:
+            await self._free.acquire()
+            taken = self._take()
+            while not taken:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                taken = self._take()
+            task = asyncio.create_task(self._ship(taken), name="event-shipment")
+            self._in_flight.add(task)
+            task.add_done_callback(self._shipped)
+
+    def _shipped(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._free.release()
+
+    async def _ship(self, taken: list[tuple[m.RunEvents, int, asyncio.Future[m.NodeEventAck]]]) -> None:
+        if self.per_run:
+            _fail(taken, _Resend("sent again, one request per run"))
+            return
+        body = m.NodeEventsBatch(runs=[item for item, _, _ in taken])
+        try:
+            self.requests += 1
+            reply = await self._client.send(Calls.post_node_events(self._node_id, body))
+        except HTTPStatusError as exc:
+            if exc.status_code in (404, 405):
+                log.info("the apiserver has no node event batches (%s); one request per run", exc)
+                self.per_run = True
+                _fail(taken, _Resend("sent again, one request per run"))
+                return
+            _fail(taken, exc)
+            return
+        except Exception as exc:  # transport and the like: every reporter retries its own
+            _fail(taken, exc)
+            return
+        by_run = {result.run_id: result for result in reply.results}
+        for item, _, future in taken:
+            if future.done():
+                continue
+            result = by_run.get(item.run_id)
+            if result is None:
+                future.set_exception(error_for_status(502, f"no answer for run {item.run_id}"))
+            elif result.ack is not None and result.status_code == 200:
+                future.set_result(result.ack)
+            else:
+                detail = result.detail or f"refused with status {result.status_code}"
+                future.set_exception(error_for_status(result.status_code, detail, result.extra))
+
+
+class _Resend(Exception):
+    """Not an answer: the reporter sends its batch again (retried like a transport error)."""
+
+
+def _fail(taken: list[tuple[m.RunEvents, int, asyncio.Future[m.NodeEventAck]]], exc: Exception) -> None:
+    for _, _, future in taken:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class EventsRejected(Exception):
@@ -48,11 +175,18 @@ class RunReporter:
     """Ordered, retried event stream of one run."""
 
     def __init__(
-        self, client: AsyncClient, node_id: str, run_id: str, last_node_seq: int, attempt: int | None = None
+        self,
+        client: AsyncClient,
+        node_id: str,
+        run_id: str,
+        last_node_seq: int,
+        attempt: int | None = None,
+        shipper: EventShipper | None = None,
     ) -> None:
         self.run_id = run_id
         self.attempt = attempt
         self._client = client
+        self._shipper = shipper
         self._node_id = node_id
         self._next_seq = last_node_seq + 1
         self._pending: list[m.NodeEventIn] = []
@@ -169,7 +303,11 @@ class RunReporter:
     )
     async def _send_batch(self) -> tuple[list[m.NodeEventIn], m.NodeEventAck]:
         """The oldest pending events and the server's answer; a retry also takes events queued meanwhile."""
-        batch = self._pending[: self._batch_length()]
+        length = self._batch_length()
+        batch = self._pending[:length]
+        if self._shipper is not None:
+            item = m.RunEvents(run_id=self.run_id, events=batch, attempt=self.attempt)
+            return batch, await self._shipper.send(item, sum(self._sizes[:length]))
         ack = await self._client.send(
             Calls.post_run_events(
                 self.run_id, m.NodeEventBatch(node_id=self._node_id, events=batch, attempt=self.attempt)

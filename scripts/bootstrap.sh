@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one set-up step of `make dev` and `make test`: creates .venv with Python 3.11+ and installs the
-# project with its dev extras (editable) whenever pyproject.toml changed since the last install.
+# project with its `dev` extra (editable; `dev` includes `all`: the apiserver's and the nodemanager's
+# packages, then the test tools) whenever pyproject.toml changed since the last install.
 # Needs only python3 with venv (Debian: python3-venv); quiet when there is nothing to do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,7 @@ fi
 stamp=.venv/.installed
 wanted=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] \
-    && .venv/bin/python -c 'import server, nodemanager, nodectl, pytest' 2>/dev/null; then
+    && .venv/bin/python -c 'import litestar, docker, pytest, nodectl' 2>/dev/null; then
     exit 0
 fi
 echo "bootstrap: installing the project and its test tools into .venv" >&2

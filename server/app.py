@@ -27,9 +27,11 @@ from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
 from server.controllers.runs import RunController
 from server.controllers.session import SessionController
-from server.edge import guard_edge
+from server.controllers.version import version
+from server.controllers.watch import WatchController
+from server.edge import guard_edge, stamp_version
 from server.errors import EXCEPTION_HANDLERS
-from server.migrations import run_migrations
+from server.migrations import SchemaNewerThanCode, run_migrations
 from server.observability import observe_requests
 from server.openapi import document_errors, openapi_config, state_container_rules
 
@@ -43,6 +45,8 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
     RunController,
     AuditController,
     SessionController,
+    WatchController,
+    version,
     console_router,
 ]
 
@@ -50,7 +54,11 @@ ROUTE_HANDLERS: list[ControllerRouterHandler] = [
 def _lifespan(components: Components) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(_: Litestar) -> AsyncGenerator[None, None]:
-        await run_migrations(components.engine)
+        try:
+            await run_migrations(components.engine)
+        except SchemaNewerThanCode as exc:  # said plainly, before uvicorn's traceback of the failed start
+            log.error("cannot start: %s", exc)
+            raise
         components.context.secrets.warn_if_plain()
         started: list[BackgroundService] = []
         try:
@@ -106,12 +114,13 @@ def create_app(
         debug=False,
     )
     # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge);
-    # outermost, the request id and count, so refused requests are counted and traceable too
-    # unchanged heartbeats answered before routing (server.controllers.heartbeat_lane)
+    # unchanged heartbeats answered before routing (server.controllers.heartbeat_lane);
+    # every answer, that refusal included, states the version; outermost, the request id and
+    # count, so refused requests are counted and traceable too
     lane = heartbeat_lane(
         app.asgi_handler, components.services.nodes, components.auth, components.settings.max_body_size
     )
-    app.asgi_handler = observe_requests(guard_edge(lane), components.metrics)
+    app.asgi_handler = observe_requests(stamp_version(guard_edge(lane)), components.metrics)
     document_errors(app)
     state_container_rules(app)
     return app

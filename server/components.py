@@ -36,8 +36,10 @@ from server.services.health import HealthService
 from server.services.liveness import Liveness
 from server.services.metrics import MetricsService
 from server.services.node_events import NodeEventService
+from server.services.node_feed import NodeFeed, TimeSweep
 from server.services.nodes import NodeService
 from server.services.reaper import LostRunReaper
+from server.services.retention import RetentionSweeper
 from server.services.runs import RunService
 from server.services.work import WorkService
 from server.sessions import SessionSigner
@@ -105,6 +107,7 @@ def _wake_everything(context: ServiceContext, scheduler: Scheduler) -> Callable[
     def wake() -> None:
         for notifier in (context.node_work, context.run_updates, context.command_results):
             notifier.notify_all()
+        context.node_feed.reset()  # live node views reload what they show
         scheduler.nodes_changed()
 
     return wake
@@ -120,11 +123,13 @@ def build_components(settings: Settings) -> Components:
     bus = make_wake_bus(settings.redis_url)
     node_work, run_updates = bus.notifier("node_work"), bus.notifier("run_updates")
     command_results = bus.notifier("command_results")
+    node_feed = NodeFeed(bus)
 
     def on_assigned(assigned: list[tuple[str, str]]) -> None:
         for run_id, node_id in assigned:
             node_work.notify(node_id)
             run_updates.notify(run_id)
+            node_feed.changed(node_id)  # its load
 
     clock = SystemClock()
     status_rule = StatusRule(settings.offline_after)  # one, so the restart hold applies everywhere
@@ -164,6 +169,7 @@ def build_components(settings: Settings) -> Components:
         command_results=command_results,
         clock=clock,
         shared_status_rule=status_rule,
+        node_feed=node_feed,
     )
     bus.on_reconnect(_wake_everything(context, scheduler))
     lease = make_lease(settings.redis_url, settings.leader_lease)
@@ -171,8 +177,10 @@ def build_components(settings: Settings) -> Components:
     liveness = Liveness(context, make_liveness_store(settings.redis_url))
     reaper = LostRunReaper(context, liveness, lease=lease)
     metrics_service = MetricsService(context, metrics)
+    nodes = NodeService(context, authenticator, liveness, metrics_service.heartbeat_answered)
+    sweep = TimeSweep(node_feed, nodes.turned_between, clock.now)
     services = Services(
-        nodes=NodeService(context, authenticator, liveness, metrics_service.heartbeat_answered),
+        nodes=nodes,
         env_config=EnvConfigService(context),
         runs=RunService(context),
         node_events=NodeEventService(context),
@@ -191,5 +199,14 @@ def build_components(settings: Settings) -> Components:
         auth=Auth(settings, authenticator, SessionSigner(settings)),
         metrics=metrics,
         # liveness before the scheduler: its first snapshot already sees the restart hold
-        background=[bus, lease, QueueConnection(queue), liveness, scheduler, reaper],
+        background=[
+            bus,
+            lease,
+            QueueConnection(queue),
+            liveness,
+            scheduler,
+            reaper,
+            sweep,
+            RetentionSweeper(context, lease),
+        ],
     )

@@ -76,6 +76,9 @@ def _http_target(scheme: str) -> Any:
     return checked(check)
 
 
+MAX_RETENTION = 10 * 365 * 86400.0  # seconds; ten years
+
+
 class Settings(EnvSettings):
     host: str = Field("127.0.0.1", validation_alias="APISERVER_HOST")
     port: Annotated[int, integer(0, 65535)] = Field(8080, validation_alias="APISERVER_PORT")
@@ -108,6 +111,13 @@ class Settings(EnvSettings):
     # with replicas: how long the leader's lease lives unrenewed, so how soon another takes over
     leader_lease: Annotated[float, seconds(3600.0)] = Field(15.0, validation_alias="LEADER_LEASE_SECONDS")
     run_max_attempts: Annotated[int, integer(1, 100)] = Field(3, validation_alias="RUN_MAX_ATTEMPTS")
+    # how long a finished run (with its events and logs) and an audit entry are kept
+    run_retention: Annotated[float, seconds(MAX_RETENTION)] = Field(
+        7 * 86400.0, validation_alias="RUN_RETENTION"
+    )
+    audit_retention: Annotated[float, seconds(MAX_RETENTION)] = Field(
+        90 * 86400.0, validation_alias="AUDIT_RETENTION"
+    )
     # a run that failed to start through its node's fault avoids that node this long
     start_failure_cooldown: Annotated[float, seconds(7 * 86400.0, allow_zero=True)] = Field(
         300.0, validation_alias="START_FAILURE_COOLDOWN"

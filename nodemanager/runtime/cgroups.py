@@ -8,6 +8,12 @@ a leaf `<own>/nodemanager`, then enables the controllers for `<own>/runs`, and g
 `<own>/runs/<run_id>`. Anything else (cgroup v1, no delegation, other processes beside the daemon)
 leaves ProcessRuntime with RLIMIT_AS.
 
+Under systemd the daemon must start in that leaf already (`DelegateSubgroup=nodemanager`, systemd
+254+, as deploy/systemd/agentnodes-nodemanager.service sets): started in its unit's own cgroup, it
+would turn that cgroup into an inner one, and with runs outliving a restart (KillMode=process)
+systemd could not place the next daemon there (EBUSY) until they ended. So a daemon started at
+the root of a `.service` cgroup makes no run cgroups (RLIMIT_AS, with a warning).
+
 Paths come from /proc/self/mountinfo and /proc/self/cgroup; `fs_root` lets tests point the
 same logic at a directory tree of their own.
 """
@@ -130,7 +136,18 @@ class RunCgroups:
             log.info("no cgroup v2 hierarchy: process runs are limited with RLIMIT_AS")
             return None
         own_dir = _directory(v2[0], own, fs_root)
-        base = own_dir.parent if own_dir.name == DAEMON_LEAF else own_dir  # moved there by an earlier start
+        if own_dir.name.endswith(".service"):
+            log.warning(
+                "systemd started the nodemanager in its unit's own cgroup (%s): run cgroups below it "
+                "would keep the unit from starting again while runs outlive a restart, so process runs "
+                "are limited with RLIMIT_AS. With systemd 254 or later, DelegateSubgroup=%s in the unit "
+                "gives them cgroups (docs/operations.md, systemd)",
+                own,
+                DAEMON_LEAF,
+            )
+            return None
+        # moved there by an earlier start, or started there by systemd (DelegateSubgroup)
+        base = own_dir.parent if own_dir.name == DAEMON_LEAF else own_dir
         available = set((_read(base / "cgroup.controllers") or "").split())
         if "memory" not in available:
             log.info(

@@ -3,6 +3,8 @@
 Each run gets a state directory `<state_root>/<run_id>/` and a detached supervisor
 (procwrap.py) that records its output with timestamps and its exit code, so a restarted
 nodemanager finds running runs (pid + start time check) and exited ones with their code.
+Supervisors are forked by one long-lived spawner (spawner.py), which also brings word of each
+start and exit; without it (it could not be started) each run gets an interpreter of its own.
 
 Limits, unlike DockerRuntime: no isolation at all. The command runs as the nodemanager's
 user, sees the host's files and network (proxy settings are only environment variables it may
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -42,6 +45,7 @@ from nodemanager.runtime.base import (
 )
 from nodemanager.runtime.cgroups import MEBIBYTE, RunCgroups, host_allocatable, oom_kills
 from nodemanager.runtime.lines import decode_line
+from nodemanager.runtime.spawner import Spawner, SpawnerGone
 from nodemanager.runtime.timestamps import parse_ns
 from nodemanager.workspace import validate_run_id
 
@@ -51,6 +55,10 @@ UNCONFINABLE = (
     "(sandbox network none, read_only_rootfs): run it on a node with the Docker runtime"
 )
 _STREAMS = {b"o": "stdout", b"e": "stderr"}
+SPAWNER_LOG = "spawner.log"  # in the state root: not a run directory (no spec.json)
+# the exit code file is still read this often while the spawner's word on the exit is awaited
+WORD_PATIENCE = 1.0
+log = logging.getLogger(__name__)
 
 
 class ProcessRuntime(Runtime):
@@ -75,6 +83,7 @@ class ProcessRuntime(Runtime):
         self.poll_interval = poll_interval
         self.cgroups = cgroups
         self.memory_enforcement = "cgroup" if cgroups is not None else "rlimit"
+        self._spawner = Spawner(python, self.state_root / SPAWNER_LOG)
 
     def _dir(self, run_id: str) -> Path:
         return self.state_root / validate_run_id(run_id)
@@ -109,12 +118,47 @@ class ProcessRuntime(Runtime):
             raise StartFailed(f"cannot make the cgroup of run {spec.run_id}: {exc}", cause="node") from exc
         (run_dir / "spec.json").write_text(json.dumps(record))
         try:
-            await asyncio.to_thread(self._launch, spec, run_dir, record["cgroup"])
-            started = await self._await_started(run_dir)
+            started = await self._spawn(spec, run_dir, record["cgroup"])
         except BaseException:
             await self._discard(run_dir)
             raise
         return Handle(spec.run_id, ref=str(started["pid"]), running=True)
+
+    async def _spawn(self, spec: RunSpec, run_dir: Path, cgroup: str | None) -> dict[str, Any]:
+        """Through the spawner; through an interpreter of the run's own if there is none."""
+        spec.workspace.mkdir(parents=True, exist_ok=True)
+        request = {
+            "run_id": spec.run_id,
+            "state_dir": str(run_dir),
+            "cwd": str(spec.workspace),
+            "command": spec.command,
+            "env": self._environment(spec),
+            "cgroup": cgroup,
+            "address_space": self._address_space(spec, cgroup),
+        }
+        try:
+            started = await self._spawner.launch(request, self.start_timeout)
+        except SpawnerGone as exc:
+            log.warning("run %s: no spawner (%s); starting its supervisor on its own", spec.run_id, exc)
+            await asyncio.to_thread(self._launch, spec, run_dir, cgroup)
+            return await self._await_started(run_dir)
+        except TimeoutError as exc:
+            raise StartFailed(f"run {spec.run_id} did not start within {self.start_timeout}s") from exc
+        if "error" in started:
+            raise StartFailed(str(started["error"]), cause=str(started.get("cause", "run")))
+        return started
+
+    def _environment(self, spec: RunSpec) -> dict[str, str]:
+        env = {name: os.environ[name] for name in self.inherited_env if name in os.environ}
+        env["HOME"] = str(spec.workspace)
+        env.update({key: str(value) for key, value in spec.env.items()})
+        return env
+
+    @staticmethod
+    def _address_space(spec: RunSpec, cgroup: str | None) -> int | None:
+        if cgroup is None and spec.limits.memory_mb is not None:
+            return spec.limits.memory_mb * MEBIBYTE
+        return None
 
     def _cgroup(self, spec: RunSpec) -> str | None:
         if self.cgroups is None:
@@ -122,13 +166,10 @@ class ProcessRuntime(Runtime):
         return str(self.cgroups.create(spec.run_id, spec.limits))
 
     def _launch(self, spec: RunSpec, run_dir: Path, cgroup: str | None) -> None:
-        spec.workspace.mkdir(parents=True, exist_ok=True)
-        env = {name: os.environ[name] for name in self.inherited_env if name in os.environ}
-        env["HOME"] = str(spec.workspace)
-        env.update({key: str(value) for key, value in spec.env.items()})
+        env = self._environment(spec)
         options = ["--cgroup", cgroup] if cgroup is not None else []
-        if cgroup is None and spec.limits.memory_mb is not None:
-            options += ["--address-space", str(spec.limits.memory_mb * MEBIBYTE)]
+        if (address_space := self._address_space(spec, cgroup)) is not None:
+            options += ["--address-space", str(address_space)]
         with (run_dir / "wrapper.log").open("ab") as wrapper_log:
             try:
                 # -I: the run's PYTHON* variables are for the command, not for the wrapper
@@ -222,7 +263,16 @@ class ProcessRuntime(Runtime):
                 if exit_code is not None:
                     return exit_code
                 raise RuntimeError_(f"run {run_id} ended without an exit code (its supervisor was killed)")
+            await self._until_exit_or(run_id, WORD_PATIENCE)
+
+    async def _until_exit_or(self, run_id: str, seconds: float) -> None:
+        """Sleep `seconds`, or less once the spawner says the run exited; runs it did not start (or
+        whose word was lost) are looked at every poll_interval."""
+        exited = self._spawner.exit_signal(run_id)
+        if exited is None or exited.done():
             await asyncio.sleep(self.poll_interval)
+        else:
+            await asyncio.wait([exited], timeout=seconds)
 
     async def logs(self, run_id: str, since: str | None = None) -> AsyncIterator[LogLine]:
         run_dir = self._known_dir(run_id)
@@ -247,7 +297,7 @@ class ProcessRuntime(Runtime):
                     yield failure  # why the output ends early: the run's last line
                 return
             if not chunk:
-                await asyncio.sleep(self.poll_interval)
+                await self._until_exit_or(run_id, self.poll_interval)
 
     # ------------------------------------------------------------------ stop
 
@@ -280,9 +330,13 @@ class ProcessRuntime(Runtime):
         if _read_exit_code(run_dir) is None and _alive(started):
             _signal_group(started, signal.SIGKILL)
             await self._exited_within(run_dir, 5.0)
+        self._spawner.forget(run_id)
         if self.cgroups is not None:
             await asyncio.to_thread(self.cgroups.remove, run_id)
         await asyncio.to_thread(shutil.rmtree, run_dir, True)
+
+    async def close(self) -> None:
+        self._spawner.close()
 
     async def version(self) -> str:
         return f"process (python {platform.python_version()}, {platform.system()} {platform.release()})"

@@ -1,9 +1,13 @@
 """The supervisor of one process run, detached from the nodemanager (ProcessRuntime).
 
-Run as a script (`python -I procwrap.py STATE_DIR [OPTIONS] -- COMMAND...`, standard library
-only): it forks into the background, starts a new session, and runs COMMAND in a process group
-of its own. Since the nodemanager is not its parent, a run survives a nodemanager restart, and
-the wrapper still records the output and the exit code:
+Two ways in, standard library only. `python -I procwrap.py STATE_DIR [OPTIONS] -- COMMAND...`
+forks into the background, starts a new session, and runs COMMAND in a process group of its own.
+`python -I procwrap.py --serve` is the spawner (spawner.py): one interpreter per nodemanager that
+reads launch requests from the socket on its stdin and forks one such supervisor per run, so a
+run costs a fork of a small process instead of a new interpreter; the forked supervisor also
+tells the nodemanager over that socket when the run started and when it exited. Either way the
+nodemanager is not the supervisor's parent, so a run survives a nodemanager restart, and the
+supervisor still records the output and the exit code:
 
 - `started.json`  {"pid", "start_ticks", "wrapper_pid", "wrapper_start_ticks", "started_at"} or {"error"}
 - `output.log`    one record a line: `<RFC 3339 ns timestamp> <o|e> <raw bytes of the line>`
@@ -31,11 +35,15 @@ import os
 import resource
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+Notify = Callable[[dict[str, Any]], None]
 
 MAX_LINE_BYTES = 64 * 1024
 DRAIN_AFTER_EXIT_SECONDS = 2.0  # a background grandchild may hold the pipes open forever
@@ -164,12 +172,22 @@ def confine(cgroup: str | None, address_space: int | None) -> None:
 
 
 def supervise(
-    state_dir: Path, command: list[str], cgroup: str | None = None, address_space: int | None = None
+    state_dir: Path,
+    command: list[str],
+    cgroup: str | None = None,
+    address_space: int | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    notify: Notify | None = None,
 ) -> int:
+    """Run `command` to its end, recording it in `state_dir`; `notify` hears of its start (the
+    started record) and of its exit ({"exit_code"}), after each is on disk."""
+    tell = notify or (lambda _: None)
     reserve_exit_code(state_dir)
     try:
         child = subprocess.Popen(
             command,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -178,13 +196,16 @@ def supervise(
             preexec_fn=(lambda: confine(cgroup, address_space)) if cgroup or address_space else None,
         )
     except OSError as exc:
-        write_json_atomically(state_dir / "started.json", {"error": f"cannot execute {command[0]!r}: {exc}"})
+        error = {"error": f"cannot execute {command[0]!r}: {exc}"}
+        write_json_atomically(state_dir / "started.json", error)
         write_exit_code(state_dir, 127)
+        tell(error)
         return 127
     except subprocess.SubprocessError as exc:  # confine() failed: the node's doing, not the run's
         error = {"error": f"cannot confine the run (cgroup or rlimit): {exc}", "cause": "node"}
         write_json_atomically(state_dir / "started.json", error)
         write_exit_code(state_dir, 125)
+        tell(error)
         return 125
 
     def forward(signum: int, _frame: object) -> None:
@@ -193,16 +214,15 @@ def supervise(
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    write_json_atomically(
-        state_dir / "started.json",
-        {
-            "pid": child.pid,
-            "start_ticks": start_ticks(child.pid),
-            "wrapper_pid": os.getpid(),
-            "wrapper_start_ticks": start_ticks(os.getpid()),
-            "started_at": time.time(),
-        },
-    )
+    started = {
+        "pid": child.pid,
+        "start_ticks": start_ticks(child.pid),
+        "wrapper_pid": os.getpid(),
+        "wrapper_start_ticks": start_ticks(os.getpid()),
+        "started_at": time.time(),
+    }
+    write_json_atomically(state_dir / "started.json", started)
+    tell(started)
     recorder = OutputRecorder(state_dir / "output.log")
     try:
         pump(child, recorder)
@@ -211,13 +231,88 @@ def supervise(
     status = child.wait()
     code = status if status >= 0 else 128 - status
     write_exit_code(state_dir, code, recorder.failure)
+    tell({"exit_code": code})
     return code
 
 
-USAGE = "usage: procwrap.py STATE_DIR [--cgroup DIR] [--address-space BYTES] -- COMMAND [ARG...]"
+# ---------------------------------------------------------------------------- the spawner
+
+MAX_REQUEST_BYTES = 1 << 20
+NOTIFY_PATIENCE = 5.0  # seconds a supervisor keeps trying to tell a slow nodemanager
+
+
+def serve(channel: socket.socket) -> int:
+    """Fork one supervisor per launch request read from `channel` (a SOCK_SEQPACKET socket, one
+    JSON request a message), until the nodemanager's end closes."""
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the supervisors' exits
+    while True:
+        try:
+            message = channel.recv(MAX_REQUEST_BYTES)
+        except InterruptedError:
+            continue
+        if not message:
+            return 0
+        request = json.loads(message)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            _send(channel, {"run_id": request.get("run_id"), "error": f"cannot fork: {exc}", "cause": "node"})
+            continue
+        if pid == 0:
+            os._exit(_supervise_forked(channel, request))
+
+
+def _supervise_forked(channel: socket.socket, request: dict[str, Any]) -> int:
+    """In the forked child: detach, then supervise the run as the command-line form does."""
+    run_id = request["run_id"]
+    try:
+        os.setsid()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # this process waits for its command
+        state_dir = Path(request["state_dir"])
+        wrapper_log = os.open(state_dir / "wrapper.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(wrapper_log, 2)
+        os.close(wrapper_log)
+        os.chdir(request["cwd"])
+        return supervise(
+            state_dir,
+            request["command"],
+            request.get("cgroup"),
+            request.get("address_space"),
+            env=request["env"],
+            notify=lambda message: _send(channel, {"run_id": run_id, **message}),
+        )
+    except BaseException as exc:
+        print(f"procwrap: {exc!r}", file=sys.stderr)
+        _send(channel, {"run_id": run_id, "error": f"the run's supervisor failed: {exc!r}", "cause": "node"})
+        return 125
+
+
+def _send(channel: socket.socket, message: dict[str, Any]) -> None:
+    """Best effort, never blocking for long: a nodemanager that restarted reads the state files.
+    MSG_DONTWAIT, since a timeout on the shared socket would make the spawner's reads non-blocking."""
+    data = json.dumps(message).encode()
+    deadline = time.monotonic() + NOTIFY_PATIENCE
+    while True:
+        try:
+            channel.send(data, socket.MSG_DONTWAIT)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
+        except OSError:
+            return
+
+
+USAGE = (
+    "usage: procwrap.py STATE_DIR [--cgroup DIR] [--address-space BYTES] -- COMMAND [ARG...]\n"
+    "       procwrap.py --serve   (launch requests on the SOCK_SEQPACKET socket on stdin)"
+)
 
 
 def main(argv: list[str]) -> int:
+    if argv[1:] == ["--serve"]:
+        return serve(socket.socket(fileno=0))
     if len(argv) < 2 or "--" not in argv[2:]:
         print(USAGE, file=sys.stderr)
         return 2

@@ -196,3 +196,52 @@ export const api = {
   getRun: (id) => request("GET", `/runs/${seg(id)}`),
   runEvents: (id, after = 0) => request("GET", `/runs/${seg(id)}/events`, { params: { after } }),
 };
+
+const WATCH_RETRY_MS = 5000;
+
+// The live node stream (server-sent events), from `since` (a node list's stream_position: every
+// change after that list was read). EventSource sends the session cookie by itself (same
+// origin), so no token is ever put in the URL. It reconnects by itself after a dropped
+// connection, sending the last event id so that the server resumes or says `resync`; after a
+// refusal (401, 403) it stays closed, so this reopens it after WATCH_RETRY_MS while the view is
+// mounted. Handlers get the event id ("epoch:seq") after the data. Returns {close()}.
+export function watchNodes(since, { onOpen, onNode, onDeleted, onResync, onDown }) {
+  let source = null;
+  let timer = null;
+  let closed = false;
+  const parse = (event) => {
+    try {
+      return JSON.parse(event.data);
+    } catch {
+      return null;
+    }
+  };
+  const open = () => {
+    source = new EventSource(`${API}/watch/nodes${query({ since })}`);
+    source.addEventListener("hello", () => onOpen());
+    source.addEventListener("node", (event) => {
+      const node = parse(event);
+      if (node?.id) onNode(node, event.lastEventId);
+    });
+    source.addEventListener("deleted", (event) => {
+      const gone = parse(event);
+      if (gone?.id) onDeleted(gone.id, event.lastEventId);
+    });
+    source.addEventListener("resync", () => onResync());
+    source.onerror = () => {
+      onDown();
+      if (source.readyState === EventSource.CLOSED && !closed) {
+        clearTimeout(timer);
+        timer = setTimeout(open, WATCH_RETRY_MS);
+      }
+    };
+  };
+  open();
+  return {
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      source?.close();
+    },
+  };
+}

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
+from litestar.datastructures import State
 from litestar.params import Parameter
 
 from nodeapi import models as m
-from server.auth import admin_guard, node_guard
+from server.auth import admin_guard, caller_node, node_guard
 from server.controllers.params import CommandId, NodeId, existing_command_id, existing_node_id
 from server.openapi import errors
 from server.services.commands import DEFAULT_WAIT, MAX_WAIT, CommandService
+from server.services.node_events import NodeEventService
 from server.services.work import MAX_WORK_WAIT, WorkService
 
 
@@ -30,6 +32,19 @@ class NodeWorkController(Controller):
     ) -> m.WorkResponse:
         """Runs to start (until claimed), runs to cancel, commands; waits while there is nothing new."""
         return await work.poll(existing_node_id(node_id), wait)
+
+    @post("/{node_id:str}/events", guards=[node_guard], status_code=200)
+    async def node_events(
+        self,
+        node_events: NodeEventService,
+        request: Request[None, None, State],
+        node_id: NodeId,
+        data: m.NodeEventsBatch,
+    ) -> m.NodeEventsResults:
+        """Events of many runs placed on the node, in one transaction; each run is answered on its
+        own, with the ack or the status its own POST /runs/{id}/node-events would have got."""
+        node = existing_node_id(node_id)
+        return await node_events.ingest_results(caller_node(request) or node, data)
 
     @post("/{node_id:str}/env-config/test-proxy", guards=[admin_guard], status_code=200, opt=errors(409, 504))
     async def test_proxy(

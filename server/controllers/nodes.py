@@ -52,8 +52,12 @@ class NodeController(Controller):
         selector: Annotated[str | None, Parameter(max_length=4096, description="k=v,k2=v2")] = None,
         limit: Limit = DEFAULT_LIMIT,
         offset: Offset = 0,
+        q: Annotated[
+            str | None, Parameter(max_length=253, description="only nodes whose id contains this text")
+        ] = None,
     ) -> m.NodeList:
-        return await nodes.list(status, selector, limit, offset)
+        """Nodes in id order, one page (`limit`, `offset`) of those that match every filter given."""
+        return await nodes.list(status, selector, limit, offset, search=q)
 
     @get("/{node_id:str}", guards=[read_guard])
     async def get_node(self, nodes: NodeService, node_id: NodeId) -> m.Node:

@@ -117,7 +117,7 @@ class RunRow(SQLModel, table=True):
     scheduled_at: datetime | None = _ts()
     claimed_at: datetime | None = _ts()
     started_at: datetime | None = _ts()
-    finished_at: datetime | None = _ts()
+    finished_at: datetime | None = _ts(index=True)  # retention finds expired runs by it
     # nodes this run failed to start on through their fault: {node id: ISO time}; avoided for a while
     avoid_nodes: dict[str, str] = _json_added_later()
     # first heartbeat of its node that did not list the run (two-way reconciliation); None: listed

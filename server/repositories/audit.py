@@ -30,6 +30,12 @@ async def add(
     )
 
 
+async def add_many(session: AsyncSession, entries: Sequence[dict[str, Any]]) -> None:
+    """Entries (at, actor, action, target_type, target_id, details) in one executemany."""
+    if entries:
+        await session.execute(insert(AUDIT_LOG), list(entries))
+
+
 async def page(
     session: AsyncSession, limit: int, offset: int, target_id: str | None, action: str | None
 ) -> tuple[Sequence[Any], int]:

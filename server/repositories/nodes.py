@@ -57,10 +57,13 @@ async def list_nodes(
     now: datetime,
     limit: int,
     offset: int,
+    search: str | None = None,
 ) -> tuple[Sequence[Any], int]:
     conditions = selector_condition(selector)
     if status is not None:
         conditions.append(rule.sql_is(status, col, now))
+    if search:
+        conditions.append(col.id.contains(search, autoescape=True))
     where = and_(true(), *conditions)
     total = (await session.execute(select(func.count()).select_from(NodeRow).where(where))).scalar_one()
     if total <= offset:
@@ -72,6 +75,26 @@ async def list_nodes(
 
 async def get_node(session: AsyncSession, node_id: str) -> Row[Any] | None:
     return (await session.execute(select(*NODE_COLUMNS).where(col.id == node_id))).first()
+
+
+async def get_nodes(session: AsyncSession, node_ids: Sequence[str]) -> Sequence[Any]:
+    """The rows of those of `node_ids` that exist (NODE_FIELDS order), in no particular order."""
+    if not node_ids:
+        return []
+    return (await session.execute(select(*NODE_COLUMNS).where(col.id.in_(list(node_ids))))).all()
+
+
+async def heartbeats_between(session: AsyncSession, start: datetime, end: datetime) -> list[str]:
+    """Ids of the nodes whose last heartbeat is in [start, end): with end = now - offline_after,
+    those that turned offline since the sweep whose end was `start` (uses the heartbeat index)."""
+    query = select(col.id).where(col.last_heartbeat_at >= start, col.last_heartbeat_at < end)
+    return list((await session.execute(query)).scalars())
+
+
+async def quarantines_ending_between(session: AsyncSession, start: datetime, end: datetime) -> list[str]:
+    """Ids of the nodes whose quarantine ends in [start, end)."""
+    query = select(col.id).where(col.quarantined_until >= start, col.quarantined_until < end)
+    return list((await session.execute(query)).scalars())
 
 
 async def get_for_update(session: AsyncSession, node_id: str) -> Row[Any] | None:

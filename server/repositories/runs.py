@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, CursorResult, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
@@ -27,6 +27,12 @@ def _rowcount(result: Any) -> int:
 
 async def add(session: AsyncSession, row: RunRow) -> None:
     session.add(row)
+    await session.flush()
+
+
+async def add_many(session: AsyncSession, rows: Sequence[RunRow]) -> None:
+    """New runs, written in one batched INSERT."""
+    session.add_all(rows)
     await session.flush()
 
 
@@ -276,3 +282,69 @@ async def unreported_runs(session: AsyncSession, node_id: str, reported: set[str
     """Runs placed on the node (scheduled or running) that its heartbeat did not list."""
     stmt = select(RunRow).where(col(RunRow.node_id) == node_id, col(RunRow.status).in_(ACTIVE))
     return [row for row in (await session.execute(stmt)).scalars() if row.id not in reported]
+
+
+# ---------------------------------------------------------------------------- node event batches
+
+EVENT_COLUMNS = (
+    "id",
+    "node_id",
+    "status",
+    "attempts",
+    "last_node_seq",
+    "last_event_seq",
+    "cancel_requested",
+    "claimed_at",
+    "started_at",
+    "deadline_seconds",
+    "avoid_nodes",
+    "log_bytes",
+    "log_truncated",
+)
+
+
+async def lock_for_events(session: AsyncSession, run_ids: Sequence[str]) -> dict[str, Any]:
+    """What applying node events needs of each run, locked (PostgreSQL; SQLite writes one at a
+    time), in id order so that two batches never wait on each other crosswise."""
+    if not run_ids:
+        return {}
+    stmt = (
+        select(*(RUNS.c[name] for name in EVENT_COLUMNS))
+        .where(RUNS.c.id.in_(sorted(set(run_ids))))
+        .order_by(RUNS.c.id)
+        .with_for_update()
+    )
+    return {row.id: row for row in (await session.execute(stmt)).all()}
+
+
+GUARD_COLUMNS = ("status", "last_node_seq", "last_event_seq")
+
+
+async def update_runs_guarded(
+    session: AsyncSession, changes: Sequence[tuple[str, dict[str, Any], dict[str, Any]]]
+) -> bool:
+    """Per (run id, expected GUARD_COLUMNS values, new values): UPDATE ... WHERE the run still
+    has the expected values; one executemany per distinct set of changed columns. False when any
+    run changed meanwhile (the caller rolls back and reads again)."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for run_id, expect, values in changes:
+        params = {"w_id": run_id, **{f"w_{k}": expect[k] for k in GUARD_COLUMNS}}
+        params.update({f"v_{k}": v for k, v in values.items()})
+        groups.setdefault(tuple(sorted(values)), []).append(params)
+    per_row = not session.get_bind().dialect.supports_sane_multi_rowcount
+    for names, rows in groups.items():
+        stmt = (
+            update(RUNS)
+            .where(
+                RUNS.c.id == bindparam("w_id"),
+                *(RUNS.c[k] == bindparam(f"w_{k}", type_=RUNS.c[k].type) for k in GUARD_COLUMNS),
+            )
+            .values({name: bindparam(f"v_{name}", type_=RUNS.c[name].type) for name in names})
+        )
+        if per_row or len(rows) == 1:
+            for params in rows:
+                if _rowcount(await session.execute(stmt, params)) != 1:
+                    return False
+        elif _rowcount(await session.execute(stmt, rows)) != len(rows):
+            return False
+    return True

@@ -15,7 +15,9 @@ statements report back:
   rows (a run that moved meanwhile gives its reserved slot back that way);
 - unschedulable runs get `message = reason` and an `unschedulable` event only when the
   reason differs from the stored one, so a parked run does not collect identical events;
-  one statement per distinct reason.
+  one statement per distinct reason. A run that merely waits for a slot (every node it could
+  use is at capacity) gets the message but no event: under load most runs wait, and an event
+  each would be most of the writes.
 
 Statements take plain IN lists and bound values, never a per-row CASE: their compiled form
 is cached, and building a CASE of a few hundred branches cost more than running it.
@@ -144,13 +146,19 @@ async def _record_unschedulable(
 ) -> list[str]:
     """Store each reason that changed, with an `unschedulable` event; the runs that got one."""
     reason_of = {d.run_id: d.reason[:MESSAGE_MAX] for d in decisions}
+    waiting = {d.run_id for d in decisions if d.waiting}
     changed: list[tuple[str, int]] = []
-    for reason, run_ids in _grouped(reason_of.items()).items():
+    for (reason, waits), run_ids in _grouped((r, (reason_of[r], r in waiting)) for r in reason_of).items():
+        statement = update(RUNS).where(
+            RUNS.c.id.in_(run_ids), RUNS.c.status == "queued", RUNS.c.message.is_distinct_from(reason)
+        )
+        if waits:
+            await session.execute(statement.values(message=reason, updated_at=now))
+            continue
         rows = await session.execute(
-            update(RUNS)
-            .where(RUNS.c.id.in_(run_ids), RUNS.c.status == "queued", RUNS.c.message.is_distinct_from(reason))
-            .values(message=reason, updated_at=now, last_event_seq=RUNS.c.last_event_seq + 1)
-            .returning(RUNS.c.id, RUNS.c.last_event_seq)
+            statement.values(
+                message=reason, updated_at=now, last_event_seq=RUNS.c.last_event_seq + 1
+            ).returning(RUNS.c.id, RUNS.c.last_event_seq)
         )
         changed.extend((run_id, int(seq)) for run_id, seq in rows.all())
     await insert_event_rows(
@@ -165,7 +173,7 @@ async def _record_unschedulable(
 
 async def pending_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[Any]:
     """Of those runs still queued, oldest first: id, node_selector, selector_expressions,
-    avoid_nodes, cpu_millis, memory_mb."""
+    avoid_nodes, cpu_millis, memory_mb, message."""
     rows = await session.execute(
         select(
             RUNS.c.id,
@@ -174,6 +182,7 @@ async def pending_runs(session: AsyncSession, run_ids: Sequence[str]) -> list[An
             RUNS.c.avoid_nodes,
             RUNS.c.cpu_millis,
             RUNS.c.memory_mb,
+            RUNS.c.message,
         )
         .where(RUNS.c.id.in_(list(run_ids)), RUNS.c.status == "queued")
         .order_by(RUNS.c.created_at, RUNS.c.id)

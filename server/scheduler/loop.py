@@ -7,7 +7,11 @@ Tasks (all supervised: errors are logged and retried with backoff and jitter):
 - parked: runs that fit nowhere wait in memory and are placed again on `wake()` or every
   `recheck_interval` (skipped while the node snapshot is unchanged); every `rescan_interval`
   (and at start) all queued runs are loaded from the database, so runs parked by a replica
-  that died, or whose message was lost, are never forgotten;
+  that died, or whose message was lost, are never forgotten (and parked runs no longer queued
+  are dropped). A parked run is kept as loaded (its selector, requests and avoided nodes do not
+  change while it stays queued), so a re-examination reads only the node snapshot, goes through
+  the parked runs oldest first and stops as soon as no node has a free slot: under load, when
+  one run ends, one parked run is looked at, not all of them;
 - outbox: runs committed while the queue was down (`enqueued = false`) are published;
 - reclaim: messages left pending by a dead consumer for `reclaim_min_idle` are taken over.
 
@@ -50,13 +54,29 @@ from server.scheduler.placement import (
     Unschedulable,
     avoid_time,
 )
-from server.scheduler.selectors import compile_selector
+from server.scheduler.selectors import Selector, compile_selector
 
 log = logging.getLogger("server.scheduler")
 
 OnAssigned = Callable[[list[tuple[str, str]]], Awaitable[None] | None]
 RESCAN_LIMIT = 50_000  # queued runs re-read per rescan
 OUTBOX_BATCH = 1000
+
+
+@dataclass(slots=True)
+class _Known:
+    """A parked run as loaded, and the reason its row holds (to write only a changed one)."""
+
+    selector: Selector | None  # None: its selector does not parse (the reason says why)
+    avoid_nodes: dict[str, str]
+    cpu_millis: int
+    memory_mb: int
+    reason: str | None
+
+    def pending(self, run_id: str, avoid_since: str) -> PendingRun:
+        assert self.selector is not None
+        avoid = frozenset(node for node, at in self.avoid_nodes.items() if at > avoid_since)
+        return PendingRun(run_id, self.selector, avoid, self.cpu_millis, self.memory_mb)
 
 
 @dataclass
@@ -114,6 +134,7 @@ class Scheduler:
         self.metrics = metrics
         self.stats = SchedulerStats()
         self.parked: dict[str, None] = {}  # run ids, oldest first
+        self._known: dict[str, _Known] = {}  # parked runs as loaded
         self._woken = asyncio.Event()
         self._pass_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -209,14 +230,18 @@ class Scheduler:
             return
         if not woken and self._last_fingerprint == await self._fingerprint():
             return  # nothing changed on the nodes since the last look: same decisions
-        parked = list(self.parked)
-        for start in range(0, len(parked), self.batch_size):
-            await self.schedule(parked[start : start + self.batch_size])
-        self._last_fingerprint = await self._fingerprint()
+        await self.place_parked()
+        # woken (a run ended, a node changed) happens all the time under load: the next timed
+        # look compares with a fresh fingerprint instead of paying for one after every pass
+        self._last_fingerprint = None if woken else await self._fingerprint()
 
     async def _rescan_once(self) -> None:
         async with self.sessionmaker() as session:
             queued = await repo.queued_run_ids(session, RESCAN_LIMIT)
+        if len(queued) < RESCAN_LIMIT:  # the whole list: a parked run missing from it is no longer queued
+            still = set(queued)
+            for run_id in [run_id for run_id in self.parked if run_id not in still]:
+                self._unpark(run_id)
         fresh = [run_id for run_id in queued if run_id not in self.parked]
         if fresh:
             self.parked.update(dict.fromkeys(fresh))
@@ -248,34 +273,101 @@ class Scheduler:
             async with self.sessionmaker() as session:
                 pending, invalid = await self._load_runs(session, run_ids)
                 placer, placed = await self._place(session, placer, pending, now) if pending else (placer, [])
-                decisions = [*placed, *invalid]
-                result = await repo.apply_decisions(session, decisions, now=now, rule=self.status_rule)
-                await session.commit()
-            if not (result.retry or result.gone) and nodes_seen == self._nodes_generation:
-                self._placer = placer
-            if self.metrics is not None:
-                self.metrics.placement.observe(time.perf_counter() - began)
-                self.metrics.placed.inc(len(result.assigned))
-            self.stats.passes += 1
-            self.stats.assigned += len(result.assigned)
-            self.stats.unschedulable += len(result.unschedulable)
-            self.stats.retried += len(result.retry)
+                result = await self._apply(session, [*placed, *invalid], now)
             loaded = {run.id for run in pending} | {d.run_id for d in invalid}
             for run_id in run_ids:
                 if run_id not in loaded:
-                    self.parked.pop(run_id, None)
-            for run_id, _ in result.assigned:
-                self.parked.pop(run_id, None)
-            for run_id in result.gone:
-                self.parked.pop(run_id, None)
-            for run_id in (*result.unschedulable, *result.retry):
-                self.parked.setdefault(run_id, None)
-            if result.retry:
-                self._woken.set()
+                    self._unpark(run_id)
+            self._settle(result, placer, nodes_seen)
+            if self.metrics is not None:
+                self.metrics.placement.observe(time.perf_counter() - began)
         if result.reasons_recorded and self.on_reasons is not None:
             self.on_reasons(result.reasons_recorded)
         if result.assigned and self.on_assigned is not None:
             await self._notify(result.assigned)
+
+    async def place_parked(self) -> None:
+        """Re-examine the parked runs, oldest first, on a fresh node snapshot, until no node has a
+        free slot; runs not loaded yet (found by a rescan) are read first."""
+        async with self._pass_lock:
+            now = self.clock.now()
+            self._placer = None
+            nodes_seen = self._nodes_generation
+            async with self.sessionmaker() as session:
+                placer = Placer(await self._snapshot(session, now))
+                self._placer_loaded_at = time.monotonic()
+                if not placer.has_room():
+                    return
+                unknown = [run_id for run_id in self.parked if run_id not in self._known]
+                decisions: list[Decision] = []
+                for start in range(0, len(unknown), OUTBOX_BATCH):
+                    chunk = unknown[start : start + OUTBOX_BATCH]
+                    _, invalid = await self._load_runs(session, chunk)
+                    decisions.extend(invalid)
+                    for run_id in chunk:
+                        if run_id not in self._known:
+                            self._unpark(run_id)  # no longer queued
+                avoid_since = avoid_time(now - self.start_failure_cooldown)
+                for run_id in list(self.parked):
+                    if not placer.has_room():
+                        break
+                    known = self._known.get(run_id)
+                    if known is not None and known.selector is not None:
+                        decisions.extend(placer.place([known.pending(run_id, avoid_since)]))
+                result = await self._apply(session, decisions, now)
+            self._settle(result, placer, nodes_seen)
+        if result.reasons_recorded and self.on_reasons is not None:
+            self.on_reasons(result.reasons_recorded)
+        if result.assigned and self.on_assigned is not None:
+            await self._notify(result.assigned)
+
+    async def _apply(
+        self, session: AsyncSession, decisions: list[Decision], now: datetime
+    ) -> repo.ApplyResult:
+        """Write the decisions (an unschedulable run only when its reason changed) and commit."""
+        writes = [
+            d
+            for d in decisions
+            if not (
+                isinstance(d, Unschedulable)
+                and (known := self._known.get(d.run_id))
+                and known.reason == d.reason
+            )
+        ]
+        result = await repo.apply_decisions(session, writes, now=now, rule=self.status_rule)
+        await session.commit()
+        for decision in writes:
+            if (
+                isinstance(decision, Unschedulable)
+                and (known := self._known.get(decision.run_id)) is not None
+            ):
+                known.reason = decision.reason
+        result.unschedulable.extend(
+            d.run_id for d in decisions if isinstance(d, Unschedulable) and d not in writes
+        )
+        return result
+
+    def _settle(self, result: repo.ApplyResult, placer: Placer | None, nodes_seen: int) -> None:
+        if placer is not None and not (result.retry or result.gone) and nodes_seen == self._nodes_generation:
+            self._placer = placer
+        if self.metrics is not None:
+            self.metrics.placed.inc(len(result.assigned))
+        self.stats.passes += 1
+        self.stats.assigned += len(result.assigned)
+        self.stats.unschedulable += len(result.unschedulable)
+        self.stats.retried += len(result.retry)
+        for run_id, _ in result.assigned:
+            self._unpark(run_id)
+        for run_id in result.gone:
+            self._unpark(run_id)
+        for run_id in (*result.unschedulable, *result.retry):
+            self.parked.setdefault(run_id, None)
+        if result.retry:
+            self._woken.set()
+
+    def _unpark(self, run_id: str) -> None:
+        self.parked.pop(run_id, None)
+        self._known.pop(run_id, None)
 
     async def _notify(self, assigned: list[tuple[str, str]]) -> None:
         assert self.on_assigned is not None
@@ -304,16 +396,24 @@ class Scheduler:
         pending: list[PendingRun] = []
         invalid: list[Unschedulable] = []
         avoid_since = avoid_time(self.clock.now() - self.start_failure_cooldown)
-        for run_id, selector, expressions, avoid_nodes, cpu_millis, memory_mb in await repo.pending_runs(
-            session, run_ids
-        ):
-            avoid = frozenset(node for node, at in (avoid_nodes or {}).items() if at > avoid_since)
+        for (
+            run_id,
+            selector,
+            expressions,
+            avoid_nodes,
+            cpu_millis,
+            memory_mb,
+            message,
+        ) in await repo.pending_runs(session, run_ids):
             try:
                 compiled = compile_selector(selector or {}, expressions or ())
             except ValueError as exc:
                 invalid.append(Unschedulable(run_id, f"invalid node selector: {exc}"))
+                self._known[run_id] = _Known(None, {}, 0, 0, message)
                 continue
-            pending.append(PendingRun(run_id, compiled, avoid, cpu_millis or 0, memory_mb or 0))
+            known = _Known(compiled, dict(avoid_nodes or {}), cpu_millis or 0, memory_mb or 0, message)
+            self._known[run_id] = known
+            pending.append(known.pending(run_id, avoid_since))
         return pending, invalid
 
     async def _snapshot(self, session: AsyncSession, now: datetime) -> list[NodeSnapshot]:

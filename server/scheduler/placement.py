@@ -70,6 +70,9 @@ class Assign:
 class Unschedulable:
     run_id: str
     reason: str
+    # only busy nodes stand in its way (every one it could use is at capacity): it merely waits
+    # for a slot, which is recorded in its message but earns no event
+    waiting: bool = field(default=False, compare=False)
 
 
 Decision = Assign | Unschedulable
@@ -95,10 +98,15 @@ class Placer:
             pool = cluster.pool(run.selector)
             index = pool.take(run)
             if index is None:
-                decisions.append(Unschedulable(run.id, pool.reason(run)))
+                reason, waiting = pool.reason(run)
+                decisions.append(Unschedulable(run.id, reason, waiting))
             else:
                 decisions.append(Assign(run.id, cluster.nodes[index].id, run.cpu_millis, run.memory_mb))
         return decisions
+
+    def has_room(self) -> bool:
+        """Some online node has a free run slot: a run may still be placed on this snapshot."""
+        return self._cluster.open > 0
 
 
 @dataclass
@@ -131,6 +139,7 @@ class _Cluster:
             group.members.append(index)
         self.groups = list(groups.values())
         self._pools: dict[Signature, _Pool] = {}
+        self.open = sum(1 for index in range(len(nodes)) if self.has_room(index))  # nodes with a free slot
 
     def pool(self, selector: Selector) -> _Pool:
         pool = self._pools.get(selector.signature)
@@ -171,6 +180,8 @@ class _Cluster:
 
     def take(self, index: int, run: PendingRun) -> None:
         self.running[index] += 1
+        if self.running[index] == self.limit[index]:
+            self.open -= 1
         self.cpu_used[index] += run.cpu_millis
         self.memory_used[index] += run.memory_mb
 
@@ -190,7 +201,7 @@ class _Pool:
         # requests (cpu, memory) a full scan found no room for; loads only grow on this snapshot,
         # so a request at least as large in both fails too, without a scan
         self._failed: list[tuple[int, int]] = []
-        self._reasons: dict[tuple[int, int], str] = {}
+        self._reasons: dict[tuple[int, int], tuple[str, bool]] = {}
 
     def take(self, run: PendingRun) -> int | None:
         cluster, heap = self.cluster, self.heap
@@ -221,10 +232,10 @@ class _Pool:
             for entry in skipped:
                 heapq.heappush(heap, entry)
 
-    def reason(self, run: PendingRun) -> str:
-        """Why nothing fits, counted by cause; stable for a request size once the pool has no
-        room for it (loads only grow on a snapshot), so computed once per size unless the run
-        avoids some nodes."""
+    def reason(self, run: PendingRun) -> tuple[str, bool]:
+        """Why nothing fits, counted by cause, and whether the run merely waits for a slot;
+        stable for a request size once the pool has no room for it (loads only grow on a
+        snapshot), so computed once per size unless the run avoids some nodes."""
         if run.avoid:
             return self._explain(run)
         key = (run.cpu_millis, run.memory_mb)
@@ -233,7 +244,7 @@ class _Pool:
             reason = self._reasons[key] = self._explain(run)
         return reason
 
-    def _explain(self, run: PendingRun) -> str:
+    def _explain(self, run: PendingRun) -> tuple[str, bool]:
         cluster = self.cluster
         total = len(cluster.nodes)
         matching_count = sum(len(group.members) for group in self.matching)
@@ -260,7 +271,8 @@ class _Pool:
         for cause, words in CAUSES:
             if causes[cause]:
                 parts.append(f"{causes[cause]} {words}")
-        return f"0/{total} nodes available: " + (", ".join(parts) if parts else "no nodes are registered")
+        reason = f"0/{total} nodes available: " + (", ".join(parts) if parts else "no nodes are registered")
+        return reason, causes["full"] > 0 and causes.total() == causes["full"]
 
 
 CAUSES = (

@@ -37,6 +37,27 @@ async def record(
     await repo.add(session, now_utc(), actor, action, target_type, target_id, mask_secrets(details))
 
 
+async def record_many(
+    session: AsyncSession, actor: str, action: str, target_type: str, items: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """`record` for many targets of one action at once: (target id, details) each."""
+    at = now_utc()
+    await repo.add_many(
+        session,
+        [
+            {
+                "at": at,
+                "actor": actor,
+                "action": action,
+                "target_type": target_type,
+                "target_id": target_id,
+                "details": mask_secrets(details),
+            }
+            for target_id, details in items
+        ],
+    )
+
+
 class AuditService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx

@@ -16,6 +16,7 @@ from server.node_status import StatusRule
 from server.queue.base import QueueUnavailable, RunQueue
 from server.repositories import runs as run_repo
 from server.secrets import SecretBox
+from server.services.node_feed import NodeFeed
 from server.services.notifier import Notifier
 
 log = logging.getLogger("server.runs")
@@ -39,6 +40,8 @@ class ServiceContext:
     # key: command id; set when a node answered a command
     command_results: Notifier = field(default_factory=Notifier)
     clock: Clock = field(default_factory=SystemClock)
+    # node ids whose status, load, schedulability, labels or capacity changed: the live node stream
+    node_feed: NodeFeed = field(default_factory=NodeFeed)
     # the one node status rule of this process, shared with the scheduler (its restart hold is
     # set at start by server.services.liveness); None: a rule of its own from the settings
     shared_status_rule: StatusRule | None = None
@@ -55,6 +58,7 @@ class ServiceContext:
         stopping, and uvicorn waits for open requests before it stops."""
         for notifier in (self.node_work, self.run_updates, self.command_results):
             notifier.close()
+        self.node_feed.close()
 
     async def publish(self, run_ids: Sequence[str]) -> bool:
         """Put committed queued runs on the queue and mark them enqueued.

@@ -109,6 +109,7 @@ class Liveness:
         self.detail_refresh = DETAIL_REFRESH_INTERVALS * settings.heartbeat_interval
         self._pending: dict[str, _Heard] = {}  # taken here, not written to the database yet
         self._task: asyncio.Task[None] | None = None
+        self._hold_until: datetime | None = None  # the restart hold, until the live views hear it ended
         self.flushed = 0  # node times written, for tests and benches
         self.invalidated = 0
 
@@ -210,6 +211,7 @@ class Liveness:
             newest = newest if newest.tzinfo is not None else newest.replace(tzinfo=UTC)
             window = timedelta(seconds=self.offline_after)
             self._ctx.status_rule.hold(min(newest, now) - window, now + window)
+            self._hold_until = now + window
         entries = [
             Primed(node_id, _timestamp(seen), state, bool(draining), detail)
             for node_id, seen, digest, draining in rows
@@ -227,6 +229,11 @@ class Liveness:
 
     async def _flush_step(self) -> None:
         await self.flush_once()
+        if self._hold_until is not None and self._ctx.clock.now() >= self._hold_until:
+            # nodes the hold kept online whose time had passed long before are offline now, which
+            # no time sweep of the live node stream announces: its views reload instead
+            self._hold_until = None
+            self._ctx.node_feed.reset()
 
     async def flush_once(self) -> int:
         """Write the pending times in one statement, then check the runs of those nodes."""

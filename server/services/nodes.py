@@ -7,8 +7,8 @@ flip nodes offline.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, cast, get_args
 
 import msgspec
@@ -25,6 +25,7 @@ from server.services.audit import record
 from server.services.context import ServiceContext
 from server.services.liveness import Liveness, held_runs, report_of
 from server.services.mappers import condition_rows, node_from_columns, run_to_wire
+from server.services.node_feed import FeedEvent
 from server.services.ratelimit import TokenBuckets
 from server.services.run_limits import cpu_millis_of_capacity
 from server.services.run_reconcile import reconcile
@@ -175,8 +176,10 @@ class NodeService:
             self._ctx.run_updates.notify(run_id)
         if self._scheduler_view.changed(node):
             self._ctx.nodes_changed()
+            self._ctx.node_feed.changed(req.node_id)
         elif reconciled.changed:
             self._ctx.wake_scheduler()
+            self._ctx.node_feed.changed(req.node_id)  # its load
         return self._reply(req.node_id, node.status, reconciled.stop_runs, node_token)
 
     def _reply(
@@ -217,7 +220,12 @@ class NodeService:
         self._authenticator.forget_node(node_id)
 
     async def list(
-        self, status: str | None, selector: str | None, limit: int = DEFAULT_LIMIT, offset: int = 0
+        self,
+        status: str | None,
+        selector: str | None,
+        limit: int = DEFAULT_LIMIT,
+        offset: int = 0,
+        search: str | None = None,
     ) -> m.NodeList:
         if status and status not in get_args(m.NodeStatus):
             raise InvalidInput(f"status must be one of online, offline, draining; got {status!r}")
@@ -226,6 +234,7 @@ class NodeService:
         except ValueError as exc:
             raise _invalid(exc) from exc
         now, rule = self._ctx.clock.now(), self._ctx.status_rule
+        position = self._ctx.node_feed.position  # before the read: a change after it is streamed
         async with self._ctx.sessionmaker() as session:
             rows, total = await repo.list_nodes(
                 session,
@@ -235,10 +244,11 @@ class NodeService:
                 now=now,
                 limit=limit,
                 offset=offset,
+                search=search or None,
             )
         seen = await self._liveness.last_seen([row[0] for row in rows])
         items = [node_from_columns(row, rule, now, seen.get(row[0])) for row in rows]
-        return m.NodeList(items=items, total=total, limit=limit, offset=offset)
+        return m.NodeList(items=items, total=total, limit=limit, offset=offset, stream_position=position)
 
     async def get(self, node_id: str) -> m.Node:
         async with self._ctx.sessionmaker() as session:
@@ -247,6 +257,43 @@ class NodeService:
             raise NotFound(f"node {node_id!r} not found")
         seen = await self._liveness.last_seen([node_id])
         return node_from_columns(row, self._ctx.status_rule, self._ctx.clock.now(), seen.get(node_id))
+
+    async def changes(self, node_ids: Sequence[str]) -> dict[str, object]:
+        """What the live node stream sends of each of `node_ids` that exists (m.NodeChange)."""
+        now, rule = self._ctx.clock.now(), self._ctx.status_rule
+        async with self._ctx.sessionmaker() as session:
+            rows = await repo.get_nodes(session, node_ids)
+        seen = await self._liveness.last_seen([row[0] for row in rows])
+        changes: dict[str, object] = {}
+        for row in rows:
+            node = node_from_columns(row, rule, now, seen.get(row[0]))
+            changes[node.id] = m.NodeChange(
+                id=node.id,
+                status=node.status,
+                draining=node.draining,
+                schedulable=node.schedulable,
+                labels=node.labels,
+                capacity=node.capacity,
+                running=node.running,
+                requested=node.requested,
+                conditions=node.conditions,
+                last_heartbeat_at=node.last_heartbeat_at,
+                resource_version=node.resource_version,
+            )
+        return changes
+
+    def watch(self, last_event_id: str | None) -> AsyncIterator[FeedEvent]:
+        """The live node stream's events (server.services.node_feed)."""
+        return self._ctx.node_feed.follow(self.changes, last_event_id)
+
+    async def turned_between(self, start: datetime, end: datetime) -> Sequence[str]:
+        """Nodes that turned offline (their last heartbeat passed NODE_OFFLINE_AFTER) or whose
+        quarantine ended in [start, end): the live stream's time sweep."""
+        silence = timedelta(seconds=self._ctx.settings.offline_after)
+        async with self._ctx.sessionmaker() as session:
+            silent = await repo.heartbeats_between(session, start - silence, end - silence)
+            released = await repo.quarantines_ending_between(session, start, end)
+        return list(dict.fromkeys([*silent, *released]))
 
     async def runs(self, node_id: str, status: str | None, limit: int, offset: int) -> m.RunList:
         async with self._ctx.sessionmaker() as session:
@@ -290,6 +337,7 @@ class NodeService:
         self._scheduler_view.changed(node)
         self._ctx.nodes_changed()
         self._ctx.node_work.notify(node_id)  # the work answer carries `draining`
+        self._ctx.node_feed.changed(node_id)
         return node
 
     async def delete(self, node_id: str, actor: str) -> None:
@@ -311,6 +359,7 @@ class NodeService:
             await record(session, actor, "node.delete", "node", node_id, {})
         self._authenticator.forget_node(node_id)
         await self._liveness.forget(node_id)
+        self._ctx.node_feed.changed(node_id)
 
 
 def _patch_values(patch: m.NodePatch, reported: dict[str, str], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class LostRunReaper:
             )
         if repaired:
             self._ctx.wake_scheduler()
+            self._ctx.node_feed.changed_each([node_id for node_id, _ in repaired])
         return repaired
 
     async def end_overdue_runs(self) -> list[str]:
@@ -125,6 +126,7 @@ class LostRunReaper:
             self._ctx.run_updates.notify(row.id)
             if row.node_id is not None:
                 self._ctx.node_work.notify(row.node_id)
+                self._ctx.node_feed.changed(row.node_id)
         if ended:
             log.warning("ended %d run(s) past their deadline that their nodes did not stop", len(ended))
             self._ctx.wake_scheduler()
@@ -165,6 +167,7 @@ class LostRunReaper:
                 continue
             changed += 1
             self._ctx.run_updates.notify(row.id)
+            self._ctx.node_feed.changed(row.node_id)
             if outcome == "queued":
                 requeued.append(row.id)
         if requeued:

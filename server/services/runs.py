@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, get_args
 
 import msgspec
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nodeapi import models as m
 from nodeapi.models import TERMINAL_RUN_STATUSES
@@ -17,9 +20,9 @@ from server.db.models import RunEventRow, RunRow
 from server.errors import Conflict, InvalidInput, NotFound, Unavailable
 from server.repositories import idempotency as key_repo
 from server.repositories import runs as repo
-from server.repositories.events import record_events
+from server.repositories.events import event_row, insert_event_rows, record_events
 from server.secrets import sealed_with_names
-from server.services.audit import record
+from server.services.audit import record, record_many
 from server.services.context import ServiceContext
 from server.services.longpoll import long_poll
 from server.services.mappers import run_to_wire, utc
@@ -36,6 +39,15 @@ EVENTS_RECHECK = 5.0
 MAX_CANCEL_ATTEMPTS = 5
 IDEMPOTENCY_KEY_TTL = 24 * 3600.0  # seconds an Idempotency-Key is kept (at least)
 RUN_STATUSES: frozenset[str] = frozenset(get_args(m.RunStatus))
+SUBMIT_BATCH = 500  # new runs written in one transaction at most
+
+
+@dataclass
+class _Submission:
+    row: RunRow
+    actor: str
+    secret_names: list[str]
+    done: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 def _fingerprint(req: m.RunCreate) -> str:
@@ -66,9 +78,43 @@ def parse_statuses(status: str | None) -> list[str]:
     return statuses
 
 
+CREATION_EVENTS: tuple[tuple[str, bool], ...] = (("created", True), ("queued", False))
+
+
+async def _write_new_runs(session: AsyncSession, batch: list[_Submission]) -> None:
+    """New runs with their `created` and `queued` events (seqs 1 and 2) and audit entries."""
+    await repo.add_many(session, [submission.row for submission in batch])
+    events = []
+    for submission in batch:
+        row = submission.row
+        for seq, (kind, described) in enumerate(CREATION_EVENTS, start=1):
+            data = {"image": row.image, "command": row.command} if described else {}
+            events.append(event_row(row.id, seq, kind, data, row.created_at))
+    await insert_event_rows(session, events)
+    by_actor: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for submission in batch:
+        row = submission.row
+        details = {
+            "image": row.image,
+            "node_selector": row.node_selector,
+            "env": sorted(row.env),
+            "secret_env": submission.secret_names,
+        }
+        by_actor.setdefault(submission.actor, []).append((row.id, details))
+    for actor, items in by_actor.items():
+        await record_many(session, actor, "run.create", "run", items)
+
+
 class RunService:
+    """Submissions without an Idempotency-Key are written in group commits: those that arrive
+    while one transaction is out go together in the next (runs, their `created` and `queued`
+    events and their audit entries, each one executemany), then are published with one queue call
+    and one `enqueued` update; each request answers once its run is committed and published."""
+
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
+        self._submissions: list[_Submission] = []
+        self._submitter: asyncio.Task[None] | None = None
 
     async def create(
         self, req: m.RunCreate, actor: str = "admin", idempotency_key: str | None = None
@@ -119,26 +165,40 @@ class RunService:
             created_at=now,
             updated_at=now,
             enqueued=False,
+            last_event_seq=len(CREATION_EVENTS),
         )
+        submission = _Submission(row, actor, sorted(req.secret_env))
+        if key is None:
+            self._submissions.append(submission)
+            if self._submitter is None or self._submitter.done():
+                self._submitter = asyncio.create_task(self._submit_loop(), name="run-submissions")
+            await asyncio.shield(submission.done)
+            return run_to_wire(row)
         async with self._ctx.sessionmaker.begin() as session:
-            await repo.add(session, row)
-            if key is not None:
-                await key_repo.add(session, key[0], key[1], row.id, now, self._key_cutoff())
-            await record_events(
-                session,
-                row.id,
-                [("created", {"image": row.image, "command": row.command}), ("queued", {})],
-                now,
-            )
-            details = {
-                "image": row.image,
-                "node_selector": row.node_selector,
-                "env": sorted(row.env),
-                "secret_env": sorted(req.secret_env),
-            }
-            await record(session, actor, "run.create", "run", row.id, details)
+            await _write_new_runs(session, [submission])
+            await key_repo.add(session, key[0], key[1], row.id, now, self._key_cutoff())
         await self._ctx.publish([row.id])
         return run_to_wire(row)
+
+    async def _submit_loop(self) -> None:
+        while self._submissions:
+            batch = self._submissions[:SUBMIT_BATCH]
+            del self._submissions[:SUBMIT_BATCH]
+            try:
+                async with self._ctx.sessionmaker.begin() as session:
+                    await _write_new_runs(session, batch)
+            except Exception as exc:  # every request of the batch answers the error (503 for an outage)
+                for submission in batch:
+                    submission.done.set_exception(exc)
+                continue
+            try:
+                await self._ctx.publish([submission.row.id for submission in batch])
+            except Exception as exc:  # committed, the outbox publishes them; the requests say what failed
+                for submission in batch:
+                    submission.done.set_exception(exc)
+                continue
+            for submission in batch:
+                submission.done.set_result(None)
 
     async def list(
         self,
@@ -216,6 +276,7 @@ class RunService:
             self._ctx.node_work.notify(node_id)
             if not_started:
                 self._ctx.wake_scheduler()
+                self._ctx.node_feed.changed(node_id)  # its load
         return run_to_wire(fresh)
 
     async def events(

@@ -275,7 +275,8 @@ def test_a_viewer_reads_everything_and_gets_no_control_that_changes_anything(
     expect(card(page, node).locator(".chip")).to_have_text(["os=linux", "zone=a"])
     expect(card(page, draining).locator(".badge")).to_have_text("Draining")
     expect(page.locator(NO_CHANGE_CONTROLS)).to_have_count(0)
-    expect(page.locator("#view button")).to_have_count(0)
+    # the only buttons on the node list turn its pages
+    expect(page.locator("#view button:not(.pager button)")).to_have_count(0)
 
     for shown in (node, draining):
         page.goto(f"{server.base_url}/#/nodes/{shown}")

@@ -1,6 +1,7 @@
 """Two apiserver replicas on one PostgreSQL and one Redis, as operators run them: a long-poll on
 one wakes within 100 ms for a run placed through the other, one replica leads the fleet-wide
-checks, and when the leader is killed the other takes over without any node flapping."""
+checks, and when the leader is killed the other takes over without any node flapping; the live
+node stream of one hears the changes made through the other."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.support.longpoll import BackgroundPoll
 from tests.support.postgres import PostgresServer
 from tests.support.redis import RedisServer
 from tests.support.server import ServerProcess
+from tests.support.sse import Stream
 from tests.support.wait import eventually
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -144,3 +146,29 @@ def test_the_leader_killed_hands_over_and_no_node_flaps(replicas: list[ServerPro
             beating.join(timeout=5)
     assert took_over <= LEASE + 2
     assert seen == {"online"}, "the node that kept its heartbeats flapped"
+
+
+def test_the_live_node_stream_of_one_replica_hears_changes_made_through_the_other(
+    replicas: list[ServerProcess],
+) -> None:
+    a, b = replicas
+    stream = Stream(f"{b.base_url}/api/v1/watch/nodes")
+    try:
+        stream.next("hello")
+        with Client(a.base_url) as on_a:
+            FakeNode(on_a, "streamed").heartbeat()
+            assert stream.next("node")["data"]["id"] == "streamed"
+            on_a.send(Calls.patch_node("streamed", m.NodePatch(status="draining")))
+            stream.until("streamed", {"draining": True})
+            on_a.send(Calls.delete_node("streamed"))
+            assert stream.next("deleted")["data"] == {"id": "streamed"}
+    finally:
+        stream.close()
+    # a stream that moves to the other replica cannot resume there: it is told to resync
+    last = stream.events[-1]["id"]
+    moved = Stream(f"{a.base_url}/api/v1/watch/nodes", {"Last-Event-ID": last})
+    try:
+        moved.next("hello")
+        assert moved.next()["event"] == "resync"
+    finally:
+        moved.close()

@@ -90,16 +90,17 @@ def test_a_v2_limit_and_a_namespaced_mount_root(tmp_path: Path) -> None:
 
 
 def test_set_up_moves_the_daemon_into_a_leaf_and_delegates_to_runs(tmp_path: Path) -> None:
+    """A daemon in a delegated cgroup of its own (here a scope: `systemd-run --scope -p Delegate=yes`)."""
     root = fake_root(
         tmp_path,
         V2_ONLY,
-        "0::/system.slice/nm.service\n",
+        "0::/system.slice/nm.scope\n",
         {
-            "sys/fs/cgroup/system.slice/nm.service/cgroup.controllers": "cpuset cpu io memory pids\n",
-            "sys/fs/cgroup/system.slice/nm.service/cgroup.subtree_control": "",
+            "sys/fs/cgroup/system.slice/nm.scope/cgroup.controllers": "cpuset cpu io memory pids\n",
+            "sys/fs/cgroup/system.slice/nm.scope/cgroup.subtree_control": "",
         },
     )
-    base = root / "sys/fs/cgroup/system.slice/nm.service"
+    base = root / "sys/fs/cgroup/system.slice/nm.scope"
 
     cgroups = RunCgroups.set_up(root, pid=4242)
 
@@ -111,12 +112,51 @@ def test_set_up_moves_the_daemon_into_a_leaf_and_delegates_to_runs(tmp_path: Pat
     assert (base / "runs/cgroup.subtree_control").read_text() == "+cpu +memory +pids"
 
     # the next start finds itself in the leaf already: same base, no second move
-    (root / "proc/self/cgroup").write_text("0::/system.slice/nm.service/nodemanager\n")
+    (root / "proc/self/cgroup").write_text("0::/system.slice/nm.scope/nodemanager\n")
     (base / "nodemanager/cgroup.procs").write_text("")
     again = RunCgroups.set_up(root, pid=4343)
     assert again is not None
     assert again.runs == base / "runs"
     assert (base / "nodemanager/cgroup.procs").read_text() == ""
+
+
+def test_a_service_started_in_its_own_cgroup_makes_no_run_cgroups(tmp_path: Path) -> None:
+    """systemd older than 254 (no DelegateSubgroup) starts the daemon at the root of its unit's
+    cgroup; moving out and delegating there would keep the unit from starting again while runs
+    outlive a restart (EBUSY on the inner cgroup), so nothing is touched."""
+    unit = "sys/fs/cgroup/system.slice/agentnodes-nodemanager.service"
+    root = fake_root(
+        tmp_path,
+        V2_ONLY,
+        "0::/system.slice/agentnodes-nodemanager.service\n",
+        {f"{unit}/cgroup.controllers": "cpu io memory pids\n", f"{unit}/cgroup.subtree_control": ""},
+    )
+    assert RunCgroups.set_up(root, pid=4242) is None
+    assert sorted(path.name for path in (root / unit).iterdir()) == [
+        "cgroup.controllers",
+        "cgroup.subtree_control",
+    ]
+    assert (root / unit / "cgroup.subtree_control").read_text() == ""
+
+
+def test_a_service_started_in_its_delegated_subgroup_gets_run_cgroups(tmp_path: Path) -> None:
+    """DelegateSubgroup=nodemanager (systemd 254+): the daemon starts in the leaf, runs go beside it."""
+    unit = "sys/fs/cgroup/system.slice/agentnodes-nodemanager.service"
+    root = fake_root(
+        tmp_path,
+        V2_ONLY,
+        "0::/system.slice/agentnodes-nodemanager.service/nodemanager\n",
+        {
+            f"{unit}/cgroup.controllers": "cpu io memory pids\n",
+            f"{unit}/cgroup.subtree_control": "",
+            f"{unit}/nodemanager/cgroup.procs": "4242\n",
+        },
+    )
+    cgroups = RunCgroups.set_up(root, pid=4242)
+    assert cgroups is not None
+    assert cgroups.runs == root / unit / "runs"
+    assert (root / unit / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    assert (root / unit / "nodemanager/cgroup.procs").read_text() == "4242\n"
 
 
 @pytest.mark.parametrize(

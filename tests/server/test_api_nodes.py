@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -35,7 +36,10 @@ def wait_status(client: httpx.Client, node_id: str, status: str, timeout: float)
 def test_heartbeat_registers_node(apiserver: ApiServerFactory) -> None:
     server = apiserver({"NODE_HEARTBEAT_INTERVAL": "7", "NODE_OFFLINE_AFTER": "21"})
     with server.client() as client:
-        assert client.get("/api/v1/nodes").json() == {"items": [], "total": 0, "limit": 1000, "offset": 0}
+        empty = client.get("/api/v1/nodes").json()
+        # where the live node stream was when the list was read (GET /api/v1/watch/nodes?since=)
+        assert re.fullmatch(r"[0-9a-f]+:0", empty.pop("stream_position"))
+        assert empty == {"items": [], "total": 0, "limit": 1000, "offset": 0}
         reply = beat(client, "node-a", {"os": "linux", "arch": "amd64"}, cap=3)
         assert reply == {
             "node_id": "node-a",
@@ -91,7 +95,18 @@ def test_list_filters_and_pagination(apiserver: ApiServerFactory) -> None:
         assert [n["id"] for n in page["items"]] == ["n3", "n4"]
         assert (page["total"], page["limit"], page["offset"]) == (6, 2, 3)
         assert client.get("/api/v1/nodes", params={"offset": 100}).json()["items"] == []
+        # q: a part of the id, taken literally (no LIKE wildcards), combined with the other filters
+        beat(client, "web_1", {"zone": "c"})
+        beat(client, "webx1", {"zone": "c"})
+        assert ids(q="n") == ["n0", "n1", "n2", "n3", "n4", "n5"]
+        assert ids(q="3") == ["n3"]
+        assert ids(q="b_") == ["web_1"]
+        assert ids(q="%") == []
+        assert ids(q="n", selector="zone=b", status="online") == ["n4", "n5"]
+        searched = client.get("/api/v1/nodes", params={"q": "n", "limit": 2, "offset": 2}).json()
+        assert ([n["id"] for n in searched["items"]], searched["total"]) == (["n2", "n3"], 6)
         for bad in (
+            {"q": "x" * 254},
             {"limit": 0},
             {"limit": 10001},
             {"offset": -1},

@@ -26,6 +26,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.max_body_size == 1024 * 1024
     assert (settings.heartbeat_rate_burst, settings.heartbeat_rate_per_second) == (20, 2.0)
     assert settings.run_max_log_bytes == 64 * 1024 * 1024
+    assert (settings.run_retention, settings.audit_retention) == (604800.0, 7776000.0)
     assert settings.protected_mode
     data_dir = Settings.from_env({"APISERVER_DATA_DIR": str(tmp_path)})
     assert data_dir.database_url == f"sqlite+aiosqlite:///{tmp_path}/apiserver.db"
@@ -50,9 +51,12 @@ def test_values_from_env() -> None:
             "HEARTBEAT_RATE_BURST": "50",
             "HEARTBEAT_RATE_PER_SECOND": "0.5",
             "RUN_MAX_LOG_BYTES": "1048576",
+            "RUN_RETENTION": "3600",
+            "AUDIT_RETENTION": "86400",
             "LOG_LEVEL": "debug",
         }
     )
+    assert (settings.run_retention, settings.audit_retention) == (3600.0, 86400.0)
     assert (settings.heartbeat_rate_burst, settings.heartbeat_rate_per_second) == (50, 0.5)
     assert settings.run_max_log_bytes == 1024 * 1024
     assert settings.database_url == "postgresql+asyncpg://u:p@db:5432/nodes"
@@ -85,6 +89,10 @@ def test_values_from_env() -> None:
         ({"HEARTBEAT_RATE_PER_SECOND": "often"}, "HEARTBEAT_RATE_PER_SECOND must be a number per second"),
         ({"RUN_MAX_LOG_BYTES": "10"}, "RUN_MAX_LOG_BYTES must be between"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL must be one of"),
+        ({"RUN_RETENTION": "0"}, "RUN_RETENTION must be between 0 \\(exclusive\\) and"),
+        ({"RUN_RETENTION": "a week"}, "RUN_RETENTION must be a number of seconds"),
+        ({"AUDIT_RETENTION": "-5"}, "AUDIT_RETENTION must be between"),
+        ({"AUDIT_RETENTION": "1e12"}, "AUDIT_RETENTION must be between"),
         ({"DATABASE_URL": "mysql://x/y"}, "scheme 'mysql' is not supported"),
         ({"DATABASE_URL": "nodes.db"}, "DATABASE_URL must look like"),
         ({"DATABASE_URL": "sqlite://nodes.db"}, "three slashes"),
@@ -219,6 +227,9 @@ def test_invalid_value_stops_the_server_with_exit_2() -> None:
     result = _run_server({"NODE_OFFLINE_AFTER": "ninety"})
     assert result.returncode == 2
     assert "NODE_OFFLINE_AFTER must be a number of seconds" in result.stderr
+    result = _run_server({"RUN_RETENTION": "forever"})
+    assert result.returncode == 2
+    assert "RUN_RETENTION must be a number of seconds" in result.stderr
 
 
 def test_help() -> None:

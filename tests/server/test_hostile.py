@@ -105,8 +105,9 @@ MINIMAL_BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/nodes/{node_id}/env-config/test-proxy"): {},
     ("POST", "/api/v1/nodes/{node_id}/commands/{command_id}/result"): {"ok": True},
     ("POST", "/api/v1/runs/{run_id}/node-events"): {"node_id": "n1", "events": []},
+    ("POST", "/api/v1/nodes/{node_id}/events"): {"runs": []},
 }
-NODE_ROUTES = ("/work", "/commands/", "/node-events")
+NODE_ROUTES = ("/work", "/commands/", "/node-events", "/{node_id}/events")
 
 
 def test_hostile_ids_get_a_4xx_on_every_route(server: ServerProcess) -> None:

@@ -191,6 +191,43 @@ async def test_unschedulable_reason_once_then_placed_on_wake(
     assert "train" not in scheduler.parked
 
 
+async def test_runs_waiting_for_a_slot_get_a_message_and_no_event_and_are_placed_oldest_first(
+    engine: AsyncEngine, schedulers: list[Scheduler]
+) -> None:
+    """Under load most runs wait for a slot: they get the reason in their message once, no
+    `unschedulable` event each, and a freed slot goes to the oldest waiting run."""
+    await insert_rows(engine, NODES, [node_row("a", max_concurrent=2)])
+    await insert_rows(engine, RUNS, [run_row(f"r{i:02}", age=100 - i) for i in range(12)])
+    queue = MemoryQueue()
+    scheduler = quick(engine, queue)
+    schedulers.append(scheduler)
+    await scheduler.start()
+    await queue.publish([f"r{i:02}" for i in range(12)])
+
+    async def waiting(count: int) -> bool:
+        runs = (await runs_by_id(engine)).values()
+        return (
+            sum(1 for run in runs if run.status == "queued" and "at capacity (2/2)" in (run.message or ""))
+            == count
+        )
+
+    await eventually_async(lambda: waiting(10))
+    assert (await statuses(engine))["scheduled"] == 2
+    assert [e.type for e in await events_of(engine) if e.type != "scheduled"] == []
+
+    async with engine.begin() as connection:  # one run ends: its slot frees up
+        await connection.execute(update(RUNS).where(RUNS.c.id == "r00").values(status="succeeded"))
+        await connection.execute(update(NODES).where(NODES.c.id == "a").values(running=1))
+    scheduler.wake()
+
+    async def third_placed() -> bool:
+        return (await statuses(engine))["scheduled"] == 2 and (await runs_by_id(engine))["r02"].node_id == "a"
+
+    await eventually_async(third_placed)
+    assert (await statuses(engine))["queued"] == 9
+    assert [e.type for e in await events_of(engine) if e.type != "scheduled"] == []
+
+
 async def test_runs_of_a_failed_pass_are_placed_without_waiting_for_their_reclaim(
     engine: AsyncEngine, schedulers: list[Scheduler]
 ) -> None:

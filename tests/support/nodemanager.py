@@ -92,6 +92,11 @@ class NodeManagerProcess:
         self._process.send_signal(signum)
 
     @property
+    def exit_code(self) -> int | None:
+        """None while it runs (or before it started)."""
+        return self._process.poll() if self._process else None
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
