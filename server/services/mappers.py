@@ -74,7 +74,7 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime, seen: float 
         running=running,
         last_heartbeat_at=heartbeat,
         created_at=created,
-        schedulable=rule.schedulable(status, bool(healthy), quarantined_until, now),
+        schedulable=rule.schedulable(status, bool(healthy), quarantined_until, now, heartbeat),
         conditions=_conditions(conditions, (quarantined_at, quarantined_until), now),
         updated_at=updated,
         info=_info(info),

@@ -73,6 +73,20 @@ async def test_the_restart_hold_keeps_statuses_in_python_and_sql(engine: AsyncEn
     assert {n: rule.of(NOW - timedelta(seconds=a), False, NOW) for n, a in ages.items()} == expected
     async with engine.connect() as connection:
         assert dict((await connection.execute(select(NODES.c.id, rule.sql(NODES.c, NOW)))).all()) == expected
+    # runs wait for a node to be heard again: the placement forms do not hold
+    placing = {
+        "online-at-the-crash": "offline",
+        "offline-before-the-crash": "offline",
+        "heard-since": "online",
+    }
+    async with engine.connect() as connection:
+        query = select(NODES.c.id, rule.sql_state(NODES.c, NOW, placing=True))
+        assert dict((await connection.execute(query)).all()) == placing
+        query = select(NODES.c.id).where(rule.sql_schedulable(NODES.c, NOW))
+        assert set((await connection.execute(query)).scalars()) == {"heard-since"}
+    stale = NOW - timedelta(seconds=210)
+    assert not rule.schedulable("online", True, None, NOW, stale)
+    assert rule.schedulable("online", True, None, NOW, NOW - timedelta(seconds=1))
     after = NOW + timedelta(seconds=60)  # the hold is over: stale times count again
     assert rule.of(NOW - timedelta(seconds=210), False, after) == "offline"
     assert rule.of(after - timedelta(seconds=1), False, after) == "online"
