@@ -21,6 +21,7 @@ from server.config import Settings
 from server.controllers.audit import AuditController
 from server.controllers.console import console_router
 from server.controllers.health import HealthController
+from server.controllers.heartbeat_lane import heartbeat_lane
 from server.controllers.metrics import MetricsController
 from server.controllers.node_work import NodeWorkController
 from server.controllers.nodes import NodeController
@@ -113,9 +114,13 @@ def create_app(
         debug=False,
     )
     # before routing: a raw path with an encoded '/' or NUL reaches no handler (server.edge);
+    # unchanged heartbeats answered before routing (server.controllers.heartbeat_lane);
     # every answer, that refusal included, states the version; outermost, the request id and
     # count, so refused requests are counted and traceable too
-    app.asgi_handler = observe_requests(stamp_version(guard_edge(app.asgi_handler)), components.metrics)
+    lane = heartbeat_lane(
+        app.asgi_handler, components.services.nodes, components.auth, components.settings.max_body_size
+    )
+    app.asgi_handler = observe_requests(stamp_version(guard_edge(lane)), components.metrics)
     document_errors(app)
     state_container_rules(app)
     return app

@@ -2,8 +2,8 @@
 
 Everything a request or a background task needs is created here and handed on explicitly:
 controllers receive the services through Litestar's dependency injection (server.app), and
-the background services (queue connection, scheduler, lost-run reaper) start and stop with
-the application's lifespan in the order listed.
+the background services (wake bus, leader lease, queue connection, liveness flush, scheduler,
+lost-run reaper) start and stop with the application's lifespan in the order listed.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from server.config import Settings
 from server.db.engine import create_engine, create_sessionmaker
 from server.identity import Authenticator
 from server.leader import make_lease
+from server.liveness import make_liveness_store
 from server.metrics import Metrics
+from server.node_status import StatusRule
 from server.queue import make_queue
 from server.queue.base import RunQueue
 from server.scheduler.loop import Scheduler
@@ -31,6 +33,7 @@ from server.services.commands import CommandService, ProxyTestTargets
 from server.services.context import ServiceContext
 from server.services.env_config import EnvConfigService
 from server.services.health import HealthService
+from server.services.liveness import Liveness
 from server.services.metrics import MetricsService
 from server.services.node_events import NodeEventService
 from server.services.node_feed import NodeFeed, TimeSweep
@@ -129,6 +132,7 @@ def build_components(settings: Settings) -> Components:
             node_feed.changed(node_id)  # its load
 
     clock = SystemClock()
+    status_rule = StatusRule(settings.offline_after)  # one, so the restart hold applies everywhere
     metrics = Metrics()
     scheduler = Scheduler(
         sessionmaker,
@@ -137,6 +141,7 @@ def build_components(settings: Settings) -> Components:
         start_failure_cooldown=settings.start_failure_cooldown,
         on_assigned=on_assigned,
         clock=clock,
+        status_rule=status_rule,
         metrics=metrics,
         on_reasons=run_updates.notify_each,
     )
@@ -163,13 +168,16 @@ def build_components(settings: Settings) -> Components:
         node_work=node_work,
         command_results=command_results,
         clock=clock,
+        shared_status_rule=status_rule,
         node_feed=node_feed,
     )
     bus.on_reconnect(_wake_everything(context, scheduler))
     lease = make_lease(settings.redis_url, settings.leader_lease)
     lease.on_change(lambda held: metrics.leader.set(1 if held else 0))
-    reaper = LostRunReaper(context, lease=lease)
-    nodes = NodeService(context, authenticator)
+    liveness = Liveness(context, make_liveness_store(settings.redis_url))
+    reaper = LostRunReaper(context, liveness, lease=lease)
+    metrics_service = MetricsService(context, metrics)
+    nodes = NodeService(context, authenticator, liveness, metrics_service.heartbeat_answered)
     sweep = TimeSweep(node_feed, nodes.turned_between, clock.now)
     services = Services(
         nodes=nodes,
@@ -180,7 +188,7 @@ def build_components(settings: Settings) -> Components:
         commands=CommandService(context, targets),
         audit=AuditService(context),
         health=HealthService(engine, queue),
-        metrics=MetricsService(context, metrics),
+        metrics=metrics_service,
     )
     return Components(
         settings=settings,
@@ -190,10 +198,12 @@ def build_components(settings: Settings) -> Components:
         services=services,
         auth=Auth(settings, authenticator, SessionSigner(settings)),
         metrics=metrics,
+        # liveness before the scheduler: its first snapshot already sees the restart hold
         background=[
             bus,
             lease,
             QueueConnection(queue),
+            liveness,
             scheduler,
             reaper,
             sweep,

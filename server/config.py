@@ -160,6 +160,10 @@ class Settings(EnvSettings):
     heartbeat_rate_per_second: Annotated[float, per_second(1_000_000.0)] = Field(
         2.0, validation_alias="HEARTBEAT_RATE_PER_SECOND"
     )
+    # how often the last-seen times of heartbeats kept off the database path are written to it
+    liveness_flush_interval: Annotated[float, seconds(60.0)] = Field(
+        1.0, validation_alias="LIVENESS_FLUSH_INTERVAL"
+    )
     # bytes of log text stored per run; later log events of the run are dropped (one log_truncated event)
     run_max_log_bytes: Annotated[int, integer(1024, 2**40)] = Field(
         64 * 1024 * 1024, validation_alias="RUN_MAX_LOG_BYTES"

@@ -78,6 +78,10 @@ class NodeRow(SQLModel, table=True):
     # sha256 of the node's credential (never the token itself); NULL: the join token may claim one
     token_hash: str | None = Field(default=None, max_length=64, unique=True)
     token_issued_at: datetime | None = _ts()
+    # digests of its last stored report (server.liveness.Report.stored: labels, capacity, info,
+    # condition states and runs; then the conditions' messages): a heartbeat repeating them
+    # changes only the node's liveness
+    report_digest: str | None = Field(default=None, max_length=64)
 
 
 class EnvConfigRow(SQLModel, table=True):

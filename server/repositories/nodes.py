@@ -126,12 +126,13 @@ class ReportedState:
     memory_mb: int | None
     info: dict[str, Any]
     conditions: list[dict[str, Any]]
+    digest: str  # of all the above and the runs it holds (server.services.liveness.report_of)
 
 
 _UPSERT_COLUMNS = (
     "id", "reported_labels", "label_overrides", "labels", "max_concurrent", "running", "draining",
     "info", "last_heartbeat_at", "created_at", "updated_at", "resource_version", "conditions", "healthy",
-    "cpu_millis", "memory_mb",
+    "cpu_millis", "memory_mb", "report_digest",
 )  # fmt: skip
 
 
@@ -166,6 +167,7 @@ def _upsert_statement(dialect: str) -> Any:
             "last_heartbeat_at": stmt.excluded.last_heartbeat_at,
             "conditions": stmt.excluded.conditions,
             "healthy": stmt.excluded.healthy,
+            "report_digest": stmt.excluded.report_digest,
         },
     ).returning(*NODE_COLUMNS)
 
@@ -196,6 +198,7 @@ async def upsert_heartbeat(
         "resource_version": 1,
         "conditions": reported.conditions,
         "healthy": all(condition.get("ok") for condition in reported.conditions),
+        "report_digest": reported.digest,
     }
     stmt = _upsert_statement(session.get_bind().dialect.name)
     return (await session.execute(stmt, params)).one()

@@ -203,7 +203,7 @@ async def node_snapshot(session: AsyncSession, rule: StatusRule, now: datetime) 
             cast(NODES.c.labels, String),
             NODES.c.running,
             NODES.c.max_concurrent,
-            rule.sql_state(NODES.c, now),
+            rule.sql_state(NODES.c, now, placing=True),
             NODES.c.cpu_millis,
             NODES.c.memory_mb,
             NODES.c.requested_cpu_millis,

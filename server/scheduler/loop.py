@@ -109,6 +109,7 @@ class Scheduler:
         start_failure_cooldown: float = 300.0,
         on_assigned: OnAssigned | None = None,
         clock: Clock | None = None,
+        status_rule: StatusRule | None = None,
         metrics: Metrics | None = None,
         on_reasons: Callable[[list[str]], None] | None = None,
     ) -> None:
@@ -116,7 +117,7 @@ class Scheduler:
             async_sessionmaker(db, expire_on_commit=False) if isinstance(db, AsyncEngine) else db
         )
         self.queue = queue
-        self.status_rule = StatusRule(offline_after)
+        self.status_rule = status_rule or StatusRule(offline_after)
         self.clock: Clock = clock or SystemClock()
         self.batch_size = batch_size
         self.block = block

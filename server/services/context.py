@@ -42,10 +42,16 @@ class ServiceContext:
     clock: Clock = field(default_factory=SystemClock)
     # node ids whose status, load, schedulability, labels or capacity changed: the live node stream
     node_feed: NodeFeed = field(default_factory=NodeFeed)
+    # the one node status rule of this process, shared with the scheduler (its restart hold is
+    # set at start by server.services.liveness); None: a rule of its own from the settings
+    shared_status_rule: StatusRule | None = None
+
+    def __post_init__(self) -> None:
+        self._status_rule = self.shared_status_rule or StatusRule(self.settings.offline_after)
 
     @property
     def status_rule(self) -> StatusRule:
-        return StatusRule(self.settings.offline_after)
+        return self._status_rule
 
     def begin_shutdown(self) -> None:
         """Answer every long-poll at once, and later ones without waiting: the server is

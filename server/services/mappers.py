@@ -27,8 +27,9 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
-    """`values` in repositories.nodes.NODE_FIELDS order.
+def node_from_columns(values: Any, rule: StatusRule, now: datetime, seen: float | None = None) -> m.Node:
+    """`values` in repositories.nodes.NODE_FIELDS order; `seen`: when the liveness store last
+    heard the node (epoch seconds), shown when newer than the database's time.
 
     The hot path of the node listing (10,000 rows): tuple unpacking instead of attribute
     lookups, each datetime converted once.
@@ -56,6 +57,8 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
     ) = values
     if heartbeat is not None and heartbeat.tzinfo is None:
         heartbeat = heartbeat.replace(tzinfo=UTC)
+    if seen is not None and (heartbeat is None or seen > heartbeat.timestamp()):
+        heartbeat = datetime.fromtimestamp(seen, UTC)
     if created.tzinfo is None:
         created = created.replace(tzinfo=UTC)
     if updated is not None and updated.tzinfo is None:
@@ -71,7 +74,7 @@ def node_from_columns(values: Any, rule: StatusRule, now: datetime) -> m.Node:
         running=running,
         last_heartbeat_at=heartbeat,
         created_at=created,
-        schedulable=rule.schedulable(status, bool(healthy), quarantined_until, now),
+        schedulable=rule.schedulable(status, bool(healthy), quarantined_until, now, heartbeat),
         conditions=_conditions(conditions, (quarantined_at, quarantined_until), now),
         updated_at=updated,
         info=_info(info),

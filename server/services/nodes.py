@@ -7,7 +7,7 @@ flip nodes offline.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast, get_args
 
@@ -18,10 +18,12 @@ from nodeapi import models as m
 from nodeapi import validation
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyRequests
 from server.identity import Authenticator, Principal, new_node_token, token_hash
+from server.liveness import Report
 from server.repositories import env_config as env_repo
 from server.repositories import nodes as repo
 from server.services.audit import record
 from server.services.context import ServiceContext
+from server.services.liveness import Liveness, held_runs, report_of
 from server.services.mappers import condition_rows, node_from_columns, run_to_wire
 from server.services.node_feed import FeedEvent
 from server.services.ratelimit import TokenBuckets
@@ -63,16 +65,27 @@ class _SchedulerView:
 
 
 class NodeService:
-    def __init__(self, ctx: ServiceContext, authenticator: Authenticator) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        authenticator: Authenticator,
+        liveness: Liveness,
+        on_answered: Callable[[], None] = lambda: None,
+    ) -> None:
         self._ctx = ctx
+        self._on_answered = on_answered  # each heartbeat answered (the heartbeats counter of /metrics)
         self._authenticator = authenticator
+        self._liveness = liveness
         self._scheduler_view = _SchedulerView()
         settings = ctx.settings
         self._heartbeat_rate = TokenBuckets(settings.heartbeat_rate_burst, settings.heartbeat_rate_per_second)
 
     async def heartbeat(self, req: m.HeartbeatRequest, caller: Principal) -> m.HeartbeatResponse:
         """Liveness and what the node reports. With the join token it registers a new node id (or
-        gives a node without a credential one) and answers its `node_token`, once."""
+        gives a node without a credential one) and answers its `node_token`, once.
+
+        A heartbeat that changes nothing but liveness is taken by the liveness store and
+        answered at once (server.services.liveness); any other goes through the database."""
         try:
             validation.validate_node_id(req.node_id)
             validation.validate_labels(req.labels)
@@ -92,6 +105,39 @@ class NodeService:
                 retry_after=wait,
             )
         now = self._ctx.clock.now()
+        report = report_of(req)
+        if caller.role != "join":
+            known = await self._liveness.heard(req.node_id, report, held_runs(req), now)
+            if known is not None:
+                return self._reply(req.node_id, "draining" if known.draining else "online", [], None)
+        return await self._store_heartbeat(req, caller, report, now)
+
+    async def liveness_heartbeat(
+        self, req: m.HeartbeatRequest, caller: Principal
+    ) -> m.HeartbeatResponse | None:
+        """The heartbeat's answer when it changes nothing but liveness (server.controllers.
+        heartbeat_lane); None, with nothing changed: it needs `heartbeat()` (a change, a refusal,
+        a registration)."""
+        if caller.role != "node" or (not caller.trusted and caller.node_id != req.node_id):
+            return None
+        try:
+            validation.validate_node_id(req.node_id)
+            validation.validate_labels(req.labels)
+            validation.validate_capacity(req.capacity.max_concurrent)
+        except ValueError:
+            return None
+        if self._heartbeat_rate.take(req.node_id) is not None:
+            return None  # refused: heartbeat() refuses it again, with its Retry-After
+        now = self._ctx.clock.now()
+        known = await self._liveness.heard(req.node_id, report_of(req), held_runs(req), now)
+        if known is None:
+            self._heartbeat_rate.give_back(req.node_id)
+            return None
+        return self._reply(req.node_id, "draining" if known.draining else "online", [], None)
+
+    async def _store_heartbeat(
+        self, req: m.HeartbeatRequest, caller: Principal, report: Report, now: datetime
+    ) -> m.HeartbeatResponse:
         info = _clean_info(msgspec.to_builtins(req.info))
         node_token = None
         async with self._ctx.sessionmaker.begin() as session:
@@ -106,6 +152,7 @@ class NodeService:
                 memory_mb=req.capacity.memory_mb,
                 info=info,
                 conditions=conditions,
+                digest=report.stored(),
             )
             row = await repo.upsert_heartbeat(session, req.node_id, reported, now)
             if node_token is not None and not await repo.claim_credential(
@@ -122,6 +169,7 @@ class NodeService:
                 self._ctx.settings.run_max_attempts,
             )
         node = node_from_columns(row, self._ctx.status_rule, now)
+        await self._liveness.recorded(req.node_id, report if reconciled.agreed else None, now, node.draining)
         if reconciled.requeued:
             await self._ctx.publish(reconciled.requeued)
         for run_id in (*reconciled.requeued, *reconciled.ended):
@@ -132,13 +180,19 @@ class NodeService:
         elif reconciled.changed:
             self._ctx.wake_scheduler()
             self._ctx.node_feed.changed(req.node_id)  # its load
+        return self._reply(req.node_id, node.status, reconciled.stop_runs, node_token)
+
+    def _reply(
+        self, node_id: str, status: m.NodeStatus, stop_runs: list[str], node_token: str | None
+    ) -> m.HeartbeatResponse:
+        self._on_answered()
         settings = self._ctx.settings
         return m.HeartbeatResponse(
-            node_id=req.node_id,
-            status=node.status,
+            node_id=node_id,
+            status=status,
             heartbeat_interval=settings.heartbeat_interval,
             offline_after=settings.offline_after,
-            stop_runs=reconciled.stop_runs,
+            stop_runs=stop_runs,
             node_token=node_token,
         )
 
@@ -192,7 +246,8 @@ class NodeService:
                 offset=offset,
                 search=search or None,
             )
-        items = [node_from_columns(row, rule, now) for row in rows]
+        seen = await self._liveness.last_seen([row[0] for row in rows])
+        items = [node_from_columns(row, rule, now, seen.get(row[0])) for row in rows]
         return m.NodeList(items=items, total=total, limit=limit, offset=offset, stream_position=position)
 
     async def get(self, node_id: str) -> m.Node:
@@ -200,16 +255,18 @@ class NodeService:
             row = await repo.get_node(session, node_id)
         if row is None:
             raise NotFound(f"node {node_id!r} not found")
-        return node_from_columns(row, self._ctx.status_rule, self._ctx.clock.now())
+        seen = await self._liveness.last_seen([node_id])
+        return node_from_columns(row, self._ctx.status_rule, self._ctx.clock.now(), seen.get(node_id))
 
     async def changes(self, node_ids: Sequence[str]) -> dict[str, object]:
         """What the live node stream sends of each of `node_ids` that exists (m.NodeChange)."""
         now, rule = self._ctx.clock.now(), self._ctx.status_rule
         async with self._ctx.sessionmaker() as session:
             rows = await repo.get_nodes(session, node_ids)
+        seen = await self._liveness.last_seen([row[0] for row in rows])
         changes: dict[str, object] = {}
         for row in rows:
-            node = node_from_columns(row, rule, now)
+            node = node_from_columns(row, rule, now, seen.get(row[0]))
             changes[node.id] = m.NodeChange(
                 id=node.id,
                 status=node.status,
@@ -275,6 +332,7 @@ class NodeService:
                 raise Conflict(f"node {node_id!r} was changed meanwhile; reload and retry")
         else:
             raise Conflict(f"node {node_id!r} is being changed concurrently; retry")
+        await self._liveness.invalidate([node_id])  # its heartbeat answer says whether it is draining
         node = await self.get(node_id)
         self._scheduler_view.changed(node)
         self._ctx.nodes_changed()
@@ -300,6 +358,7 @@ class NodeService:
             await env_repo.delete_for_node(session, node_id)
             await record(session, actor, "node.delete", "node", node_id, {})
         self._authenticator.forget_node(node_id)
+        await self._liveness.forget(node_id)
         self._ctx.node_feed.changed(node_id)
 
 

@@ -49,5 +49,12 @@ class TokenBuckets:
         self._buckets.move_to_end(key)
         return (1.0 - tokens) / self.per_second
 
+    def give_back(self, key: str) -> None:
+        """Return the token just taken for `key`: the request it admitted goes another way, which
+        takes its own."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            self._buckets[key] = (min(float(self.burst), bucket[0] + 1.0), bucket[1])
+
     def __len__(self) -> int:
         return len(self._buckets)

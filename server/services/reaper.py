@@ -32,6 +32,7 @@ from server.repositories import nodes as node_repo
 from server.repositories import runs as run_repo
 from server.repositories.events import record_events
 from server.services.context import ServiceContext
+from server.services.liveness import Liveness
 
 log = logging.getLogger("server.reaper")
 
@@ -42,9 +43,14 @@ REPAIR_INTERVAL = 30.0  # seconds between checks of every node's active-run coun
 
 class LostRunReaper:
     def __init__(
-        self, ctx: ServiceContext, interval: float = REAP_INTERVAL, lease: LeaderLease | None = None
+        self,
+        ctx: ServiceContext,
+        liveness: Liveness,
+        interval: float = REAP_INTERVAL,
+        lease: LeaderLease | None = None,
     ) -> None:
         self._ctx = ctx
+        self._liveness = liveness  # heartbeats the database may not hold yet
         self._lease: LeaderLease = lease or SoleLeader()
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -150,6 +156,9 @@ class LostRunReaper:
             return 0
         if (now - self._started).total_seconds() < silence:
             return 0  # nodes have not had a full grace to reach this server yet
+        cutoff = now - timedelta(seconds=silence)
+        heard = await self._liveness.heard_since(list({row.node_id for row in rows if row.node_id}), cutoff)
+        rows = [row for row in rows if row.node_id not in heard]
         requeued: list[str] = []
         changed = 0
         for row in rows:
@@ -211,6 +220,8 @@ class LostRunReaper:
                 enqueued=False,
                 message=reason,
             )
+        if await self._liveness.heard_since([node] if node else [], now - timedelta(seconds=silence)):
+            return None
         async with self._ctx.sessionmaker.begin() as session:
             # a heartbeat may have arrived since the scan; the row lock makes it wait for this check
             if not await node_repo.still_silent(session, node, now - timedelta(seconds=silence)):

@@ -34,10 +34,16 @@ class Reconciliation:
     stop_runs: list[str] = field(default_factory=list)
     requeued: list[str] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
+    unreported: list[str] = field(default_factory=list)  # placed on the node, not listed by it
 
     @property
     def changed(self) -> bool:
         return bool(self.requeued or self.ended)
+
+    @property
+    def agreed(self) -> bool:
+        """The node holds exactly the runs the server placed on it: nothing to reconcile."""
+        return not (self.stop_runs or self.unreported)
 
 
 async def reconcile(
@@ -60,6 +66,7 @@ async def reconcile(
     held_set = set(held)
     await run_repo.mark_reported(session, node_id, held)
     for row in await run_repo.unreported_runs(session, node_id, held_set):
+        outcome.unreported.append(row.id)
         since = utc(row.unreported_since)
         if since is None:
             await run_repo.update_run(session, row.id, {"status": row.status}, {"unreported_since": now})

@@ -16,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.clock import ManualClock
 from server.config import Settings
 from server.db.engine import create_sessionmaker
+from server.liveness import MemoryLivenessStore
 from server.queue import MemoryQueue
 from server.secrets import SecretBox
 from server.services.context import ServiceContext
+from server.services.liveness import Liveness
 from server.services.reaper import LostRunReaper
 from tests.support.scheduler_db import (
     NODES,
@@ -86,7 +88,7 @@ async def reaping(engine: AsyncEngine, database_url: str) -> AsyncIterator[Reapi
         nodes_changed=lambda: woken.append(clock.now()),
         clock=clock,
     )
-    reaper = LostRunReaper(ctx)
+    reaper = LostRunReaper(ctx, Liveness(ctx, MemoryLivenessStore()))
     yield Reaping(engine, clock, queue, ctx, reaper, woken)
     await reaper.stop()
     await queue.close()
@@ -252,7 +254,7 @@ async def test_the_started_reaper_handles_silent_nodes_by_itself(reaping: Reapin
     engine, clock = reaping.engine, reaping.clock
     await insert_rows(engine, NODES, [seen_at(T0 - timedelta(seconds=100), "gone-quiet", running=1)])
     await insert_rows(engine, RUNS, [placed("r-x", "gone-quiet", "running")])
-    reaper = LostRunReaper(reaping.ctx, interval=0.05)
+    reaper = LostRunReaper(reaping.ctx, Liveness(reaping.ctx, MemoryLivenessStore()), interval=0.05)
     await reaper.start()
     try:
         clock.advance(SILENCE + 0.1)

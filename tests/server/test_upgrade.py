@@ -20,7 +20,7 @@ from server.config import async_database_url
 from server.migrations import alembic_config, head_revision
 from tests.support.server import REPO_ROOT, ServerProcess
 
-PREVIOUS = "0006"
+PREVIOUS = "0007"
 TOKENS = {"ADMIN_TOKEN": "admin-token-123", "NODE_JOIN_TOKEN": "join-token-123"}
 SEEDED_AT = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -88,13 +88,14 @@ def test_the_seeded_revision_is_the_one_before_head() -> None:
 
 
 def _seed(connection: Connection) -> None:
-    """What an apiserver at revision 0006 stored: a node with env config, a finished run with its
+    """What an apiserver at revision 0007 stored: a node with env config, a finished run with its
     events, a queued run and an audit entry (rows as that schema has them; the columns 0006 added
     take their defaults)."""
     tables = MetaData()
     tables.reflect(connection)
     assert "sandbox" in tables.tables["runs"].c  # 0006's columns are there
-    assert "ix_runs_finished_at" not in {index.name for index in tables.tables["runs"].indexes}  # 0007's
+    assert "ix_runs_finished_at" in {index.name for index in tables.tables["runs"].indexes}  # 0007's
+    assert "report_digest" not in tables.tables["nodes"].c  # 0008's
     at = SEEDED_AT
     connection.execute(
         tables.tables["nodes"].insert(),
@@ -231,7 +232,11 @@ def test_migrate_upgrades_a_database_of_the_previous_revision(database_url: str,
     with ServerProcess(env={**env, **TOKENS, **keep}, data_dir=tmp_path) as server, server.client() as client:
         node = client.get("/api/v1/nodes/old-node").json()
         assert node["labels"] == {"zone": "a", "tier": "gold"}
-        assert node["status"] == "offline"  # its last heartbeat is a month old
+        # its last heartbeat is a month old: for one NODE_OFFLINE_AFTER after the start the
+        # restart hold keeps it as the newest stored time left it (online), but it takes no run
+        # until it is heard again (server.services.liveness)
+        assert node["status"] == "online"
+        assert node["schedulable"] is False
         assert node["capacity"]["max_concurrent"] == 4
         assert client.get("/api/v1/nodes/old-node/env-config").json()["env"] == {"REGION": "eu"}
         done = client.get("/api/v1/runs/run-done").json()

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from server.config import async_database_url
@@ -82,3 +82,45 @@ def insert_nodes(database_url: str, count: int, labels_of: Any = None) -> None:
 
 def _chunks(rows: list[dict[str, Any]], size: int = 500) -> list[Any]:
     return [insert(NodeRow).values(rows[i : i + size]) for i in range(0, len(rows), size)]
+
+
+async def _scalar(database_url: str, statement: Any) -> Any:
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with engine.connect() as connection:
+            return (await connection.execute(statement)).scalar()
+    finally:
+        await engine.dispose()
+
+
+def last_heartbeat_at(database_url: str, node_id: str) -> datetime | None:
+    """The node's last_heartbeat_at as the database holds it (UTC)."""
+    nodes = NodeRow.__table__.c  # type: ignore[attr-defined]
+    value = asyncio.run(_scalar(database_url, select(nodes.last_heartbeat_at).where(nodes.id == node_id)))
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def clone_node(database_url: str, source_id: str, node_ids: Sequence[str], heard_at: datetime) -> None:
+    """Copy the row of `source_id` (registered through the API) to each of `node_ids`, and set
+    every node's last heartbeat to `heard_at`: a fleet that was heartbeating (bench/fleet.py)."""
+    nodes = NodeRow.__table__  # type: ignore[attr-defined]
+    columns = [column for column in nodes.c if column.name not in ("id", "last_heartbeat_at", "token_hash")]
+    copy = select(
+        bindparam("new_id"), bindparam("heard_at", type_=nodes.c.last_heartbeat_at.type), *columns
+    ).where(nodes.c.id == source_id)
+    statement = insert(nodes).from_select(["id", "last_heartbeat_at", *[c.name for c in columns]], copy)
+    rows = [{"new_id": node_id, "heard_at": heard_at} for node_id in node_ids]
+
+    async def run() -> None:
+        engine = create_async_engine(async_database_url(database_url))
+        try:
+            async with engine.begin() as connection:
+                for start in range(0, len(rows), 5000):
+                    await connection.execute(statement, rows[start : start + 5000])
+                await connection.execute(update(nodes).values(last_heartbeat_at=heard_at))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
