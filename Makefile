@@ -44,6 +44,8 @@ bench: bootstrap
 	$(PYTHON) bench/console_render.py
 	$(PYTHON) bench/node_channel.py
 	$(PYTHON) -m bench.run_latency
+	$(PYTHON) bench/dispatch.py
+	$(PYTHON) bench/fleet.py
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
