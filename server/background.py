@@ -9,6 +9,7 @@ queue) is a line, any other error also logs its traceback at DEBUG. It never end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -54,3 +55,29 @@ async def run_forever(
         await attempt()
         if every:
             await asyncio.sleep(every * random.uniform(0.9, 1.1))
+
+
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel `task` and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class Periodic:
+    """`run_forever(name, step, every)` as one task: `start()` (once), `stop()` (cancel and wait)."""
+
+    def __init__(self, name: str, step: Callable[[], Awaitable[None]], every: float) -> None:
+        self._name, self._step, self._every = name, step, every
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(
+                run_forever(self._name, self._step, self._every), name=self._name.replace(" ", "-")
+            )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        await cancel(task)

@@ -12,6 +12,7 @@ import time
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from server.background import cancel
 from server.leader.base import LeaderLease
 from server.queue.redis import unique_consumer_name
 
@@ -68,10 +69,7 @@ class RedisLease(LeaderLease):
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(task)
         if self._redis is not None:
             redis, self._redis = self._redis, None
             if self.held:

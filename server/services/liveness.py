@@ -32,7 +32,6 @@ replicas) in one step and answered at once; every other heartbeat takes the data
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import logging
@@ -43,7 +42,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 
 from nodeapi import models as m
-from server.background import run_forever
+from server.background import Periodic
 from server.liveness import Known, LivenessStore, LivenessUnavailable, Primed, Report
 from server.repositories import liveness as repo
 from server.services.context import ServiceContext
@@ -108,7 +107,7 @@ class Liveness:
         self.fresh_margin = min(settings.offline_after / 2, max(2.0, 3 * self.flush_interval))
         self.detail_refresh = DETAIL_REFRESH_INTERVALS * settings.heartbeat_interval
         self._pending: dict[str, _Heard] = {}  # taken here, not written to the database yet
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("liveness flush", self._flush_step, self.flush_interval)
         self._hold_until: datetime | None = None  # the restart hold, until the live views hear it ended
         self.flushed = 0  # node times written, for tests and benches
         self.invalidated = 0
@@ -185,16 +184,10 @@ class Liveness:
         except LivenessUnavailable as exc:
             log.warning("liveness store not reachable at start-up; heartbeats go to the database: %s", exc)
         await self._prime_and_hold()
-        self._task = asyncio.create_task(
-            run_forever("liveness flush", self._flush_step, self.flush_interval), name="liveness-flush"
-        )
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
         try:
             await self.flush_once()
         except Exception:  # stopping anyway: the restart hold covers what was not written

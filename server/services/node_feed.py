@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
-from server.background import run_forever
+from server.background import Periodic
 
 if TYPE_CHECKING:
     from server.wake.base import WakeBus
@@ -204,9 +204,8 @@ class TimeSweep:
         self._feed = feed
         self._turned_between = turned_between
         self._now = now
-        self._interval = interval
         self._swept_to: datetime | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("time sweep", self._run, interval)
 
     async def sweep_once(self) -> Sequence[str]:
         now = self._now()
@@ -222,12 +221,7 @@ class TimeSweep:
         await self.sweep_once()
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(run_forever("time sweep", self._run, self._interval))
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()

@@ -19,13 +19,11 @@ count anew.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from server.background import run_forever
+from server.background import Periodic
 from server.db.models import RunRow
 from server.leader import LeaderLease, SoleLeader
 from server.repositories import nodes as node_repo
@@ -52,24 +50,17 @@ class LostRunReaper:
         self._ctx = ctx
         self._liveness = liveness  # heartbeats the database may not hold yet
         self._lease: LeaderLease = lease or SoleLeader()
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("lost-run reaper", self._reap, interval)
         self._started = ctx.clock.now()
         self._repaired_at: datetime | None = None
         self._database_failed = False  # a pass could not read the database: heartbeats were not stored
 
     async def start(self) -> None:
         self._started = self._ctx.clock.now()
-        self._task = asyncio.create_task(
-            run_forever("lost-run reaper", self._reap, self._interval), name="lost-run-reaper"
-        )
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
 
     async def _reap(self) -> None:
         if not self._lease.held:

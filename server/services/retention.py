@@ -20,13 +20,12 @@ never events without a run, and the next pass finishes it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from server.background import run_forever
+from server.background import Periodic
 from server.leader import LeaderLease, SoleLeader
 from server.repositories import idempotency as key_repo
 from server.repositories import retention as repo
@@ -63,22 +62,15 @@ class RetentionSweeper:
     ) -> None:
         self._ctx = ctx
         self._lease: LeaderLease = lease or SoleLeader()
-        self._interval = interval
         self._pause = pause
         self._budget = budget
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Periodic("retention sweep", self._sweep_if_leader, interval)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(
-            run_forever("retention sweep", self._sweep_if_leader, self._interval), name="retention-sweep"
-        )
+        self._loop.start()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await self._loop.stop()
 
     async def _sweep_if_leader(self) -> None:
         if not self._lease.held:
