@@ -58,7 +58,11 @@ def actor_of(connection: Connection) -> str:
 
 
 def bearer_token(connection: Connection) -> str | None:
-    header = connection.headers.get("authorization")
+    return parse_bearer(connection.headers.get("authorization"))
+
+
+def parse_bearer(header: str | None) -> str | None:
+    """The token of an Authorization header; None without one; Unauthorized when malformed."""
     if not header:
         return None
     scheme, _, token = header.partition(" ")

@@ -20,7 +20,8 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, ReceiveMessage, Scope, Send
 
 from nodeapi import models as m
-from server.auth import Auth
+from server.auth import Auth, parse_bearer
+from server.errors import Unauthorized
 from server.identity import Principal
 from server.services.nodes import NodeService
 
@@ -98,16 +99,12 @@ async def _node_caller(scope: Scope, auth: Auth) -> Principal | None:
     """The caller when `join_guard` would let a node through on its own credential; else None."""
     if auth.settings.protected_mode:
         return Principal("node", trusted=True)
-    header = None
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            header = value
-            break
-    if header is None:
+    header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+    try:
+        token = parse_bearer(header.decode("latin-1") if header is not None else None)
+    except Unauthorized:  # Litestar's path answers it
         return None
-    scheme, _, token = header.decode("latin-1").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    if token is None:
         return None
     principal = await auth.authenticator.from_bearer(token)
     return principal if principal is not None and principal.role == "node" else None
