@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests.support.images import SESSION_LABEL, TEST_LABEL, TEST_SESSION, ensure_test_image
-from tests.support.ports import IN_CI
+from tests.support.ports import unavailable
 
 DOCKERD_ARGS = ("--bridge=none", "--iptables=false", "--ip6tables=false")
 DOCKERD_START_TIMEOUT = 60.0
@@ -73,9 +73,7 @@ def connect_or_skip() -> Any:
         except (docker.errors.DockerException, OSError) as exc:
             problem = str(exc)
     message = f"a Docker engine is required (docker info failed: {problem})"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(message)
 
 
 _STARTED_ENGINES: list[subprocess.Popen[bytes]] = []
