@@ -31,7 +31,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,9 +42,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from bench.heartbeat import BODY  # noqa: E402
+from bench.heartbeat import BODY, minimal_endpoint  # noqa: E402
+from bench.measure import process_cpu  # noqa: E402
 from tests.support import db  # noqa: E402
-from tests.support.ports import free_port, wait_for_port  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 from tests.support.server import ServerProcess  # noqa: E402
 
@@ -267,30 +266,6 @@ async def detect(port: int, fleet: Fleet, sample: list[int], offline_after: floa
     return list(await asyncio.gather(*(probe(node) for node in sample)))
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its waited-for children (the apiserver is one process)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def minimal_endpoint(tmp: Path) -> Iterator[int]:
-    port = free_port()
-    command = [
-        sys.executable,
-        str(REPO_ROOT / "bench" / "minimal_upsert.py"),
-        str(port),
-        str(tmp / "minimal.db"),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, timeout=30)
-        yield port
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 @contextlib.contextmanager
 def database(kind: str, tmp: Path) -> Iterator[tuple[str, Any]]:
     if kind == "sqlite":
@@ -329,9 +304,9 @@ async def measure(args: argparse.Namespace, port: int, pid: int, size: Any) -> d
     runner = asyncio.create_task(fleet.run(stop))
     await asyncio.sleep(args.interval + 1)  # warm-up: one interval on the schedule
     fleet.measuring = True
-    cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+    cpu_before, wall_before = process_cpu(pid), time.monotonic()
     reads, false, worst = await watch_offline(port, fleet, args.steady)
-    cpu = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - wall_before)
+    cpu = (process_cpu(pid) - cpu_before) / (time.monotonic() - wall_before)
     fleet.measuring = False
     steady = {
         "heartbeats": len(fleet.latencies),

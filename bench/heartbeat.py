@@ -96,7 +96,8 @@ def _register(base_url: str, nodes: int) -> None:
 
 
 @contextlib.contextmanager
-def _minimal_endpoint(tmp: Path) -> Iterator[str]:
+def minimal_endpoint(tmp: Path) -> Iterator[int]:
+    """The minimal Litestar upsert endpoint (bench/minimal_upsert.py) on a free port; its port."""
     port = free_port()
     command = [
         sys.executable,
@@ -107,7 +108,7 @@ def _minimal_endpoint(tmp: Path) -> Iterator[str]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, timeout=30)
-        yield f"http://127.0.0.1:{port}"
+        yield port
     finally:
         process.terminate()
         process.wait(10)
@@ -151,9 +152,9 @@ def main() -> None:
         with (
             _database(args.database, tmp) as database_url,
             ServerProcess({**env, "DATABASE_URL": database_url}, data_dir=tmp) as server,
-            _minimal_endpoint(tmp) as minimal_url,
+            minimal_endpoint(tmp) as minimal_port,
         ):
-            targets = {"apiserver": server.base_url, "minimal": minimal_url}
+            targets = {"apiserver": server.base_url, "minimal": f"http://127.0.0.1:{minimal_port}"}
             for url in targets.values():
                 _register(url, args.nodes)
                 _wrk(url + "/", 8, 1.0, script)  # warm-up: every node heard once, caches filled
