@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
-from tests.console.browser import CHROMIUM, CHROMIUM_ARGS
+from nodeapi.client import Client
+from tests.console.browser import CHROMIUM, CHROMIUM_ARGS, close_page, new_page
 from tests.support.ports import require_binary
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -27,3 +29,17 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield instance
     instance.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    page = new_page(browser)
+    yield page
+    close_page(page)
+
+
+@pytest.fixture(scope="module")
+def api(server: ServerProcess) -> Iterator[Client]:
+    """The API of the module's `server`."""
+    with Client(server.base_url) as client:
+        yield client

@@ -25,7 +25,7 @@ from playwright.sync_api import Browser, Page, expect
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
 from nodeapi.errors import NotFound
-from tests.console.browser import card, close_page, new_page, refresh_now
+from tests.console.browser import card, new_page, refresh_now
 from tests.support.ports import require_binary
 from tests.support.server import ServerProcess
 from tests.support.wait import wait_until
@@ -41,19 +41,6 @@ MARKUP = "<img src=x onerror=window.injected=1>"
 def server() -> Iterator[ServerProcess]:
     with ServerProcess() as process:
         yield process
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.base_url) as client:
-        yield client
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    page = new_page(browser)
-    yield page
-    close_page(page)
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import Page, Playwright, expect
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
@@ -49,13 +49,6 @@ def server() -> Iterator[ServerProcess]:
 def admin(server: ServerProcess) -> Iterator[Client]:
     with Client(server.base_url, ADMIN) as client:
         yield client
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    page = new_page(browser)
-    yield page
-    close_page(page)
 
 
 @pytest.fixture

@@ -16,11 +16,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, Request, expect
+from playwright.sync_api import Page, Request, expect
 
 from nodeapi import models as m
 from nodeapi.client import Calls, Client
-from tests.console.browser import card, close_page, new_page
+from tests.console.browser import card
 from tests.support import db
 from tests.support.server import ServerProcess
 
@@ -47,19 +47,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         seeding.submit(db.insert_nodes, database_url, NODES).result(timeout=120)
         seeding.shutdown()
         yield process
-
-
-@pytest.fixture(scope="module")
-def api(server: ServerProcess) -> Iterator[Client]:
-    with Client(server.base_url) as client:
-        yield client
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    page = new_page(browser)
-    yield page
-    close_page(page)
 
 
 def list_requests(page: Page) -> list[dict[str, list[str]]]:
